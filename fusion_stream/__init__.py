@@ -1,0 +1,58 @@
+"""fusion_stream: streaming multi-sensor fusion over ZeroMQ.
+
+The public API most programs need is re-exported here::
+
+    from fusion_stream import Subscriber
+    for dets in Subscriber("/detections", timeout=5.0):
+        print(dets.stamp_ns, len(dets))
+"""
+
+from fusion_stream.errors import (
+    FusionStreamError,
+    MessageError,
+    ParamError,
+    TopicNotFoundError,
+    TransportError,
+    WireError,
+)
+from fusion_stream.msgs import (
+    AudioChunk,
+    Box3D,
+    CompressedImage,
+    Detections,
+    Diagnostics,
+    Image,
+    Level,
+    Message,
+    PointCloud,
+    RadarScan,
+    SyncedFrame,
+)
+from fusion_stream.registry import Registry
+from fusion_stream.transport import Publisher, Subscriber
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AudioChunk",
+    "Box3D",
+    "CompressedImage",
+    "Detections",
+    "Diagnostics",
+    "FusionStreamError",
+    "Image",
+    "Level",
+    "Message",
+    "MessageError",
+    "ParamError",
+    "PointCloud",
+    "Publisher",
+    "RadarScan",
+    "Registry",
+    "Subscriber",
+    "SyncedFrame",
+    "TopicNotFoundError",
+    "TransportError",
+    "WireError",
+    "__version__",
+]

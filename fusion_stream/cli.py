@@ -1,0 +1,165 @@
+"""`fusion-stream` command line. Thin: each subcommand calls one library function and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from fusion_stream import tools
+from fusion_stream.errors import FusionStreamError
+from fusion_stream.introspect import describe, to_jsonable
+from fusion_stream.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    entries = tools.list_topics()
+    if args.json:
+        for e in entries:
+            print(json.dumps({"topic": e.topic, "type": e.type, "endpoint": e.endpoint, "node": e.node, "pid": e.pid}))
+        return 0
+    if not entries:
+        err_console.print("no topics: nothing is publishing in this graph (is it running?)")
+        return 0
+    table = Table("topic", "type", "node", "pid", "endpoint", box=None)
+    for e in entries:
+        table.add_row(e.topic, e.type or "?", e.node, str(e.pid), e.endpoint)
+    console.print(table)
+    return 0
+
+
+def _cmd_echo(args: argparse.Namespace) -> int:
+    for env in tools.echo(args.topic, count=args.count, wait_s=args.wait, idle_timeout_s=args.timeout):
+        data = to_jsonable(env.message, array_limit=args.array_limit)
+        if args.json:
+            print(json.dumps({"topic": env.topic, "seq": env.seq, "pub_ns": env.pub_ns, "message": data}), flush=True)
+        else:
+            age_ms = (time.time_ns() - env.message.stamp_ns) / 1e6
+            print(f"--- {env.topic} #{env.seq}  {describe(env.message)}  age {age_ms:.1f} ms")
+            print(yaml.safe_dump(data, sort_keys=False, width=120).rstrip(), flush=True)
+    return 0
+
+
+def _cmd_hz(args: argparse.Namespace) -> int:
+    for rate in tools.measure_hz(args.topic, window=args.window, duration_s=args.duration, wait_s=args.wait):
+        if rate is None:
+            print("no new messages", flush=True)
+            continue
+        print(
+            f"average rate: {rate.rate_hz:.3f}\n\tmin: {rate.min_period_s:.4f}s max: {rate.max_period_s:.4f}s "
+            f"std dev: {rate.std_period_s:.5f}s window: {rate.window}  ({rate.bytes_per_s / 1e6:.2f} MB/s)",
+            flush=True,
+        )
+    return 0
+
+
+def _status_table(rows: list[tools.NodeStatus]) -> Table:
+    table = Table("node", "level", "message", "publishes (Hz)", "errors", box=None)
+    colours = {"OK": "green", "WARN": "yellow", "ERROR": "red", "STALE": "dim"}
+    for r in rows:
+        pubs = ", ".join(f"{t} ({r.rate(t):.1f})" if r.rate(t) is not None else t for t in r.publishes)
+        if r.report is None:
+            table.add_row(r.node, "[dim]no report[/]", "", pubs, "")
+            continue
+        level = r.report.level.name
+        table.add_row(r.node, f"[{colours[level]}]{level}[/]", r.report.message, pubs, str(r.report.values.get("errors", "")))
+    return table
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    rows = tools.collect_status(args.listen)
+    if args.json:
+        for r in rows:
+            print(json.dumps({"node": r.node, "publishes": list(r.publishes), "report": to_jsonable(r.report)}))
+        return 0
+    if not rows:
+        err_console.print("no nodes: nothing reports on /diagnostics in this graph (is it running?)")
+        return 0
+    console.print(_status_table(rows))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from fusion_stream.demo import HEADERS, TopicStats, run_demo
+
+    def table(stats: dict[str, TopicStats]) -> Table:
+        t = Table(*HEADERS, title="fusion-stream demo: test-pattern sensors over ZeroMQ", box=None)
+        for s in stats.values():
+            t.add_row(*s.row())
+        return t
+
+    console.print(f"starting 4 sensor processes for {args.duration:.0f} s ...")
+    with Live(console=console, auto_refresh=False, transient=True) as live:
+        result = run_demo(args.duration, on_update=lambda s: live.update(table(s), refresh=True))
+    console.print(table(result.topics))
+    console.print("node exit codes: " + ", ".join(f"{k}={v}" for k, v in result.exit_codes.items()))
+    if not result.ok:
+        err_console.print("[red]demo failed:[/] a node exited with an error or a topic received nothing")
+        return EXIT_FAILED
+    console.print("[green]ok[/]: every process published, every topic arrived, every node stopped cleanly")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fusion-stream", description="streaming sensor fusion over ZeroMQ")
+    ap.add_argument("--log-level", default="WARNING")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("topics", help="list the topics published in the running graph")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_cmd_topics)
+
+    p = sub.add_parser("echo", help="print the messages of a topic")
+    p.add_argument("topic")
+    p.add_argument("--count", "-n", type=int, default=None, help="stop after N messages")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--array-limit", type=int, default=16, help="list arrays up to this many elements (default 16)")
+    p.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a publisher (default 5)")
+    p.add_argument("--timeout", type=float, default=None, help="stop after this many idle seconds")
+    p.set_defaults(func=_cmd_echo)
+
+    p = sub.add_parser("hz", help="measure the publishing rate of a topic")
+    p.add_argument("topic")
+    p.add_argument("--window", "-w", type=int, default=100)
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a publisher (default 5)")
+    p.set_defaults(func=_cmd_hz)
+
+    p = sub.add_parser("status", help="table of nodes and their health from /diagnostics")
+    p.add_argument("--listen", type=float, default=1.5, help="seconds to listen (default 1.5)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("demo", help="run the demo graph and show rates and latency")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
+    p.set_defaults(func=_cmd_demo)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except FusionStreamError as err:
+        err_console.print(f"[red]error:[/] {err}")
+        return EXIT_CONFIG if isinstance(err, ValueError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `fusion-stream echo ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""One exception root for the whole package.
+
+Every error fusion_stream raises on purpose is a :class:`FusionStreamError`, so a caller can catch
+the package's failures without catching programming errors. Subclasses carry the field that
+locates the problem (topic, endpoint, key, path) so messages and handlers need not parse text.
+"""
+
+from __future__ import annotations
+
+
+class FusionStreamError(Exception):
+    """Root of every error raised by fusion_stream."""
+
+
+class MessageError(FusionStreamError, ValueError):
+    """A message was constructed with fields that break its contract."""
+
+    def __init__(self, message_type: str, field: str, reason: str) -> None:
+        self.message_type = message_type
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{message_type}.{field}: {reason}")
+
+
+class WireError(FusionStreamError):
+    """Bytes received on the wire are not a valid fusion_stream message.
+
+    ``reason`` is a short stable key (``"bad-magic"``, ``"truncated"`` ...) used to count and
+    rate-limit the log lines; ``detail`` says what exactly was wrong.
+    """
+
+    def __init__(self, reason: str, detail: str, *, topic: str | None = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.topic = topic
+        where = f" on topic {topic!r}" if topic else ""
+        super().__init__(f"malformed message{where} ({reason}): {detail}")
+
+
+class TransportError(FusionStreamError):
+    """A socket could not be bound, connected or used."""
+
+    def __init__(self, message: str, *, endpoint: str | None = None) -> None:
+        self.endpoint = endpoint
+        super().__init__(message)
+
+
+class TopicNotFoundError(TransportError):
+    """No running publisher is registered for a topic."""
+
+    def __init__(self, topic: str, registry: str) -> None:
+        self.topic = topic
+        self.registry = registry
+        super().__init__(
+            f"no publisher for topic {topic!r} in the endpoint registry {registry}; "
+            "is the graph running (and with the same FUSION_STREAM_GRAPH)? "
+            "`fusion-stream topics` lists what is published, or pass an explicit endpoint"
+        )
+
+
+class ParamError(FusionStreamError, ValueError):
+    """A node parameter (from YAML or the command line) is missing or has a bad value."""
+
+    def __init__(self, key: str, reason: str, *, path: str | None = None) -> None:
+        self.key = key
+        self.path = path
+        self.reason = reason
+        where = f"{path}: " if path else ""
+        super().__init__(f"{where}parameter {key!r}: {reason}")

@@ -1,0 +1,114 @@
+"""Library side of the topic tools (`fusion-stream topics | echo | hz | status`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fusion_stream import msgs
+from fusion_stream.introspect import Rate, RateMeter
+from fusion_stream.node import DIAGNOSTICS_TOPIC
+from fusion_stream.registry import Registry, TopicEntry
+from fusion_stream.transport import Subscriber
+from fusion_stream.wire import Envelope
+
+
+def list_topics(registry: Registry | None = None) -> list[TopicEntry]:
+    """Every live publisher of the graph, sorted by topic."""
+    return (registry or Registry()).entries()
+
+
+def echo(
+    topic: str,
+    *,
+    count: int | None = None,
+    wait_s: float = 5.0,
+    idle_timeout_s: float | None = None,
+    registry: Registry | None = None,
+) -> Iterator[Envelope]:
+    """Messages of ``topic`` as they arrive; waits up to ``wait_s`` for a publisher to appear.
+
+    Stops after ``count`` messages or ``idle_timeout_s`` without one (never, if both are None).
+    """
+    with Subscriber(topic, registry=registry, timeout=idle_timeout_s) as sub:
+        sub.wait_for_publishers(wait_s)
+        n = 0
+        for env in sub.envelopes():
+            yield env
+            n += 1
+            if count is not None and n >= count:
+                return
+
+
+def measure_hz(
+    topic: str,
+    *,
+    window: int = 100,
+    report_every_s: float = 1.0,
+    duration_s: float | None = None,
+    wait_s: float = 5.0,
+    registry: Registry | None = None,
+) -> Iterator[Rate | None]:
+    """Yield the rate of ``topic`` every ``report_every_s`` (None while fewer than 2 arrived)."""
+    meter = RateMeter(window)
+    end = None if duration_s is None else time.monotonic() + duration_s
+    with Subscriber(topic, registry=registry) as sub:
+        sub.wait_for_publishers(wait_s)
+        next_report = time.monotonic() + report_every_s
+        while end is None or time.monotonic() < end:
+            env = sub.recv_envelope(timeout=max(0.0, next_report - time.monotonic()))
+            if env is not None:
+                meter.add(time.monotonic_ns(), env.nbytes)
+            if time.monotonic() >= next_report:
+                next_report += report_every_s
+                yield meter.rate()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """The latest report of one node, with the topics it publishes from the registry."""
+
+    node: str
+    report: msgs.Diagnostics | None
+    publishes: tuple[str, ...]
+    received_at_ns: int
+
+    def rate(self, topic: str) -> float | None:
+        if self.report is None:
+            return None
+        value = self.report.values.get(f"pub.{topic}.rate_hz")
+        return float(value) if isinstance(value, int | float) else None
+
+
+def collect_status(
+    listen_s: float = 1.5, *, registry: Registry | None = None
+) -> list[NodeStatus]:
+    """Listen to ``/diagnostics`` for ``listen_s`` and return the latest report per node.
+
+    Nodes that are registered but sent nothing in that time appear with ``report=None``.
+    """
+    registry = registry or Registry()
+    latest: dict[str, tuple[msgs.Diagnostics, int]] = {}
+    end = time.monotonic() + listen_s
+    with Subscriber(DIAGNOSTICS_TOPIC, registry=registry) as sub:
+        while (remaining := end - time.monotonic()) > 0:
+            msg = sub.recv(timeout=remaining)
+            if isinstance(msg, msgs.Diagnostics):
+                latest[msg.node] = (msg, time.time_ns())
+    publishes: dict[str, set[str]] = {}
+    for e in registry.entries():
+        if e.topic != DIAGNOSTICS_TOPIC:
+            publishes.setdefault(e.node or f"pid {e.pid}", set()).add(e.topic)
+        else:
+            publishes.setdefault(e.node or f"pid {e.pid}", set())
+    names = sorted(set(latest) | set(publishes))
+    return [
+        NodeStatus(
+            node=n,
+            report=latest[n][0] if n in latest else None,
+            publishes=tuple(sorted(publishes.get(n, ()))),
+            received_at_ns=latest[n][1] if n in latest else 0,
+        )
+        for n in names
+    ]

@@ -1,0 +1,346 @@
+"""Publish and subscribe to typed messages over ZeroMQ.
+
+Each :class:`Publisher` owns one PUB socket for one topic and registers its endpoint (see
+:mod:`fusion_stream.registry`), so a :class:`Subscriber` can find a topic by name alone. Explicit
+``ipc://`` and ``tcp://`` endpoints work too.
+
+Back-pressure policy, chosen for sensors: a publisher never waits for a slow subscriber. ZeroMQ
+PUB sockets drop messages for a peer whose queue is full, so queues are bounded on both sides
+(``queue_size`` messages) and a subscriber learns of the loss through sequence gaps
+(:attr:`SubscriberStats.lost`). A consumer that must always see the newest frame sets
+``latest=True``: each receive drains what is queued and returns only the newest per topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import zmq
+
+from fusion_stream import msgs, wire
+from fusion_stream.errors import TopicNotFoundError, TransportError, WireError
+from fusion_stream.registry import Registry, TopicEntry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_SIZE: Final = 32
+_REFRESH_S: Final = 0.2  # how often a waiting subscriber looks for new publishers
+
+
+def _context() -> zmq.Context[zmq.Socket[bytes]]:
+    return zmq.Context.instance()
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    sent: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class SubscriberStats:
+    """What a subscriber received and what it lost, for diagnostics."""
+
+    received: int = 0
+    bytes: int = 0
+    lost: int = 0
+    """Messages a publisher sent that never arrived (sequence gaps: full queues, late join)."""
+    lost_by_topic: Counter[str] = field(default_factory=Counter)
+    superseded: int = 0
+    """Messages skipped in ``latest`` mode because a newer one was already queued."""
+    malformed: Counter[str] = field(default_factory=Counter)
+    """Dropped undecodable messages, by :attr:`WireError.reason`."""
+
+
+class Publisher:
+    """Publishes messages of one topic on its own PUB socket.
+
+    ``endpoint`` defaults to a private ``ipc://`` socket (``tcp://127.0.0.1`` on a random port if
+    the path would be too long); ``tcp://HOST:0`` picks a free port. Arrays are sent without a
+    copy, so do not modify an array after publishing the message that holds it.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        endpoint: str | None = None,
+        registry: Registry | None = None,
+        register: bool = True,
+        node: str = "",
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.topic = wire.check_topic(topic)
+        self.src = secrets.randbits(32)
+        self.stats = PublisherStats()
+        self._registry = registry if registry is not None else Registry()
+        self._topic_bytes = topic.encode()
+        self._seq = 0
+        self._entry_path = None
+        self._type = ""
+        self._node = node
+        self._socket = (context or _context()).socket(zmq.PUB)
+        self._socket.setsockopt(zmq.SNDHWM, queue_size)
+        self._socket.setsockopt(zmq.LINGER, 200)
+        try:
+            self.endpoint = self._bind(endpoint)
+            if register:
+                self._entry_path = self._registry.register(self._entry())
+        except BaseException:
+            self._socket.close(linger=0)
+            raise
+
+    def _bind(self, endpoint: str | None) -> str:
+        if endpoint is None:
+            endpoint = self._registry.ipc_endpoint(self.src) or "tcp://127.0.0.1:0"
+        try:
+            if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+                self._socket.bind_to_random_port(endpoint[: -len(":0")])
+            else:
+                self._socket.bind(endpoint)
+        except zmq.ZMQError as err:
+            raise TransportError(f"cannot bind {endpoint} for topic {self.topic}: {err}", endpoint=endpoint) from err
+        last = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        return last.replace("tcp://0.0.0.0:", f"tcp://{socket.gethostname()}:")
+
+    def _entry(self) -> TopicEntry:
+        return TopicEntry(self.topic, self.endpoint, self._type, self._node, os.getpid(), socket.gethostname(), self.src)
+
+    def publish(self, msg: msgs.Message) -> int:
+        """Send ``msg`` now (never blocks); returns the bytes sent."""
+        if not self._type and self._entry_path is not None:
+            self._type = type(msg).__name__
+            self._entry_path = self._registry.register(self._entry())
+        self._seq += 1
+        frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=time.time_ns())
+        self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        n = sum(memoryview(f).nbytes for f in frames)
+        self.stats.sent += 1
+        self.stats.bytes += n
+        return n
+
+    def close(self) -> None:
+        """Unregister, flush for up to 200 ms, close; remove the socket file of an ipc endpoint."""
+        if self._entry_path is not None:
+            self._registry.unregister(self._entry_path)
+            self._entry_path = None
+        if not self._socket.closed:
+            self._socket.close()
+            if self.endpoint.startswith("ipc://"):
+                Path(self.endpoint[len("ipc://") :]).unlink(missing_ok=True)
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Subscriber:
+    """Receives messages of one or more topics.
+
+    Without ``endpoints`` the topics are found in the registry, now and as publishers come and
+    go. Iterating yields messages until ``timeout`` seconds pass with none (forever if None).
+    Malformed messages are counted in :attr:`stats`, logged once per reason and skipped.
+    """
+
+    def __init__(
+        self,
+        topics: str | Sequence[str],
+        *,
+        endpoints: Sequence[str] | None = None,
+        registry: Registry | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        latest: bool = False,
+        timeout: float | None = None,
+        max_bytes: int = wire.DEFAULT_MAX_BYTES,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.topics = tuple([topics] if isinstance(topics, str) else topics)
+        if not self.topics:
+            raise ValueError("Subscriber needs at least one topic")
+        for t in self.topics:
+            wire.check_topic(t)
+        self.latest = latest
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.stats = SubscriberStats()
+        self._wanted = {t.encode() for t in self.topics}
+        self._registry = registry if registry is not None else Registry()
+        self._discover = endpoints is None
+        self._connected: set[str] = set()
+        self._last_seq: dict[int, int] = {}
+        self._pending: OrderedDict[bytes, list[zmq.Frame]] = OrderedDict()
+        self._next_refresh = 0.0
+        self._socket = (context or _context()).socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, queue_size)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        # Let ZeroMQ refuse a huge frame before allocating it, not after.
+        self._socket.setsockopt(zmq.MAXMSGSIZE, max_bytes + wire.MAX_HEADER_BYTES)
+        for t in self._wanted:
+            self._socket.setsockopt(zmq.SUBSCRIBE, t)
+        for ep in endpoints or ():
+            self._connect(ep)
+        if self._discover:
+            self.refresh()
+
+    @property
+    def socket(self) -> zmq.Socket[Any]:
+        """The SUB socket, for polling several subscribers together (see :class:`Node`)."""
+        return self._socket
+
+    @property
+    def endpoints(self) -> frozenset[str]:
+        return frozenset(self._connected)
+
+    def _connect(self, endpoint: str) -> None:
+        try:
+            self._socket.connect(endpoint)
+        except zmq.ZMQError as err:
+            raise TransportError(f"cannot connect to {endpoint}: {err}", endpoint=endpoint) from err
+        self._connected.add(endpoint)
+        log.debug("subscriber %s connected to %s", self.topics, endpoint)
+
+    def refresh(self) -> None:
+        """Connect to publishers that appeared in the registry, drop those that left."""
+        self._next_refresh = time.monotonic() + _REFRESH_S
+        if not self._discover:
+            return
+        current = {e.endpoint for e in self._registry.entries() if e.topic in self.topics}
+        for ep in current - self._connected:
+            self._connect(ep)
+        for ep in self._connected - current:
+            try:
+                self._socket.disconnect(ep)
+            except zmq.ZMQError:
+                log.debug("disconnect from %s: already gone", ep)
+            self._connected.discard(ep)
+
+    def wait_for_publishers(self, timeout: float) -> None:
+        """Block until every topic has a registered publisher; else :class:`TopicNotFoundError`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            registered = {e.topic for e in self._registry.entries()}
+            absent = [t for t in self.topics if t not in registered]
+            if not absent:
+                self.refresh()
+                return
+            if time.monotonic() >= deadline:
+                raise TopicNotFoundError(absent[0], str(self._registry.path))
+            time.sleep(0.02)
+
+    # ------------------------------------------------------------------ receiving
+
+    def _take(self, frames: list[zmq.Frame]) -> wire.Envelope | None:
+        """Decode one raw message; count and skip it if malformed."""
+        try:
+            env = wire.decode(frames, max_bytes=self.max_bytes)
+        except WireError as err:
+            self.stats.malformed[err.reason] += 1
+            if self.stats.malformed[err.reason] == 1:
+                log.warning("dropping %s (further %r drops are only counted)", err, err.reason)
+            return None
+        last = self._last_seq.get(env.src)
+        if last is not None and env.seq > last + 1:
+            self.stats.lost += env.seq - last - 1
+            self.stats.lost_by_topic[env.topic] += env.seq - last - 1
+        if last is None or env.seq > last:
+            self._last_seq[env.src] = env.seq
+        self.stats.received += 1
+        self.stats.bytes += env.nbytes
+        return env
+
+    def _read_available(self) -> None:
+        """Move everything queued in the socket into ``_pending`` (latest mode)."""
+        while True:
+            try:
+                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            topic = frames[0].bytes
+            if topic not in self._wanted:
+                continue  # a prefix match of another topic on a shared endpoint
+            if topic in self._pending:
+                self.stats.superseded += 1
+                del self._pending[topic]
+            self._pending[topic] = frames
+
+    def _poll(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s (None: forever) for a message, refreshing the registry."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            if now >= self._next_refresh:
+                self.refresh()
+            step = self._next_refresh - now
+            if deadline is not None:
+                step = min(step, deadline - now)
+            if self._socket.poll(max(0, int(step * 1000)), zmq.POLLIN):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def recv_envelope(self, timeout: float | None = -1.0) -> wire.Envelope | None:
+        """The next message with its metadata, or None after ``timeout`` s.
+
+        ``timeout=-1`` (default) uses the subscriber's own ``timeout``; 0 never waits.
+        """
+        wait = self.timeout if timeout is not None and timeout < 0 else timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            if self.latest:
+                self._read_available()
+                while self._pending:
+                    env = self._take(self._pending.popitem(last=False)[1])
+                    if env is not None:
+                        return env
+            else:
+                try:
+                    frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    pass
+                else:
+                    if frames[0].bytes in self._wanted:
+                        env = self._take(frames)
+                        if env is not None:
+                            return env
+                    continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            if not self._poll(remaining):
+                return None
+
+    def recv(self, timeout: float | None = -1.0) -> msgs.Message | None:
+        """The next message, or None after ``timeout`` s (see :meth:`recv_envelope`)."""
+        env = self.recv_envelope(timeout)
+        return None if env is None else env.message
+
+    def __iter__(self) -> Iterator[msgs.Message]:
+        while (msg := self.recv()) is not None:
+            yield msg
+
+    def envelopes(self) -> Iterator[wire.Envelope]:
+        while (env := self.recv_envelope()) is not None:
+            yield env
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close(linger=0)
+
+    def __enter__(self) -> "Subscriber":
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,356 @@
+"""The bytes on the wire: the only module that knows them.
+
+A message travels as one ZeroMQ multipart message::
+
+    [topic] [header] [array 0] [array 1] ...
+
+``topic`` is the UTF-8 topic name (ZeroMQ filters subscriptions on it). ``header`` is
+``b"FSW" + version byte`` followed by a msgpack document, decoded with a strict schema (msgspec):
+sequence number, publisher id, publish and capture stamps, frame id, the type-specific fields and
+the dtype and shape of each array. Each array is its own frame, sent and received without a copy.
+
+Frames arrive from the network, so decoding treats them as hostile: nothing is executed (no
+pickle), every size is checked against the frame lengths and a byte limit *before* anything is
+allocated, and any defect raises :class:`~fusion_stream.errors.WireError` with a short reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+import msgspec
+import numpy as np
+
+from fusion_stream import msgs
+from fusion_stream.errors import MessageError, WireError
+
+WIRE_VERSION: Final = 1
+MAGIC: Final = b"FSW"
+PREFIX: Final = MAGIC + bytes([WIRE_VERSION])
+
+DEFAULT_MAX_BYTES: Final = 512 * 1024 * 1024
+"""Largest total array payload accepted per message unless a decoder is told otherwise."""
+MAX_HEADER_BYTES: Final = 1024 * 1024
+MAX_ARRAYS: Final = 256
+MAX_NDIM: Final = 4
+MAX_TOPIC_LEN: Final = 255
+
+_TOPIC_RE = re.compile(r"^(/[A-Za-z0-9_\-.~]+)+$")
+
+# Explicit little-endian dtype strings; anything else is refused (no object arrays, ever).
+_DTYPES: Final = {
+    np.dtype(d).str: np.dtype(d)
+    for d in ("u1", "i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8")
+}
+
+Frame: TypeAlias = bytes | memoryview | np.ndarray
+
+
+def check_topic(topic: str) -> str:
+    """Return ``topic`` if it is a valid name (``/a/b_c``), else raise ValueError saying why."""
+    if not isinstance(topic, str) or not _TOPIC_RE.match(topic) or len(topic) > MAX_TOPIC_LEN:
+        raise ValueError(
+            f"invalid topic name {topic!r}: use '/'-separated parts of letters, digits, "
+            f"'_', '-', '.', '~' (like /lidar/top/points), at most {MAX_TOPIC_LEN} characters"
+        )
+    return topic
+
+
+# --------------------------------------------------------------------------- header schema
+
+Scalar: TypeAlias = bool | int | float | str
+
+
+class ArraySpec(msgspec.Struct, array_like=True, frozen=True):
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class ImageBody(msgspec.Struct, tag="Image", array_like=True, frozen=True):
+    encoding: str
+
+
+class CompressedImageBody(msgspec.Struct, tag="CompressedImage", array_like=True, frozen=True):
+    format: str
+
+
+class PointCloudBody(msgspec.Struct, tag="PointCloud", array_like=True, frozen=True):
+    fields: tuple[str, ...]
+
+
+class RadarScanBody(msgspec.Struct, tag="RadarScan", array_like=True, frozen=True):
+    fields: tuple[str, ...]
+
+
+class AudioChunkBody(msgspec.Struct, tag="AudioChunk", array_like=True, frozen=True):
+    sample_rate: int
+    first_sample: int
+
+
+class DetectionsBody(msgspec.Struct, tag="Detections", array_like=True, frozen=True):
+    labels: tuple[str, ...]
+    track_ids: tuple[int, ...]
+    attributes: tuple[dict[str, Scalar], ...]
+
+
+class DiagnosticsBody(msgspec.Struct, tag="Diagnostics", array_like=True, frozen=True):
+    node: str
+    level: int
+    message: str
+    values: dict[str, Scalar]
+
+
+SensorBody: TypeAlias = (
+    ImageBody | CompressedImageBody | PointCloudBody | RadarScanBody | AudioChunkBody | DetectionsBody
+)
+
+
+class Member(msgspec.Struct, array_like=True, frozen=True):
+    name: str
+    stamp_ns: int
+    frame_id: str
+    body: SensorBody
+    n_arrays: int
+
+
+class SyncedFrameBody(msgspec.Struct, tag="SyncedFrame", array_like=True, frozen=True):
+    members: tuple[Member, ...]
+    missing: tuple[str, ...]
+
+
+Body: TypeAlias = SensorBody | SyncedFrameBody | DiagnosticsBody
+
+
+class Header(msgspec.Struct, array_like=True, frozen=True):
+    seq: int
+    src: int
+    pub_ns: int
+    stamp_ns: int
+    frame_id: str
+    body: Body
+    arrays: tuple[ArraySpec, ...]
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(Header)
+
+# --------------------------------------------------------------------------- envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message with its transport metadata."""
+
+    topic: str
+    message: msgs.Message
+    seq: int
+    src: int
+    """Random id of the publishing socket, so sequence gaps are tracked per publisher."""
+    pub_ns: int
+    """Wall-clock time at publish (ns); ``pub_ns - message.stamp_ns`` is the age at publish."""
+    nbytes: int
+    """Bytes of all frames together."""
+
+
+# --------------------------------------------------------------------------- encoding
+
+_DET_COLUMNS: Final = 10  # cx cy cz l w h yaw vx vy score
+
+
+def _sensor_body(msg: msgs.SensorMessage) -> tuple[SensorBody, list[np.ndarray]]:
+    if isinstance(msg, msgs.Image):
+        return ImageBody(msg.encoding), [msg.data]
+    if isinstance(msg, msgs.PointCloud):
+        return PointCloudBody(msg.fields), [msg.data]
+    if isinstance(msg, msgs.RadarScan):
+        return RadarScanBody(msg.fields), [msg.data]
+    if isinstance(msg, msgs.AudioChunk):
+        return AudioChunkBody(msg.sample_rate, msg.first_sample), [msg.data]
+    if isinstance(msg, msgs.CompressedImage):
+        return CompressedImageBody(msg.format), [np.frombuffer(msg.data, np.uint8)]
+    if isinstance(msg, msgs.Detections):
+        table = np.array(
+            [(*b.center, *b.size, b.yaw, *b.velocity, b.score) for b in msg.boxes], dtype=np.float64
+        ).reshape(len(msg.boxes), _DET_COLUMNS)
+        body = DetectionsBody(
+            tuple(b.label for b in msg.boxes),
+            tuple(b.track_id for b in msg.boxes),
+            tuple(dict(b.attributes) for b in msg.boxes),
+        )
+        return body, [table]
+    raise TypeError(f"cannot encode {type(msg).__name__}: not a fusion_stream message")
+
+
+def _body(msg: msgs.Message) -> tuple[Body, list[np.ndarray]]:
+    if isinstance(msg, msgs.Diagnostics):
+        body = DiagnosticsBody(msg.node, int(msg.level), msg.message, dict(msg.values))
+        return body, []
+    if isinstance(msg, msgs.SyncedFrame):
+        members: list[Member] = []
+        arrays: list[np.ndarray] = []
+        for name, items in msg.members.items():
+            for item in items:
+                sub, sub_arrays = _sensor_body(item)
+                members.append(Member(name, item.stamp_ns, item.frame_id, sub, len(sub_arrays)))
+                arrays.extend(sub_arrays)
+        return SyncedFrameBody(tuple(members), msg.missing), arrays
+    return _sensor_body(msg)
+
+
+def encode(topic: str, msg: msgs.Message, *, seq: int, src: int, pub_ns: int) -> list[Frame]:
+    """Frames for one message. Arrays are passed through (no copy) when C-contiguous."""
+    body, arrays = _body(msg)
+    frames: list[Frame] = []
+    specs: list[ArraySpec] = []
+    for arr in arrays:
+        arr = np.ascontiguousarray(arr)
+        specs.append(ArraySpec(arr.dtype.str, arr.shape))
+        frames.append(arr)
+    header = Header(seq, src, pub_ns, msg.stamp_ns, msg.frame_id, body, tuple(specs))
+    return [topic.encode(), PREFIX + _ENCODER.encode(header), *frames]
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _array(spec: ArraySpec, frame: memoryview, index: int) -> np.ndarray:
+    dtype = _DTYPES.get(spec.dtype)
+    if dtype is None:
+        raise WireError("bad-dtype", f"array {index} has dtype {spec.dtype!r}; allowed: {sorted(_DTYPES)}")
+    if frame.nbytes != _spec_nbytes(spec, index):
+        raise WireError(
+            "size-mismatch",
+            f"array {index} declares {spec.dtype}{list(spec.shape)} = {_spec_nbytes(spec, index)} bytes "
+            f"but its frame has {frame.nbytes}",
+        )
+    return np.frombuffer(frame, dtype=dtype).reshape(spec.shape)
+
+
+def _spec_nbytes(spec: ArraySpec, index: int) -> int:
+    dtype = _DTYPES.get(spec.dtype)
+    if dtype is None:
+        raise WireError("bad-dtype", f"array {index} has dtype {spec.dtype!r}; allowed: {sorted(_DTYPES)}")
+    if len(spec.shape) > MAX_NDIM or any(d < 0 for d in spec.shape):
+        raise WireError("bad-shape", f"array {index} has shape {list(spec.shape)} (at most {MAX_NDIM} dims, none negative)")
+    n = dtype.itemsize
+    for d in spec.shape:
+        n *= d  # Python ints: a header claiming 10**15 elements cannot overflow
+    return n
+
+
+def _sensor_message(body: SensorBody, stamp_ns: int, frame_id: str, arrays: list[np.ndarray]) -> msgs.SensorMessage:
+    if isinstance(body, ImageBody):
+        return msgs.Image(stamp_ns=stamp_ns, frame_id=frame_id, data=arrays[0], encoding=body.encoding)
+    if isinstance(body, PointCloudBody):
+        return msgs.PointCloud(stamp_ns=stamp_ns, frame_id=frame_id, data=arrays[0], fields=body.fields)
+    if isinstance(body, RadarScanBody):
+        return msgs.RadarScan(stamp_ns=stamp_ns, frame_id=frame_id, data=arrays[0], fields=body.fields)
+    if isinstance(body, AudioChunkBody):
+        return msgs.AudioChunk(
+            stamp_ns=stamp_ns, frame_id=frame_id, data=arrays[0],
+            sample_rate=body.sample_rate, first_sample=body.first_sample,
+        )
+    if isinstance(body, CompressedImageBody):
+        if arrays[0].dtype != np.uint8 or arrays[0].ndim != 1:
+            raise WireError("bad-body", "CompressedImage data must be a 1-D uint8 array")
+        return msgs.CompressedImage(stamp_ns=stamp_ns, frame_id=frame_id, data=arrays[0].tobytes(), format=body.format)
+    # DetectionsBody
+    table = arrays[0]
+    n = len(body.labels)
+    if table.dtype != np.float64 or table.shape != (n, _DET_COLUMNS) or len(body.track_ids) != n or len(body.attributes) != n:
+        raise WireError("bad-body", f"Detections table {table.dtype}{list(table.shape)} does not match {n} labels")
+    boxes = tuple(
+        msgs.Box3D(
+            center=(float(r[0]), float(r[1]), float(r[2])), size=(float(r[3]), float(r[4]), float(r[5])),
+            yaw=float(r[6]), velocity=(float(r[7]), float(r[8])), score=float(r[9]),
+            label=label, track_id=tid, attributes=attrs,
+        )
+        for r, label, tid, attrs in zip(table.tolist(), body.labels, body.track_ids, body.attributes, strict=True)
+    )
+    return msgs.Detections(stamp_ns=stamp_ns, frame_id=frame_id, boxes=boxes)
+
+
+_N_ARRAYS: Final[dict[type, int]] = {
+    ImageBody: 1, CompressedImageBody: 1, PointCloudBody: 1, RadarScanBody: 1,
+    AudioChunkBody: 1, DetectionsBody: 1, DiagnosticsBody: 0,
+}
+
+
+def _message(header: Header, arrays: list[np.ndarray]) -> msgs.Message:
+    body = header.body
+    if isinstance(body, DiagnosticsBody):
+        if arrays:
+            raise WireError("bad-body", f"Diagnostics carries no arrays, got {len(arrays)}")
+        return msgs.Diagnostics(
+            stamp_ns=header.stamp_ns, frame_id=header.frame_id, node=body.node,
+            level=msgs.Level(body.level) if body.level in msgs.Level._value2member_map_ else body.level,
+            message=body.message, values=body.values,
+        )
+    if isinstance(body, SyncedFrameBody):
+        declared = sum(m.n_arrays for m in body.members)
+        if declared != len(arrays):
+            raise WireError("bad-body", f"SyncedFrame members declare {declared} arrays, message has {len(arrays)}")
+        members: dict[str, list[msgs.SensorMessage]] = {}
+        pos = 0
+        for m in body.members:
+            want = _N_ARRAYS[type(m.body)]
+            if m.n_arrays != want:
+                raise WireError("bad-body", f"member {m.name!r} declares {m.n_arrays} arrays, its type has {want}")
+            sub = _sensor_message(m.body, m.stamp_ns, m.frame_id, arrays[pos : pos + want])
+            members.setdefault(m.name, []).append(sub)
+            pos += want
+        return msgs.SyncedFrame(
+            stamp_ns=header.stamp_ns, frame_id=header.frame_id,
+            members={k: tuple(v) for k, v in members.items()}, missing=body.missing,
+        )
+    want = _N_ARRAYS[type(body)]
+    if len(arrays) != want:
+        raise WireError("bad-body", f"{type(body).__name__[:-4]} carries {want} arrays, message has {len(arrays)}")
+    return _sensor_message(body, header.stamp_ns, header.frame_id, arrays)
+
+
+def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
+    """Decode one multipart message; any defect raises :class:`WireError`.
+
+    ``frames`` may be bytes or anything exposing the buffer protocol (such as ``zmq.Frame``);
+    arrays in the result are read-only views on those buffers, not copies.
+    """
+    if len(frames) < 2:
+        raise WireError("truncated", f"{len(frames)} frame(s); need at least topic and header")
+    views = [memoryview(f).cast("B") for f in frames]
+    try:
+        topic = views[0].tobytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("bad-topic", "topic frame is not UTF-8") from None
+    head = views[1]
+    if head.nbytes < 4 or head[:3].tobytes() != MAGIC:
+        raise WireError("bad-magic", f"header does not start with {MAGIC!r}; not a fusion_stream publisher", topic=topic)
+    if head[3] != WIRE_VERSION:
+        raise WireError("version", f"wire version {head[3]}, this build reads version {WIRE_VERSION}", topic=topic)
+    if head.nbytes > MAX_HEADER_BYTES:
+        raise WireError("oversized", f"header of {head.nbytes} bytes exceeds {MAX_HEADER_BYTES}", topic=topic)
+    try:
+        header = _DECODER.decode(head[4:])
+    except msgspec.DecodeError as err:  # ValidationError is a subclass
+        raise WireError("bad-header", str(err), topic=topic) from err
+    if len(header.arrays) > MAX_ARRAYS:
+        raise WireError("oversized", f"{len(header.arrays)} arrays exceed {MAX_ARRAYS}", topic=topic)
+    if len(header.arrays) != len(views) - 2:
+        raise WireError(
+            "truncated", f"header declares {len(header.arrays)} array frame(s), got {len(views) - 2}", topic=topic
+        )
+    try:
+        total = sum(_spec_nbytes(s, i) for i, s in enumerate(header.arrays))
+        if total > max_bytes:
+            raise WireError("oversized", f"arrays total {total} bytes, limit is {max_bytes}")
+        arrays = [_array(s, v, i) for i, (s, v) in enumerate(zip(header.arrays, views[2:], strict=True))]
+        message = _message(header, arrays)
+    except WireError as err:
+        raise WireError(err.reason, err.detail, topic=topic) from None
+    except MessageError as err:
+        raise WireError("invalid-message", str(err), topic=topic) from err
+    nbytes = sum(v.nbytes for v in views)
+    return Envelope(topic, message, header.seq, header.src, header.pub_ns, nbytes)

@@ -1,0 +1,33 @@
+"""Relay: republishes one topic under another name, optionally keeping only the newest message.
+
+The ROS ``topic_tools relay`` equivalent; handy to rename a topic or to put a keep-latest
+buffer in front of a slow consumer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fusion_stream.node import Node
+from fusion_stream.runner import run_node
+from fusion_stream.wire import Envelope
+
+
+@dataclass(frozen=True)
+class Params:
+    input: str
+    output: str
+    latest: bool = False
+
+
+def setup(node: Node, p: Params) -> None:
+    pub = node.publisher(p.output)
+
+    def forward(env: Envelope) -> None:
+        pub.publish(env.message)
+
+    node.subscribe(p.input, forward, latest=p.latest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_node("relay", Params, setup))

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create .venv and install fusion_stream with what the chosen extras need. Idempotent and quick
+# when nothing changed: the install is redone only when pyproject.toml or the extras change.
+# Usage: scripts/setup.sh [EXTRAS]   (default EXTRAS: dev)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-dev}"
+
+py="${PYTHON:-python3}"
+if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "fusion_stream needs Python >= 3.10 (found: $("$py" --version 2>&1 || echo none))." >&2
+    echo "Install it (Debian/Ubuntu: apt-get install python3 python3-venv) or set PYTHON=/path/to/python3." >&2
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    if ! "$py" -m venv .venv 2>/dev/null; then
+        echo "python venv module missing; installing python3-venv" >&2
+        if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        else sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv >/dev/null; fi
+        "$py" -m venv .venv
+    fi
+fi
+
+stamp=".venv/.fusion_stream-installed"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$extras"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "installing fusion_stream[$extras] into .venv ..." >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    .venv/bin/python -c "import fusion_stream, zmq, numpy" || { echo "installation failed (see above)" >&2; exit 1; }
+    echo "$want" > "$stamp"
+fi

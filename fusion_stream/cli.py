@@ -72,7 +72,9 @@ def _status_table(rows: list[tools.NodeStatus]) -> Table:
             table.add_row(r.node, "[dim]no report[/]", "", pubs, "")
             continue
         level = r.report.level.name
-        table.add_row(r.node, f"[{colours[level]}]{level}[/]", r.report.message, pubs, str(r.report.values.get("errors", "")))
+        table.add_row(
+            r.node, f"[{colours[level]}]{level}[/]", r.report.message, pubs, str(r.report.values.get("errors", ""))
+        )
     return table
 
 

@@ -37,6 +37,14 @@ class WireError(FusionStreamError):
         super().__init__(f"malformed message{where} ({reason}): {detail}")
 
 
+class TopicNameError(FusionStreamError, ValueError):
+    """A topic name does not follow the naming rules."""
+
+    def __init__(self, topic: object, reason: str) -> None:
+        self.topic = topic
+        super().__init__(f"invalid topic name {topic!r}: {reason}")
+
+
 class TransportError(FusionStreamError):
     """A socket could not be bound, connected or used."""
 

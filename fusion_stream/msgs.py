@@ -54,10 +54,7 @@ class _Frozen:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return all(
-            _values_equal(getattr(self, f.name), getattr(other, f.name))
-            for f in dataclasses.fields(self)
-        )
+        return all(_values_equal(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -81,9 +78,7 @@ class Header(_Frozen):
         if not isinstance(self.frame_id, str):
             raise self._fail("frame_id", f"must be a str, got {type(self.frame_id).__name__}")
 
-    def _array(
-        self, name: str, value: Any, dtype: npt.DTypeLike | tuple[npt.DTypeLike, ...], ndim: int
-    ) -> np.ndarray:
+    def _array(self, name: str, value: Any, dtype: npt.DTypeLike | tuple[npt.DTypeLike, ...], ndim: int) -> np.ndarray:
         """Validate an array field and store it (converted only if it must be)."""
         if not isinstance(value, np.ndarray):
             raise self._fail(name, f"must be a numpy array, got {type(value).__name__}")
@@ -99,9 +94,7 @@ class Header(_Frozen):
 
 # --------------------------------------------------------------------------- images
 
-IMAGE_ENCODINGS: Mapping[str, int] = MappingProxyType(
-    {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
-)
+IMAGE_ENCODINGS: Mapping[str, int] = MappingProxyType({"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4})
 """Supported raw encodings (ROS sensor_msgs/Image names) and their channel counts."""
 
 
@@ -119,9 +112,7 @@ class Image(Header):
         if channels is None:
             raise self._fail("encoding", f"unknown {self.encoding!r}; use one of {list(IMAGE_ENCODINGS)}")
         if data.shape[2] != channels:
-            raise self._fail(
-                "data", f"encoding {self.encoding} needs {channels} channels, got shape {data.shape}"
-            )
+            raise self._fail("data", f"encoding {self.encoding} needs {channels} channels, got shape {data.shape}")
 
     @property
     def height(self) -> int:
@@ -178,9 +169,7 @@ class _FieldCloud(Header):
         object.__setattr__(self, "fields", fields)
         data = self._array("data", self.data, np.float32, 2)
         if data.shape[1] != len(fields):
-            raise self._fail(
-                "data", f"has {data.shape[1]} columns but {len(fields)} fields {list(fields)}"
-            )
+            raise self._fail("data", f"has {data.shape[1]} columns but {len(fields)} fields {list(fields)}")
         if len(set(fields)) != len(fields):
             raise self._fail("fields", f"names repeat: {list(fields)}")
         for name in fields:

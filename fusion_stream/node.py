@@ -12,6 +12,7 @@ A node module builds a :class:`Node`, attaches callbacks with :meth:`Node.subscr
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -183,8 +184,7 @@ class Node:
                 t.next_ns = max(t.next_ns + t.period_ns, now)  # skip missed ticks, never burst
                 self._guard(t.callback, "timer")
         for s in self._subs:
-            if time.monotonic() >= s.sub._next_refresh:
-                s.sub.refresh()
+            s.sub.refresh_if_due()
         if time.monotonic_ns() - self._last_diag_mono >= self._diag_period_ns:
             self.publish_diagnostics()
 
@@ -197,7 +197,7 @@ class Node:
             n += 1
             t0 = time.monotonic_ns()
             s.window.transit_ns.append(time.time_ns() - env.pub_ns)
-            self._guard(lambda env=env: s.callback(env), s.label)
+            self._guard(functools.partial(s.callback, env), s.label)
             s.window.proc_ns.append(time.monotonic_ns() - t0)
         s.window.handled += n
         s.window.backlog_max = max(s.window.backlog_max, n - 1)
@@ -267,8 +267,11 @@ class Node:
             final = self.diagnostics()
             self._diag.publish(
                 msgs.Diagnostics(
-                    stamp_ns=final.stamp_ns, node=self.name, level=msgs.Level.STALE,
-                    message=f"stopped ({self._stop_reason or 'closed'})", values=final.values,
+                    stamp_ns=final.stamp_ns,
+                    node=self.name,
+                    level=msgs.Level.STALE,
+                    message=f"stopped ({self._stop_reason or 'closed'})",
+                    values=final.values,
                 )
             )
         finally:

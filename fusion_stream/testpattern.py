@@ -21,15 +21,27 @@ def image(stamp_ns: int, width: int = 640, height: int = 384, frame_id: str = "c
     """Colour bars that scroll with time, so consecutive frames differ."""
     shift = (stamp_ns // 10_000_000) % width
     x = (np.arange(width) + shift) % width
-    bars = np.array([[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0],
-                     [255, 0, 255], [255, 0, 0], [0, 0, 255], [0, 0, 0]], np.uint8)
+    bars = np.array(
+        [
+            [255, 255, 255],
+            [255, 255, 0],
+            [0, 255, 255],
+            [0, 255, 0],
+            [255, 0, 255],
+            [255, 0, 0],
+            [0, 0, 255],
+            [0, 0, 0],
+        ],
+        np.uint8,
+    )
     row = bars[(x * 8) // width]
     data = np.ascontiguousarray(np.broadcast_to(row, (height, width, 3)))
     return msgs.Image(stamp_ns=stamp_ns, frame_id=frame_id, data=data, encoding="rgb8")
 
 
-def point_cloud(stamp_ns: int, points: int = 120_000, rings: int = 32, seed: int = 0,
-                frame_id: str = "lidar") -> msgs.PointCloud:
+def point_cloud(
+    stamp_ns: int, points: int = 120_000, rings: int = 32, seed: int = 0, frame_id: str = "lidar"
+) -> msgs.PointCloud:
     """A spinning-LiDAR-like sweep: rings of points on a noisy cylinder, with time offsets."""
     rng = np.random.default_rng(seed + stamp_ns % 1_000_003)
     per_ring = max(1, points // rings)
@@ -44,8 +56,9 @@ def point_cloud(stamp_ns: int, points: int = 120_000, rings: int = 32, seed: int
     data[:, 3] = rng.uniform(0, 1, az.shape)
     data[:, 4] = ring
     data[:, 5] = (az + np.pi) / (2 * np.pi) * 0.1  # one rotation per 100 ms
-    return msgs.PointCloud(stamp_ns=stamp_ns, frame_id=frame_id, data=data,
-                           fields=("x", "y", "z", "intensity", "ring", "time_offset"))
+    return msgs.PointCloud(
+        stamp_ns=stamp_ns, frame_id=frame_id, data=data, fields=("x", "y", "z", "intensity", "ring", "time_offset")
+    )
 
 
 def radar_scan(stamp_ns: int, points: int = 64, seed: int = 0, frame_id: str = "radar") -> msgs.RadarScan:
@@ -54,15 +67,22 @@ def radar_scan(stamp_ns: int, points: int = 64, seed: int = 0, frame_id: str = "
     return msgs.RadarScan(stamp_ns=stamp_ns, frame_id=frame_id, data=data)
 
 
-def audio_chunk(first_sample: int, sample_rate: int = 48_000, samples: int = 960, channels: int = 4,
-                start_ns: int = 0, frame_id: str = "mic_array") -> msgs.AudioChunk:
+def audio_chunk(
+    first_sample: int,
+    sample_rate: int = 48_000,
+    samples: int = 960,
+    channels: int = 4,
+    start_ns: int = 0,
+    frame_id: str = "mic_array",
+) -> msgs.AudioChunk:
     """A 1 kHz tone on every channel; ``stamp_ns`` follows from the sample count."""
     n = np.arange(first_sample, first_sample + samples)
     tone = (0.1 * np.sin(2 * np.pi * 1000.0 * n / sample_rate)).astype(np.float32)
     data = np.ascontiguousarray(np.broadcast_to(tone, (channels, samples)))
     stamp = start_ns + first_sample * 1_000_000_000 // sample_rate
-    return msgs.AudioChunk(stamp_ns=stamp, frame_id=frame_id, data=data, sample_rate=sample_rate,
-                           first_sample=first_sample)
+    return msgs.AudioChunk(
+        stamp_ns=stamp, frame_id=frame_id, data=data, sample_rate=sample_rate, first_sample=first_sample
+    )
 
 
 def sample_messages(seed: int = 0) -> dict[str, msgs.Message]:
@@ -72,12 +92,30 @@ def sample_messages(seed: int = 0) -> dict[str, msgs.Message]:
     cam = image(t + 1_000, width=64, height=48)
     radar = radar_scan(t + 2_000, seed=seed)
     audio = audio_chunk(seed * 960, start_ns=t, samples=480)
-    boxes = msgs.Detections(stamp_ns=t, frame_id="base_link", boxes=(
-        msgs.Box3D(center=(10.5, -2.0, 0.9), size=(4.5, 1.9, 1.6), yaw=0.3, velocity=(5.0, 0.1),
-                   label="car", score=0.87, track_id=7),
-        msgs.Box3D(center=(30.0, 4.0, 1.5), size=(7.0, 2.5, 3.2), yaw=-1.2, velocity=(0.0, 0.0),
-                   label="truck", score=0.5, attributes={"siren": True, "lights": "on"}),
-    ))
+    boxes = msgs.Detections(
+        stamp_ns=t,
+        frame_id="base_link",
+        boxes=(
+            msgs.Box3D(
+                center=(10.5, -2.0, 0.9),
+                size=(4.5, 1.9, 1.6),
+                yaw=0.3,
+                velocity=(5.0, 0.1),
+                label="car",
+                score=0.87,
+                track_id=7,
+            ),
+            msgs.Box3D(
+                center=(30.0, 4.0, 1.5),
+                size=(7.0, 2.5, 3.2),
+                yaw=-1.2,
+                velocity=(0.0, 0.0),
+                label="truck",
+                score=0.5,
+                attributes={"siren": True, "lights": "on"},
+            ),
+        ),
+    )
     return {
         "/camera/front/image": cam,
         "/camera/front/compressed": msgs.CompressedImage(stamp_ns=t, frame_id="camera", data=_PNG_1X1, format="png"),
@@ -85,9 +123,17 @@ def sample_messages(seed: int = 0) -> dict[str, msgs.Message]:
         "/radar/front/points": radar,
         "/audio/array/chunk": audio,
         "/detections": boxes,
-        "/sync/frames": msgs.SyncedFrame(stamp_ns=t, frame_id="base_link",
-                                         members={"lidar": cloud, "camera": cam, "audio": (audio, audio)},
-                                         missing=("radar",)),
-        "/diagnostics": msgs.Diagnostics(stamp_ns=t, node="sample", level=msgs.Level.WARN,
-                                         message="sample warning", values={"rate_hz": 9.5, "drops": 2, "ok": True}),
+        "/sync/frames": msgs.SyncedFrame(
+            stamp_ns=t,
+            frame_id="base_link",
+            members={"lidar": (cloud,), "camera": (cam,), "audio": (audio, audio)},
+            missing=("radar",),
+        ),
+        "/diagnostics": msgs.Diagnostics(
+            stamp_ns=t,
+            node="sample",
+            level=msgs.Level.WARN,
+            message="sample warning",
+            values={"rate_hz": 9.5, "drops": 2, "ok": True},
+        ),
     }

@@ -33,10 +33,8 @@ def echo(
     """
     with Subscriber(topic, registry=registry, timeout=idle_timeout_s) as sub:
         sub.wait_for_publishers(wait_s)
-        n = 0
-        for env in sub.envelopes():
+        for n, env in enumerate(sub.envelopes(), start=1):
             yield env
-            n += 1
             if count is not None and n >= count:
                 return
 
@@ -81,9 +79,7 @@ class NodeStatus:
         return float(value) if isinstance(value, int | float) else None
 
 
-def collect_status(
-    listen_s: float = 1.5, *, registry: Registry | None = None
-) -> list[NodeStatus]:
+def collect_status(listen_s: float = 1.5, *, registry: Registry | None = None) -> list[NodeStatus]:
     """Listen to ``/diagnostics`` for ``listen_s`` and return the latest report per node.
 
     Nodes that are registered but sent nothing in that time appear with ``report=None``.

@@ -13,17 +13,19 @@ PUB sockets drop messages for a peer whose queue is full, so queues are bounded 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import zmq
 
@@ -115,7 +117,9 @@ class Publisher:
         return last.replace("tcp://0.0.0.0:", f"tcp://{socket.gethostname()}:")
 
     def _entry(self) -> TopicEntry:
-        return TopicEntry(self.topic, self.endpoint, self._type, self._node, os.getpid(), socket.gethostname(), self.src)
+        return TopicEntry(
+            self.topic, self.endpoint, self._type, self._node, os.getpid(), socket.gethostname(), self.src
+        )
 
     def publish(self, msg: msgs.Message) -> int:
         """Send ``msg`` now (never blocks); returns the bytes sent."""
@@ -124,8 +128,8 @@ class Publisher:
             self._entry_path = self._registry.register(self._entry())
         self._seq += 1
         frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=time.time_ns())
-        self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-        n = sum(memoryview(f).nbytes for f in frames)
+        self._socket.send_multipart(cast("list[Any]", frames), flags=zmq.NOBLOCK, copy=False)
+        n = wire.frames_nbytes(frames)
         self.stats.sent += 1
         self.stats.bytes += n
         return n
@@ -140,11 +144,76 @@ class Publisher:
             if self.endpoint.startswith("ipc://"):
                 Path(self.endpoint[len("ipc://") :]).unlink(missing_ok=True)
 
-    def __enter__(self) -> "Publisher":
+    def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+class _LatestPump(threading.Thread):
+    """Owns a SUB socket and reads it continuously, keeping only the newest message per topic.
+
+    Reading all the time is what makes "latest" true: if nobody read the socket, ZeroMQ's
+    bounded queues would fill with old messages and drop the new ones at the publisher.
+    A byte on an inproc PAIR socket tells the consumer (or a poller) that something is waiting.
+    """
+
+    def __init__(self, owner: Subscriber, ctx: zmq.Context[Any]) -> None:
+        super().__init__(name=f"latest{list(owner.topics)}", daemon=True)
+        self.owner = owner
+        self.lock = threading.Lock()
+        self.slot: OrderedDict[bytes, list[zmq.Frame]] = OrderedDict()
+        self.stopping = threading.Event()
+        address = f"inproc://fusion-stream-latest-{id(self):x}-{secrets.token_hex(4)}"
+        self.wake_recv = ctx.socket(zmq.PAIR)
+        self.wake_recv.bind(address)
+        self._wake_send = ctx.socket(zmq.PAIR)
+        self._wake_send.setsockopt(zmq.SNDHWM, 1)
+        self._wake_send.connect(address)
+
+    def run(self) -> None:
+        sock = self.owner._socket
+        try:
+            while not self.stopping.is_set():
+                if time.monotonic() >= self.owner._next_refresh:
+                    self.owner._sync_connections()
+                if not sock.poll(100, zmq.POLLIN):
+                    continue
+                fresh = False
+                while True:
+                    try:
+                        frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    topic = frames[0].bytes
+                    if topic not in self.owner._wanted:
+                        continue
+                    with self.lock:
+                        if self.slot.pop(topic, None) is not None:
+                            self.owner.stats.superseded += 1
+                        self.slot[topic] = frames
+                    fresh = True
+                if fresh:
+                    with contextlib.suppress(zmq.Again):  # a wake-up is already pending
+                        self._wake_send.send(b"", zmq.NOBLOCK)
+        finally:
+            sock.close(linger=0)
+            self._wake_send.close(linger=0)
+
+    def take(self) -> list[zmq.Frame] | None:
+        with self.lock:
+            return self.slot.popitem(last=False)[1] if self.slot else None
+
+    def clear_wakeups(self) -> None:
+        with contextlib.suppress(zmq.Again):
+            while True:
+                self.wake_recv.recv(zmq.NOBLOCK)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=2.0)
+        self.wake_recv.close(linger=0)
 
 
 class Subscriber:
@@ -153,6 +222,11 @@ class Subscriber:
     Without ``endpoints`` the topics are found in the registry, now and as publishers come and
     go. Iterating yields messages until ``timeout`` seconds pass with none (forever if None).
     Malformed messages are counted in :attr:`stats`, logged once per reason and skipped.
+
+    By default messages queue up to ``queue_size`` (per publisher) in arrival order; when a
+    reader falls further behind, ZeroMQ drops the newest and :attr:`SubscriberStats.lost` counts
+    them. With ``latest=True`` a background thread drains the socket and each receive returns
+    the newest message per topic (older ones count as :attr:`SubscriberStats.superseded`).
     """
 
     def __init__(
@@ -181,24 +255,27 @@ class Subscriber:
         self._discover = endpoints is None
         self._connected: set[str] = set()
         self._last_seq: dict[int, int] = {}
-        self._pending: OrderedDict[bytes, list[zmq.Frame]] = OrderedDict()
         self._next_refresh = 0.0
-        self._socket = (context or _context()).socket(zmq.SUB)
+        ctx = context or _context()
+        self._socket = ctx.socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, queue_size)
         self._socket.setsockopt(zmq.LINGER, 0)
         # Let ZeroMQ refuse a huge frame before allocating it, not after.
         self._socket.setsockopt(zmq.MAXMSGSIZE, max_bytes + wire.MAX_HEADER_BYTES)
-        for t in self._wanted:
-            self._socket.setsockopt(zmq.SUBSCRIBE, t)
+        for wanted in self._wanted:
+            self._socket.setsockopt(zmq.SUBSCRIBE, wanted)
         for ep in endpoints or ():
             self._connect(ep)
-        if self._discover:
-            self.refresh()
+        self._sync_connections()
+        self._pump: _LatestPump | None = None
+        if latest:
+            self._pump = _LatestPump(self, ctx)
+            self._pump.start()
 
     @property
     def socket(self) -> zmq.Socket[Any]:
-        """The SUB socket, for polling several subscribers together (see :class:`Node`)."""
-        return self._socket
+        """A socket that polls readable when a message is waiting (see :class:`Node`)."""
+        return self._pump.wake_recv if self._pump is not None else self._socket
 
     @property
     def endpoints(self) -> frozenset[str]:
@@ -212,8 +289,10 @@ class Subscriber:
         self._connected.add(endpoint)
         log.debug("subscriber %s connected to %s", self.topics, endpoint)
 
-    def refresh(self) -> None:
-        """Connect to publishers that appeared in the registry, drop those that left."""
+    def _sync_connections(self) -> None:
+        """Connect to publishers that appeared in the registry, drop those that left.
+
+        Runs in the thread that owns the SUB socket (the pump's, in latest mode)."""
         self._next_refresh = time.monotonic() + _REFRESH_S
         if not self._discover:
             return
@@ -227,6 +306,11 @@ class Subscriber:
                 log.debug("disconnect from %s: already gone", ep)
             self._connected.discard(ep)
 
+    def refresh_if_due(self) -> None:
+        """Look for new publishers if it is time to (the pump does this itself in latest mode)."""
+        if self._pump is None and time.monotonic() >= self._next_refresh:
+            self._sync_connections()
+
     def wait_for_publishers(self, timeout: float) -> None:
         """Block until every topic has a registered publisher; else :class:`TopicNotFoundError`."""
         deadline = time.monotonic() + timeout
@@ -234,7 +318,8 @@ class Subscriber:
             registered = {e.topic for e in self._registry.entries()}
             absent = [t for t in self.topics if t not in registered]
             if not absent:
-                self.refresh()
+                if self._pump is None:
+                    self._sync_connections()
                 return
             if time.monotonic() >= deadline:
                 raise TopicNotFoundError(absent[0], str(self._registry.path))
@@ -261,32 +346,26 @@ class Subscriber:
         self.stats.bytes += env.nbytes
         return env
 
-    def _read_available(self) -> None:
-        """Move everything queued in the socket into ``_pending`` (latest mode)."""
+    def _next_frames(self) -> list[zmq.Frame] | None:
+        if self._pump is not None:
+            self._pump.clear_wakeups()
+            return self._pump.take()
         while True:
             try:
                 frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
-            topic = frames[0].bytes
-            if topic not in self._wanted:
-                continue  # a prefix match of another topic on a shared endpoint
-            if topic in self._pending:
-                self.stats.superseded += 1
-                del self._pending[topic]
-            self._pending[topic] = frames
+                return None
+            if frames[0].bytes in self._wanted:  # else: a prefix match of another topic
+                return frames
 
-    def _poll(self, timeout: float | None) -> bool:
-        """Wait up to ``timeout`` s (None: forever) for a message, refreshing the registry."""
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s (None: forever) for something to read, refreshing meanwhile."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        sock = self.socket
         while True:
-            now = time.monotonic()
-            if now >= self._next_refresh:
-                self.refresh()
-            step = self._next_refresh - now
-            if deadline is not None:
-                step = min(step, deadline - now)
-            if self._socket.poll(max(0, int(step * 1000)), zmq.POLLIN):
+            self.refresh_if_due()
+            step = _REFRESH_S if deadline is None else min(_REFRESH_S, deadline - time.monotonic())
+            if sock.poll(max(0, int(step * 1000)), zmq.POLLIN):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -299,27 +378,16 @@ class Subscriber:
         wait = self.timeout if timeout is not None and timeout < 0 else timeout
         deadline = None if wait is None else time.monotonic() + wait
         while True:
-            if self.latest:
-                self._read_available()
-                while self._pending:
-                    env = self._take(self._pending.popitem(last=False)[1])
-                    if env is not None:
-                        return env
-            else:
-                try:
-                    frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    pass
-                else:
-                    if frames[0].bytes in self._wanted:
-                        env = self._take(frames)
-                        if env is not None:
-                            return env
-                    continue
+            frames = self._next_frames()
+            if frames is not None:
+                env = self._take(frames)
+                if env is not None:
+                    return env
+                continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
-            if not self._poll(remaining):
+            if not self._wait(remaining):
                 return None
 
     def recv(self, timeout: float | None = -1.0) -> msgs.Message | None:
@@ -336,10 +404,13 @@ class Subscriber:
             yield env
 
     def close(self) -> None:
-        if not self._socket.closed:
+        if self._pump is not None:
+            self._pump.stop()  # closes the SUB socket from its own thread
+            self._pump = None
+        elif not self._socket.closed:
             self._socket.close(linger=0)
 
-    def __enter__(self) -> "Subscriber":
+    def __enter__(self) -> Subscriber:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:

@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 
 from fusion_stream import msgs
-from fusion_stream.errors import MessageError, WireError
+from fusion_stream.errors import MessageError, TopicNameError, WireError
 
 WIRE_VERSION: Final = 1
 MAGIC: Final = b"FSW"
@@ -42,19 +42,19 @@ _TOPIC_RE = re.compile(r"^(/[A-Za-z0-9_\-.~]+)+$")
 
 # Explicit little-endian dtype strings; anything else is refused (no object arrays, ever).
 _DTYPES: Final = {
-    np.dtype(d).str: np.dtype(d)
-    for d in ("u1", "i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8")
+    np.dtype(d).str: np.dtype(d) for d in ("u1", "i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8")
 }
 
 Frame: TypeAlias = bytes | memoryview | np.ndarray
 
 
 def check_topic(topic: str) -> str:
-    """Return ``topic`` if it is a valid name (``/a/b_c``), else raise ValueError saying why."""
+    """Return ``topic`` if it is a valid name (``/a/b_c``), else raise TopicNameError saying why."""
     if not isinstance(topic, str) or not _TOPIC_RE.match(topic) or len(topic) > MAX_TOPIC_LEN:
-        raise ValueError(
-            f"invalid topic name {topic!r}: use '/'-separated parts of letters, digits, "
-            f"'_', '-', '.', '~' (like /lidar/top/points), at most {MAX_TOPIC_LEN} characters"
+        raise TopicNameError(
+            topic,
+            "use '/'-separated parts of letters, digits, '_', '-', '.', '~' (like /lidar/top/points), "
+            f"at most {MAX_TOPIC_LEN} characters",
         )
     return topic
 
@@ -206,11 +206,16 @@ def encode(topic: str, msg: msgs.Message, *, seq: int, src: int, pub_ns: int) ->
     frames: list[Frame] = []
     specs: list[ArraySpec] = []
     for arr in arrays:
-        arr = np.ascontiguousarray(arr)
-        specs.append(ArraySpec(arr.dtype.str, arr.shape))
-        frames.append(arr)
+        contiguous = np.ascontiguousarray(arr)
+        specs.append(ArraySpec(contiguous.dtype.str, contiguous.shape))
+        frames.append(contiguous)
     header = Header(seq, src, pub_ns, msg.stamp_ns, msg.frame_id, body, tuple(specs))
     return [topic.encode(), PREFIX + _ENCODER.encode(header), *frames]
+
+
+def frames_nbytes(frames: Sequence[Frame]) -> int:
+    """Total size of encoded frames."""
+    return sum(f.nbytes if isinstance(f, np.ndarray | memoryview) else len(f) for f in frames)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -226,7 +231,9 @@ def _array(spec: ArraySpec, frame: memoryview, index: int) -> np.ndarray:
             f"array {index} declares {spec.dtype}{list(spec.shape)} = {_spec_nbytes(spec, index)} bytes "
             f"but its frame has {frame.nbytes}",
         )
-    return np.frombuffer(frame, dtype=dtype).reshape(spec.shape)
+    arr = np.frombuffer(frame, dtype=dtype).reshape(spec.shape)
+    arr.flags.writeable = False  # shared with the socket buffer, possibly forwarded as is
+    return arr
 
 
 def _spec_nbytes(spec: ArraySpec, index: int) -> int:
@@ -234,7 +241,9 @@ def _spec_nbytes(spec: ArraySpec, index: int) -> int:
     if dtype is None:
         raise WireError("bad-dtype", f"array {index} has dtype {spec.dtype!r}; allowed: {sorted(_DTYPES)}")
     if len(spec.shape) > MAX_NDIM or any(d < 0 for d in spec.shape):
-        raise WireError("bad-shape", f"array {index} has shape {list(spec.shape)} (at most {MAX_NDIM} dims, none negative)")
+        raise WireError(
+            "bad-shape", f"array {index} has shape {list(spec.shape)} (at most {MAX_NDIM} dims, none negative)"
+        )
     n = dtype.itemsize
     for d in spec.shape:
         n *= d  # Python ints: a header claiming 10**15 elements cannot overflow
@@ -250,8 +259,11 @@ def _sensor_message(body: SensorBody, stamp_ns: int, frame_id: str, arrays: list
         return msgs.RadarScan(stamp_ns=stamp_ns, frame_id=frame_id, data=arrays[0], fields=body.fields)
     if isinstance(body, AudioChunkBody):
         return msgs.AudioChunk(
-            stamp_ns=stamp_ns, frame_id=frame_id, data=arrays[0],
-            sample_rate=body.sample_rate, first_sample=body.first_sample,
+            stamp_ns=stamp_ns,
+            frame_id=frame_id,
+            data=arrays[0],
+            sample_rate=body.sample_rate,
+            first_sample=body.first_sample,
         )
     if isinstance(body, CompressedImageBody):
         if arrays[0].dtype != np.uint8 or arrays[0].ndim != 1:
@@ -260,13 +272,23 @@ def _sensor_message(body: SensorBody, stamp_ns: int, frame_id: str, arrays: list
     # DetectionsBody
     table = arrays[0]
     n = len(body.labels)
-    if table.dtype != np.float64 or table.shape != (n, _DET_COLUMNS) or len(body.track_ids) != n or len(body.attributes) != n:
+    if (
+        table.dtype != np.float64
+        or table.shape != (n, _DET_COLUMNS)
+        or len(body.track_ids) != n
+        or len(body.attributes) != n
+    ):
         raise WireError("bad-body", f"Detections table {table.dtype}{list(table.shape)} does not match {n} labels")
     boxes = tuple(
         msgs.Box3D(
-            center=(float(r[0]), float(r[1]), float(r[2])), size=(float(r[3]), float(r[4]), float(r[5])),
-            yaw=float(r[6]), velocity=(float(r[7]), float(r[8])), score=float(r[9]),
-            label=label, track_id=tid, attributes=attrs,
+            center=(float(r[0]), float(r[1]), float(r[2])),
+            size=(float(r[3]), float(r[4]), float(r[5])),
+            yaw=float(r[6]),
+            velocity=(float(r[7]), float(r[8])),
+            score=float(r[9]),
+            label=label,
+            track_id=tid,
+            attributes=attrs,
         )
         for r, label, tid, attrs in zip(table.tolist(), body.labels, body.track_ids, body.attributes, strict=True)
     )
@@ -274,8 +296,13 @@ def _sensor_message(body: SensorBody, stamp_ns: int, frame_id: str, arrays: list
 
 
 _N_ARRAYS: Final[dict[type, int]] = {
-    ImageBody: 1, CompressedImageBody: 1, PointCloudBody: 1, RadarScanBody: 1,
-    AudioChunkBody: 1, DetectionsBody: 1, DiagnosticsBody: 0,
+    ImageBody: 1,
+    CompressedImageBody: 1,
+    PointCloudBody: 1,
+    RadarScanBody: 1,
+    AudioChunkBody: 1,
+    DetectionsBody: 1,
+    DiagnosticsBody: 0,
 }
 
 
@@ -285,9 +312,12 @@ def _message(header: Header, arrays: list[np.ndarray]) -> msgs.Message:
         if arrays:
             raise WireError("bad-body", f"Diagnostics carries no arrays, got {len(arrays)}")
         return msgs.Diagnostics(
-            stamp_ns=header.stamp_ns, frame_id=header.frame_id, node=body.node,
-            level=msgs.Level(body.level) if body.level in msgs.Level._value2member_map_ else body.level,
-            message=body.message, values=body.values,
+            stamp_ns=header.stamp_ns,
+            frame_id=header.frame_id,
+            node=body.node,
+            level=body.level,  # type: ignore[arg-type]  # validated by Diagnostics
+            message=body.message,
+            values=body.values,
         )
     if isinstance(body, SyncedFrameBody):
         declared = sum(m.n_arrays for m in body.members)
@@ -303,13 +333,24 @@ def _message(header: Header, arrays: list[np.ndarray]) -> msgs.Message:
             members.setdefault(m.name, []).append(sub)
             pos += want
         return msgs.SyncedFrame(
-            stamp_ns=header.stamp_ns, frame_id=header.frame_id,
-            members={k: tuple(v) for k, v in members.items()}, missing=body.missing,
+            stamp_ns=header.stamp_ns,
+            frame_id=header.frame_id,
+            members={k: tuple(v) for k, v in members.items()},
+            missing=body.missing,
         )
     want = _N_ARRAYS[type(body)]
     if len(arrays) != want:
         raise WireError("bad-body", f"{type(body).__name__[:-4]} carries {want} arrays, message has {len(arrays)}")
     return _sensor_message(body, header.stamp_ns, header.frame_id, arrays)
+
+
+def _byte_view(frame: Any) -> memoryview:
+    view = memoryview(frame)
+    if view.ndim == 1 and view.format == "B":
+        return view
+    if view.nbytes == 0:  # cast() refuses views with a zero in their shape
+        return memoryview(b"")
+    return view.cast("B")
 
 
 def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
@@ -320,21 +361,23 @@ def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Enve
     """
     if len(frames) < 2:
         raise WireError("truncated", f"{len(frames)} frame(s); need at least topic and header")
-    views = [memoryview(f).cast("B") for f in frames]
+    views = [_byte_view(f) for f in frames]
     try:
         topic = views[0].tobytes().decode("utf-8")
     except UnicodeDecodeError:
         raise WireError("bad-topic", "topic frame is not UTF-8") from None
     head = views[1]
     if head.nbytes < 4 or head[:3].tobytes() != MAGIC:
-        raise WireError("bad-magic", f"header does not start with {MAGIC!r}; not a fusion_stream publisher", topic=topic)
+        raise WireError(
+            "bad-magic", f"header does not start with {MAGIC!r}; not a fusion_stream publisher", topic=topic
+        )
     if head[3] != WIRE_VERSION:
         raise WireError("version", f"wire version {head[3]}, this build reads version {WIRE_VERSION}", topic=topic)
     if head.nbytes > MAX_HEADER_BYTES:
         raise WireError("oversized", f"header of {head.nbytes} bytes exceeds {MAX_HEADER_BYTES}", topic=topic)
     try:
         header = _DECODER.decode(head[4:])
-    except msgspec.DecodeError as err:  # ValidationError is a subclass
+    except (msgspec.DecodeError, ValueError) as err:  # ValidationError; UnicodeDecodeError on bad str
         raise WireError("bad-header", str(err), topic=topic) from err
     if len(header.arrays) > MAX_ARRAYS:
         raise WireError("oversized", f"{len(header.arrays)} arrays exceed {MAX_ARRAYS}", topic=topic)

@@ -39,7 +39,7 @@ def setup(node: Node, p: Params) -> None:
     if p.rate_hz <= 0:
         raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
     pub = node.publisher(p.topic or _DEFAULT_TOPICS[p.kind])
-    samples = int(round(p.sample_rate / p.rate_hz))
+    samples = round(p.sample_rate / p.rate_hz)
     state = {"first_sample": 0, "start_ns": node.clock.now_ns()}
 
     def tick() -> None:

@@ -1,0 +1,78 @@
+"""Shared fixtures: every test gets its own private runtime directory and graph name, so tests
+(and any graph running on the machine) never see each other's topics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fusion_stream.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # short path: ipc socket paths must stay under ~100 bytes
+    path = Path(tempfile.mkdtemp(prefix="fst-"))
+    monkeypatch.setenv(ENV_RUNTIME_DIR, str(path))
+    monkeypatch.setenv(ENV_GRAPH, "test")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def registry(runtime_dir: Path) -> Registry:
+    return Registry(runtime_dir, "test")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Procs:
+    """Child processes started by a test; all are killed at the end, whatever happens."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[str]] = []
+
+    def python(self, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+        p: subprocess.Popen[str] = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=dict(os.environ),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **kwargs,  # type: ignore[call-overload]
+        )
+        self.started.append(p)
+        return p
+
+    def cli(self, *args: str) -> subprocess.Popen[str]:
+        return self.python("-m", "fusion_stream.cli", *args)
+
+    def close(self) -> None:
+        for p in self.started:
+            if p.poll() is None:
+                p.kill()
+            p.communicate(timeout=10)
+
+
+@pytest.fixture
+def procs(runtime_dir: Path) -> Iterator[Procs]:
+    p = Procs()
+    yield p
+    p.close()

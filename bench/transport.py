@@ -6,6 +6,10 @@ What it measures, for payloads of 100 B, 64 KiB, 4 MiB (a 262144-point PointClou
 * **throughput**: the publisher sends as fast as it can for a fixed time; the subscriber counts
   the messages it actually receives per second (PUB/SUB drops at the high-water mark, so messages
   *sent* per second would flatter the sender). Messages dropped on the way are reported too.
+  By default the sender keeps at most HWM/2 messages unreceived (the subscriber publishes its
+  count in shared memory) and sleeps when it is that far ahead: a sender spinning flat out and
+  dropping at the HWM burns one of the two cores that the ZeroMQ I/O threads need, which made the
+  big-payload ratio swing between 0.6x and 1.5x from run to run. ``--flat-out`` restores it.
 * **one-way latency**: paced sends carrying their send time (``time.monotonic_ns()``; Linux's
   CLOCK_MONOTONIC is system-wide, so it compares across processes); the receiver subtracts it
   from its own clock once the message is decoded. Reported as p50 and p99 in microseconds.
@@ -27,15 +31,17 @@ only orchestrates, and it prints progress only between measurements so it takes 
 
 Usage::
 
-    python bench/transport.py                 # full run, about 2 minutes
-    python bench/transport.py --quick         # smoke test, about 15 s
+    python bench/transport.py                 # full run, about 75 s
+    python bench/transport.py --quick         # smoke test, about 6 s
     python bench/transport.py --repeat 5 --json results.json
+    python bench/transport.py --sizes 4MiB,6.2MB --repeat 6 --flat-out
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import multiprocessing as mp
 import os
@@ -67,6 +73,7 @@ GRAPH = "bench"
 WARMUP_FRAME_ID = "warmup"
 STARTUP_TIMEOUT_S = 10.0
 RECV_POLL_S = 0.1  # receive timeout in the measuring loops; the run ends after one idle period
+WINDOW_WAIT_S = 0.0001  # how long a windowed sender sleeps when it is a full window ahead
 
 TARGET_THROUGHPUT_RATIO = 0.9
 TARGET_THROUGHPUT_MIN_BYTES = 1_000_000
@@ -119,6 +126,7 @@ SIZES: tuple[SizeSpec, ...] = (
     SizeSpec("4 MiB", "cloud", (262144, 4), hwm=32, interval_s=0.025, samples=80),
     SizeSpec("6.2 MB", "image", (1080, 1920, 3), hwm=32, interval_s=0.025, samples=80),
 )
+SIZE_KEYS: dict[str, SizeSpec] = {s.label.replace(" ", ""): s for s in SIZES}
 
 
 def make_array(size: SizeSpec, seed: int) -> np.ndarray:
@@ -150,6 +158,11 @@ class Trial:
     endpoint: str
     duration_s: float
     samples: int
+    window: int = 0
+    """Throughput: most messages the sender keeps unreceived (0: send flat out, dropping at the HWM).
+
+    Half the HWM: libzmq's pipes learn of reads in batches of HWM/2, so a full HWM in flight can
+    still overflow a queue now and then."""
 
 
 @dataclass
@@ -173,6 +186,13 @@ def sleep_until(t: float) -> None:
     delay = t - time.perf_counter()
     if delay > 0:
         time.sleep(delay)
+
+
+def wait_for_receiver(sent: int, window: int, acked: ctypes.c_int64, end: float) -> None:
+    """Sleep until at most half a window is unreceived, so the sender then sends a burst hot
+    (waking up for every single message would make it pay cold-cache costs each time)."""
+    while sent - acked.value > window // 2 and time.perf_counter() < end:
+        time.sleep(WINDOW_WAIT_S)
 
 
 def stamp_views(arrays: list[np.ndarray]) -> list[memoryview]:
@@ -215,19 +235,30 @@ class _PubSide:
             time.sleep(0.002)
         time.sleep(0.02)  # let the last warm-ups drain before the clock starts
 
-    def throughput(self, duration_s: float) -> int:
-        """Send as fast as possible for ``duration_s``; returns the count sent."""
+    def throughput(self, duration_s: float, window: int, acked: ctypes.c_int64) -> int:
+        """Send as fast as possible for ``duration_s``; returns the count sent.
+
+        With ``window`` > 0 the sender waits while that many messages are sent but not yet
+        received (``acked`` is the subscriber's count), so it does not spin dropping messages
+        at the HWM on a core the transport's own threads need.
+        """
         arr: Any = self.arrays[0]  # pyzmq takes any buffer; numpy's stubs do not say ndarray is one
         n = 0
         end = time.perf_counter() + duration_s
         if self.pub is not None:
             publish, size = self.pub.publish, self.size
             while time.perf_counter() < end:
+                if window and n - acked.value >= window:
+                    wait_for_receiver(n, window, acked, end)
+                    continue
                 publish(make_message(size, time.monotonic_ns(), arr, "bench"))
                 n += 1
         elif self.sock is not None:
             send, copy = self.sock.send_multipart, self.size.raw_copy
             while time.perf_counter() < end:
+                if window and n - acked.value >= window:
+                    wait_for_receiver(n, window, acked, end)
+                    continue
                 send([TOPIC_B, arr], copy=copy)
                 n += 1
         return n
@@ -258,7 +289,7 @@ class _PubSide:
             Path(self.trial.endpoint.removeprefix("ipc://")).unlink(missing_ok=True)
 
 
-def pub_worker(conn: Connection, ready: Event, done: Event, runtime_dir: str) -> None:
+def pub_worker(conn: Connection, ready: Event, done: Event, acked: ctypes.c_int64, runtime_dir: str) -> None:
     """The publishing process: runs trials sent by the parent until it sends None."""
     ctx: zmq.Context[Any] = zmq.Context.instance()
     registry = Registry(runtime_dir, GRAPH)
@@ -274,7 +305,7 @@ def pub_worker(conn: Connection, ready: Event, done: Event, runtime_dir: str) ->
             conn.recv()  # go
             side.warm_up(ready)
             if trial.test == "throughput":
-                sent = side.throughput(trial.duration_s)
+                sent = side.throughput(trial.duration_s, trial.window, acked)
             else:
                 sent = side.latency(trial.samples, trial.size.interval_s)
             done.set()
@@ -289,7 +320,7 @@ def pub_worker(conn: Connection, ready: Event, done: Event, runtime_dir: str) ->
 
 
 class _SubSide:
-    """One trial's receiving end. ``next`` returns (is_warmup, wire_bytes, sent_ns) or None on timeout."""
+    """One trial's receiving end, raw or ours."""
 
     def __init__(self, trial: Trial, ctx: zmq.Context[Any]) -> None:
         self.trial = trial
@@ -323,7 +354,8 @@ class _SubSide:
                         raise TimeoutError("raw: no warm-up message arrived") from None
         ready.set()
 
-    def throughput(self, done: Event) -> SubResult:
+    def throughput(self, done: Event, acked: ctypes.c_int64) -> SubResult:
+        """Count timed messages until the sender is done and the socket stays empty for a moment."""
         res = SubResult()
         n = 0
         t_first = t_last = 0.0
@@ -342,6 +374,7 @@ class _SubSide:
                     t_first = t_last
                     res.wire_bytes = env.nbytes
                 n += 1
+                acked.value = n
         elif self.sock is not None:
             recv_raw: Callable[..., list[Any]] = self.sock.recv_multipart
             copy = self.size.raw_copy
@@ -362,6 +395,7 @@ class _SubSide:
                     t_first = t_last
                     res.wire_bytes = sum(len(f) for f in frames)
                 n += 1
+                acked.value = n
         res.received = n
         res.elapsed_s = t_last - t_first
         if self.sub is not None:
@@ -414,7 +448,7 @@ class _SubSide:
             self.sock.close(linger=0)
 
 
-def sub_worker(conn: Connection, ready: Event, done: Event) -> None:
+def sub_worker(conn: Connection, ready: Event, done: Event, acked: ctypes.c_int64) -> None:
     """The subscribing process: runs trials sent by the parent until it sends None."""
     ctx: zmq.Context[Any] = zmq.Context.instance()
     while (trial := conn.recv()) is not None:
@@ -422,7 +456,7 @@ def sub_worker(conn: Connection, ready: Event, done: Event) -> None:
         side = _SubSide(trial, ctx)
         try:
             side.wait_first(ready)
-            res = side.throughput(done) if trial.test == "throughput" else side.latency(done, trial.samples)
+            res = side.throughput(done, acked) if trial.test == "throughput" else side.latency(done, trial.samples)
         finally:
             side.close()
         conn.send(res)
@@ -476,13 +510,17 @@ class Bench:
         ctx = mp.get_context("spawn")
         self.ready = ctx.Event()
         self.done = ctx.Event()
+        self.acked = ctx.RawValue(ctypes.c_int64, 0)
         self.pub_conn, pub_child = ctx.Pipe()
         self.sub_conn, sub_child = ctx.Pipe()
         self.pub_proc = ctx.Process(
-            target=pub_worker, args=(pub_child, self.ready, self.done, runtime_dir), name="bench-pub", daemon=True
+            target=pub_worker,
+            args=(pub_child, self.ready, self.done, self.acked, runtime_dir),
+            name="bench-pub",
+            daemon=True,
         )
         self.sub_proc = ctx.Process(
-            target=sub_worker, args=(sub_child, self.ready, self.done), name="bench-sub", daemon=True
+            target=sub_worker, args=(sub_child, self.ready, self.done, self.acked), name="bench-sub", daemon=True
         )
         self.pub_proc.start()
         self.sub_proc.start()
@@ -498,14 +536,17 @@ class Bench:
                 raise TimeoutError(f"{proc.name} did not answer in {timeout:.0f} s")
         return conn.recv()
 
-    def run(self, impl: Impl, test: Test, size: SizeSpec, duration_s: float, samples: int) -> tuple[int, SubResult]:
+    def run(
+        self, impl: Impl, test: Test, size: SizeSpec, duration_s: float, samples: int, window: int = 0
+    ) -> tuple[int, SubResult]:
         """One trial; returns (messages sent, what the subscriber saw)."""
         self._n += 1
         endpoint = f"ipc://{self.runtime_dir}/t{self._n:04d}.ipc"
-        trial = Trial(impl, test, size, endpoint, duration_s, samples)
+        trial = Trial(impl, test, size, endpoint, duration_s, samples, window)
         limit = 60.0 + duration_s + samples * size.interval_s * 2
         self.ready.clear()
         self.done.clear()
+        self.acked.value = 0
         self.pub_conn.send(trial)
         self._recv(self.pub_conn, self.pub_proc, limit)  # bound
         self.sub_conn.send(trial)
@@ -534,23 +575,26 @@ class Plan:
     duration_s: float
     sample_scale: float
     quick: bool
+    flat_out: bool
+    sizes: tuple[SizeSpec, ...] = SIZES
 
     def samples(self, size: SizeSpec) -> int:
         return max(10, round(size.samples * self.sample_scale))
 
 
 def run_all(bench: Bench, plan: Plan, console: Console) -> dict[str, dict[Impl, Record]]:
-    results: dict[str, dict[Impl, Record]] = {s.label: {"raw": Record(), "ours": Record()} for s in SIZES}
-    total = len(SIZES) * plan.repeat * 2 * 2
+    results: dict[str, dict[Impl, Record]] = {s.label: {"raw": Record(), "ours": Record()} for s in plan.sizes}
+    total = len(plan.sizes) * plan.repeat * 2 * 2
     step = 0
-    for size in SIZES:
+    for size in plan.sizes:
         console.rule(f"{size.label}: {size.describe()} ({size.nbytes:,} B), HWM {size.hwm}")
         for rep in range(plan.repeat):
             order: tuple[Impl, ...] = IMPLS if rep % 2 == 0 else IMPLS[::-1]
             for impl in order:
                 rec = results[size.label][impl]
                 step += 1
-                sent, res = bench.run(impl, "throughput", size, plan.duration_s, 0)
+                window = 0 if plan.flat_out else size.hwm // 2  # see Trial.window
+                sent, res = bench.run(impl, "throughput", size, plan.duration_s, 0, window)
                 rate = res.received / res.elapsed_s if res.elapsed_s > 0 else 0.0
                 rec.msgs_per_s.append(rate)
                 rec.mb_per_s.append(rate * size.nbytes / 1e6)
@@ -607,7 +651,7 @@ def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Ta
     lat = Table(title=f"One-way latency, µs ({note})", title_justify="left")
     for col in ("payload", "raw p50", "raw p99", "ours p50", "ours p99", "added p50", "target"):
         lat.add_column(col, justify="left" if col in ("payload", "target") else "right")
-    for size in SIZES:
+    for size in plan.sizes:
         raw, ours = results[size.label]["raw"].summary(), results[size.label]["ours"].summary()
         wire = f"{results[size.label]['ours'].wire_bytes:,}"
         label = f"{size.label} ({size.nbytes:,} B; ours {wire} B on wire)"
@@ -645,7 +689,7 @@ def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Ta
 
 def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -> dict[str, Any]:
     sizes: list[dict[str, Any]] = []
-    for size in SIZES:
+    for size in plan.sizes:
         raw, ours = results[size.label]["raw"], results[size.label]["ours"]
         rs, os_ = raw.summary(), ours.summary()
         entry: dict[str, Any] = {
@@ -672,7 +716,12 @@ def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -
             "throughput_min_payload_bytes": TARGET_THROUGHPUT_MIN_BYTES,
             "added_p50_us_max_at_100B": TARGET_ADDED_P50_US,
         },
-        "plan": {"repeat": plan.repeat, "throughput_s": plan.duration_s, "quick": plan.quick},
+        "plan": {
+            "repeat": plan.repeat,
+            "throughput_s": plan.duration_s,
+            "quick": plan.quick,
+            "throughput_window": "flat out" if plan.flat_out else "HWM/2",
+        },
         "environment": {
             "python": sys.version.split()[0],
             "pyzmq": zmq.pyzmq_version(),
@@ -704,12 +753,22 @@ def _record_json(rec: Record) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="short run for a smoke test (~15 s)")
+    p.add_argument("--quick", action="store_true", help="short run for a smoke test (~6 s)")
     p.add_argument(
         "--repeat", type=int, default=None, help="raw/ours rounds per size, median reported (default 3; 1 with --quick)"
     )
+    p.add_argument(
+        "--flat-out",
+        action="store_true",
+        help="throughput sender never waits (drops at the HWM) instead of keeping at most HWM/2 messages in flight",
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON to PATH")
+    p.add_argument(
+        "--sizes", default=None, metavar="LIST", help=f"comma-separated subset of {','.join(SIZE_KEYS)} (default: all)"
+    )
     args = p.parse_args(argv)
+    if args.sizes and any(k not in SIZE_KEYS for k in args.sizes.split(",")):
+        p.error(f"--sizes takes a comma-separated subset of {','.join(SIZE_KEYS)}")
     if args.repeat is not None and args.repeat < 1:
         p.error("--repeat must be >= 1")
     return args
@@ -723,6 +782,8 @@ def main(argv: list[str] | None = None) -> None:
         duration_s=0.3 if args.quick else 1.5,
         sample_scale=0.125 if args.quick else 1.0,
         quick=args.quick,
+        flat_out=args.flat_out,
+        sizes=tuple(SIZE_KEYS[k] for k in args.sizes.split(",")) if args.sizes else SIZES,
     )
     console = Console(width=None if sys.stdout.isatty() else 150)
     console.print(
@@ -744,11 +805,16 @@ def main(argv: list[str] | None = None) -> None:
     console.print()
     console.print(thr)
     console.print(lat)
+    if plan.flat_out:
+        thr_note = (
+            "Throughput: --flat-out, the sender never waits and PUB drops at the HWM, so 'dropped' is expected; "
+            "the spinning sender takes a core from the I/O threads, so big-payload ratios vary run to run."
+        )
+    else:
+        thr_note = "Throughput: the sender keeps at most HWM/2 messages unreceived, so 'dropped' should be ~0."
     console.print(
-        "[dim]Throughput: the sender runs flat out and PUB drops at the HWM, so 'dropped' is expected; with 2 cores "
-        "the spinning sender competes with the receiver, hence big-payload ratios vary run to run.\n"
-        "Latency: paced sends; the stamp is taken before the message is built, so ours includes building, "
-        "encoding and decoding it.[/]"
+        f"[dim]{thr_note}\nLatency: paced sends; the stamp is taken before the message is built, so ours includes "
+        "building, encoding and decoding it.[/]"
     )
     console.print(f"wall time {wall:.1f} s")
     if args.json is not None:

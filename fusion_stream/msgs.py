@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,11 +18,13 @@ from types import MappingProxyType
 from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
-import numpy.typing as npt
 
 from fusion_stream.errors import MessageError
 
 _INT64_MAX = 2**63 - 1
+_U8 = (np.dtype(np.uint8),)
+_F32 = (np.dtype(np.float32),)
+_AUDIO_DTYPES = (np.dtype(np.float32), np.dtype(np.int16))
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 ScalarValue: TypeAlias = bool | int | float | str
@@ -70,25 +73,26 @@ class Header(_Frozen):
     frame_id: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.stamp_ns, bool) or not isinstance(self.stamp_ns, int | np.integer):
-            raise self._fail("stamp_ns", f"must be an int of nanoseconds, got {self.stamp_ns!r}")
-        if not 0 <= int(self.stamp_ns) <= _INT64_MAX:
-            raise self._fail("stamp_ns", f"must be in [0, 2**63), got {self.stamp_ns}")
-        object.__setattr__(self, "stamp_ns", int(self.stamp_ns))
+        stamp = self.stamp_ns
+        if type(stamp) is not int:  # plain ints (the usual case) skip the slower checks
+            if isinstance(stamp, bool) or not isinstance(stamp, int | np.integer):
+                raise self._fail("stamp_ns", f"must be an int of nanoseconds, got {stamp!r}")
+            stamp = int(stamp)
+            object.__setattr__(self, "stamp_ns", stamp)
+        if not 0 <= stamp <= _INT64_MAX:
+            raise self._fail("stamp_ns", f"must be in [0, 2**63), got {stamp}")
         if not isinstance(self.frame_id, str):
             raise self._fail("frame_id", f"must be a str, got {type(self.frame_id).__name__}")
 
-    def _array(self, name: str, value: Any, dtype: npt.DTypeLike | tuple[npt.DTypeLike, ...], ndim: int) -> np.ndarray:
-        """Validate an array field and store it (converted only if it must be)."""
+    def _array(self, name: str, value: Any, allowed: tuple[np.dtype[Any], ...], ndim: int) -> np.ndarray:
+        """Check an array field's type, dtype and number of dimensions (no copy, no conversion)."""
         if not isinstance(value, np.ndarray):
             raise self._fail(name, f"must be a numpy array, got {type(value).__name__}")
-        allowed = tuple(np.dtype(d) for d in (dtype if isinstance(dtype, tuple) else (dtype,)))
         if value.dtype not in allowed:
             names = " or ".join(str(d) for d in allowed)
             raise self._fail(name, f"dtype must be {names}, got {value.dtype}")
         if value.ndim != ndim:
             raise self._fail(name, f"must have {ndim} dimensions, got shape {value.shape}")
-        object.__setattr__(self, name, value)
         return value
 
 
@@ -107,7 +111,7 @@ class Image(Header):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        data = self._array("data", self.data, np.uint8, 3)
+        data = self._array("data", self.data, _U8, 3)
         channels = IMAGE_ENCODINGS.get(self.encoding)
         if channels is None:
             raise self._fail("encoding", f"unknown {self.encoding!r}; use one of {list(IMAGE_ENCODINGS)}")
@@ -149,6 +153,20 @@ class CompressedImage(Header):
 # --------------------------------------------------------------------------- point sets
 
 
+@functools.lru_cache(maxsize=256)
+def _field_names_problem(fields: tuple[object, ...], required: tuple[str, ...]) -> str | None:
+    """What is wrong with a field list, or None. Cached: a stream repeats the same few lists."""
+    if len(set(fields)) != len(fields):
+        return f"names repeat: {list(fields)}"
+    for name in fields:
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            return f"{name!r} is not a valid field name"
+    missing = [f for f in required if f not in fields]
+    if missing:
+        return f"missing required {missing}; has {list(fields)}"
+    return None
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class _FieldCloud(Header):
     """N points, each a row of named float32 fields, stored as one contiguous N×F array.
@@ -163,21 +181,16 @@ class _FieldCloud(Header):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.fields:
-            object.__setattr__(self, "fields", self.REQUIRED)
-        fields = tuple(self.fields)
-        object.__setattr__(self, "fields", fields)
-        data = self._array("data", self.data, np.float32, 2)
+        fields = self.fields
+        if type(fields) is not tuple or not fields:
+            fields = tuple(fields) or self.REQUIRED
+            object.__setattr__(self, "fields", fields)
+        data = self._array("data", self.data, _F32, 2)
         if data.shape[1] != len(fields):
             raise self._fail("data", f"has {data.shape[1]} columns but {len(fields)} fields {list(fields)}")
-        if len(set(fields)) != len(fields):
-            raise self._fail("fields", f"names repeat: {list(fields)}")
-        for name in fields:
-            if not isinstance(name, str) or not _NAME_RE.match(name):
-                raise self._fail("fields", f"{name!r} is not a valid field name")
-        missing = [f for f in self.REQUIRED if f not in fields]
-        if missing:
-            raise self._fail("fields", f"missing required {missing}; has {list(fields)}")
+        problem = _field_names_problem(fields, self.REQUIRED)
+        if problem:
+            raise self._fail("fields", problem)
 
     def __len__(self) -> int:
         return int(self.data.shape[0])
@@ -243,7 +256,7 @@ class AudioChunk(Header):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._array("data", self.data, (np.float32, np.int16), 2)
+        self._array("data", self.data, _AUDIO_DTYPES, 2)
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or self.sample_rate <= 0:
             raise self._fail("sample_rate", f"must be a positive int (Hz), got {self.sample_rate!r}")
         if isinstance(self.first_sample, bool) or not isinstance(self.first_sample, int) or self.first_sample < 0:

@@ -36,6 +36,25 @@ from fusion_stream.registry import Registry, TopicEntry
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE: Final = 32
+# Plain ints: pyzmq's enum flags cost a conversion on every call of the hot path.
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+_POLLIN: Final = int(zmq.POLLIN)
+_EVENTS: Final = int(zmq.EVENTS)
+_RCVMORE: Final = int(zmq.RCVMORE)
+
+
+def _recv_parts(sock: zmq.Socket[Any]) -> list[Any]:
+    """One multipart message: topic and header as bytes, array frames without a copy.
+
+    (Small frames are cheaper copied than wrapped in zmq.Frame objects, large ones are not.)"""
+    parts: list[Any] = [sock.recv(_NOBLOCK)]
+    if sock.getsockopt(_RCVMORE):
+        parts.append(sock.recv(_NOBLOCK))
+        while sock.getsockopt(_RCVMORE):
+            parts.append(sock.recv(_NOBLOCK, copy=False))
+    return parts
+
+
 _REFRESH_S: Final = 0.2  # how often a waiting subscriber looks for new publishers
 
 
@@ -128,7 +147,7 @@ class Publisher:
             self._entry_path = self._registry.register(self._entry())
         self._seq += 1
         frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=time.time_ns())
-        self._socket.send_multipart(cast("list[Any]", frames), flags=zmq.NOBLOCK, copy=False)
+        self._socket.send_multipart(cast("list[Any]", frames), flags=_NOBLOCK, copy=False)
         n = wire.frames_nbytes(frames)
         self.stats.sent += 1
         self.stats.bytes += n
@@ -163,7 +182,7 @@ class _LatestPump(threading.Thread):
         super().__init__(name=f"latest{list(owner.topics)}", daemon=True)
         self.owner = owner
         self.lock = threading.Lock()
-        self.slot: OrderedDict[bytes, list[zmq.Frame]] = OrderedDict()
+        self.slot: OrderedDict[bytes, list[Any]] = OrderedDict()
         self.stopping = threading.Event()
         address = f"inproc://fusion-stream-latest-{id(self):x}-{secrets.token_hex(4)}"
         self.wake_recv = ctx.socket(zmq.PAIR)
@@ -183,10 +202,10 @@ class _LatestPump(threading.Thread):
                 fresh = False
                 while True:
                     try:
-                        frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                        frames = _recv_parts(sock)
                     except zmq.Again:
                         break
-                    topic = frames[0].bytes
+                    topic = frames[0]
                     if topic not in self.owner._wanted:
                         continue
                     with self.lock:
@@ -201,7 +220,7 @@ class _LatestPump(threading.Thread):
             sock.close(linger=0)
             self._wake_send.close(linger=0)
 
-    def take(self) -> list[zmq.Frame] | None:
+    def take(self) -> list[Any] | None:
         with self.lock:
             return self.slot.popitem(last=False)[1] if self.slot else None
 
@@ -327,7 +346,7 @@ class Subscriber:
 
     # ------------------------------------------------------------------ receiving
 
-    def _take(self, frames: list[zmq.Frame]) -> wire.Envelope | None:
+    def _take(self, frames: list[Any]) -> wire.Envelope | None:
         """Decode one raw message; count and skip it if malformed."""
         try:
             env = wire.decode(frames, max_bytes=self.max_bytes)
@@ -346,26 +365,26 @@ class Subscriber:
         self.stats.bytes += env.nbytes
         return env
 
-    def _next_frames(self) -> list[zmq.Frame] | None:
+    def _next_frames(self) -> list[Any] | None:
         if self._pump is not None:
             self._pump.clear_wakeups()
             return self._pump.take()
-        while True:
-            try:
-                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return None
-            if frames[0].bytes in self._wanted:  # else: a prefix match of another topic
+        sock = self._socket
+        # Asking ZMQ_EVENTS is much cheaper than a non-blocking receive that raises zmq.Again.
+        while sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+            frames = _recv_parts(sock)
+            if frames[0] in self._wanted:  # else: a prefix match of another topic
                 return frames
+        return None
 
     def _wait(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` s (None: forever) for something to read, refreshing meanwhile."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        sock = self.socket
+        items = [(self.socket, _POLLIN)]
         while True:
             self.refresh_if_due()
             step = _REFRESH_S if deadline is None else min(_REFRESH_S, deadline - time.monotonic())
-            if sock.poll(max(0, int(step * 1000)), zmq.POLLIN):
+            if zmq.zmq_poll(items, max(0, int(step * 1000))):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False

@@ -37,6 +37,8 @@ MAX_HEADER_BYTES: Final = 1024 * 1024
 MAX_ARRAYS: Final = 256
 MAX_NDIM: Final = 4
 MAX_TOPIC_LEN: Final = 255
+INLINE_MAX_BYTES: Final = 2048
+"""Arrays up to this size travel inside the header: a frame of their own costs more than a copy."""
 
 _TOPIC_RE = re.compile(r"^(/[A-Za-z0-9_\-.~]+)+$")
 
@@ -67,6 +69,8 @@ Scalar: TypeAlias = bool | int | float | str
 class ArraySpec(msgspec.Struct, array_like=True, frozen=True):
     dtype: str
     shape: tuple[int, ...]
+    inline: bytes | None = None
+    """The array's bytes when small enough to ride in the header; None: it has its own frame."""
 
 
 class ImageBody(msgspec.Struct, tag="Image", array_like=True, frozen=True):
@@ -201,11 +205,14 @@ def _body(msg: msgs.Message) -> tuple[Body, list[np.ndarray]]:
 
 
 def encode(topic: str, msg: msgs.Message, *, seq: int, src: int, pub_ns: int) -> list[Frame]:
-    """Frames for one message. Arrays are passed through (no copy) when C-contiguous."""
+    """Frames for one message. Large arrays are passed through (no copy) when C-contiguous."""
     body, arrays = _body(msg)
     frames: list[Frame] = []
     specs: list[ArraySpec] = []
     for arr in arrays:
+        if arr.nbytes <= INLINE_MAX_BYTES:
+            specs.append(ArraySpec(arr.dtype.str, arr.shape, arr.tobytes()))
+            continue
         contiguous = np.ascontiguousarray(arr)
         specs.append(ArraySpec(contiguous.dtype.str, contiguous.shape))
         frames.append(contiguous)
@@ -221,17 +228,14 @@ def frames_nbytes(frames: Sequence[Frame]) -> int:
 # --------------------------------------------------------------------------- decoding
 
 
-def _array(spec: ArraySpec, frame: memoryview, index: int) -> np.ndarray:
-    dtype = _DTYPES.get(spec.dtype)
-    if dtype is None:
-        raise WireError("bad-dtype", f"array {index} has dtype {spec.dtype!r}; allowed: {sorted(_DTYPES)}")
-    if frame.nbytes != _spec_nbytes(spec, index):
+def _array(spec: ArraySpec, nbytes: int, frame: memoryview, index: int) -> np.ndarray:
+    """A read-only view of ``frame`` as the array ``spec`` declares (``nbytes`` already checked)."""
+    if frame.nbytes != nbytes:
         raise WireError(
             "size-mismatch",
-            f"array {index} declares {spec.dtype}{list(spec.shape)} = {_spec_nbytes(spec, index)} bytes "
-            f"but its frame has {frame.nbytes}",
+            f"array {index} declares {spec.dtype}{list(spec.shape)} = {nbytes} bytes but its frame has {frame.nbytes}",
         )
-    arr = np.frombuffer(frame, dtype=dtype).reshape(spec.shape)
+    arr = np.frombuffer(frame, dtype=_DTYPES[spec.dtype]).reshape(spec.shape)
     arr.flags.writeable = False  # shared with the socket buffer, possibly forwarded as is
     return arr
 
@@ -345,6 +349,8 @@ def _message(header: Header, arrays: list[np.ndarray]) -> msgs.Message:
 
 
 def _byte_view(frame: Any) -> memoryview:
+    if isinstance(frame, bytes):
+        return memoryview(frame)
     view = memoryview(frame)
     if view.ndim == 1 and view.format == "B":
         return view
@@ -353,47 +359,62 @@ def _byte_view(frame: Any) -> memoryview:
     return view.cast("B")
 
 
+def _small_bytes(frame: Any) -> bytes:
+    return frame if isinstance(frame, bytes) else bytes(memoryview(frame))
+
+
 def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     """Decode one multipart message; any defect raises :class:`WireError`.
 
     ``frames`` may be bytes or anything exposing the buffer protocol (such as ``zmq.Frame``);
-    arrays in the result are read-only views on those buffers, not copies.
+    arrays in their own frames come back as read-only views on those buffers, not copies.
     """
-    if len(frames) < 2:
-        raise WireError("truncated", f"{len(frames)} frame(s); need at least topic and header")
-    views = [_byte_view(f) for f in frames]
+    n = len(frames)
+    if n < 2:
+        raise WireError("truncated", f"{n} frame(s); need at least topic and header")
     try:
-        topic = views[0].tobytes().decode("utf-8")
+        topic = _small_bytes(frames[0]).decode("utf-8")
     except UnicodeDecodeError:
         raise WireError("bad-topic", "topic frame is not UTF-8") from None
-    head = views[1]
-    if head.nbytes < 4 or head[:3].tobytes() != MAGIC:
+    head = _small_bytes(frames[1])
+    if len(head) < 4 or head[:3] != MAGIC:
         raise WireError(
             "bad-magic", f"header does not start with {MAGIC!r}; not a fusion_stream publisher", topic=topic
         )
     if head[3] != WIRE_VERSION:
         raise WireError("version", f"wire version {head[3]}, this build reads version {WIRE_VERSION}", topic=topic)
-    if head.nbytes > MAX_HEADER_BYTES:
-        raise WireError("oversized", f"header of {head.nbytes} bytes exceeds {MAX_HEADER_BYTES}", topic=topic)
+    if len(head) > MAX_HEADER_BYTES:
+        raise WireError("oversized", f"header of {len(head)} bytes exceeds {MAX_HEADER_BYTES}", topic=topic)
     try:
-        header = _DECODER.decode(head[4:])
+        header = _DECODER.decode(memoryview(head)[4:])
     except (msgspec.DecodeError, ValueError) as err:  # ValidationError; UnicodeDecodeError on bad str
         raise WireError("bad-header", str(err), topic=topic) from err
     if len(header.arrays) > MAX_ARRAYS:
         raise WireError("oversized", f"{len(header.arrays)} arrays exceed {MAX_ARRAYS}", topic=topic)
-    if len(header.arrays) != len(views) - 2:
-        raise WireError(
-            "truncated", f"header declares {len(header.arrays)} array frame(s), got {len(views) - 2}", topic=topic
-        )
+    nbytes = len(head) + len(frames[0])
     try:
-        total = sum(_spec_nbytes(s, i) for i, s in enumerate(header.arrays))
-        if total > max_bytes:
-            raise WireError("oversized", f"arrays total {total} bytes, limit is {max_bytes}")
-        arrays = [_array(s, v, i) for i, (s, v) in enumerate(zip(header.arrays, views[2:], strict=True))]
+        arrays: list[np.ndarray] = []
+        total = 0
+        next_frame = 2
+        for i, spec in enumerate(header.arrays):
+            size = _spec_nbytes(spec, i)
+            total += size
+            if total > max_bytes:
+                raise WireError("oversized", f"arrays total more than {total} bytes, limit is {max_bytes}")
+            if spec.inline is not None:
+                view = memoryview(spec.inline)
+            elif next_frame < n:
+                view = _byte_view(frames[next_frame])
+                next_frame += 1
+                nbytes += view.nbytes
+            else:
+                raise WireError("truncated", f"array {i} has no frame: only {n - 2} array frame(s) arrived")
+            arrays.append(_array(spec, size, view, i))
+        if next_frame != n:
+            raise WireError("truncated", f"header declares {next_frame - 2} array frame(s), got {n - 2}")
         message = _message(header, arrays)
     except WireError as err:
         raise WireError(err.reason, err.detail, topic=topic) from None
     except MessageError as err:
         raise WireError("invalid-message", str(err), topic=topic) from err
-    nbytes = sum(v.nbytes for v in views)
     return Envelope(topic, message, header.seq, header.src, header.pub_ns, nbytes)

@@ -95,7 +95,9 @@ def test_malformed_frames_are_counted_in_diagnostics_and_survived(
                 return env is not None and env.topic == "/out"
 
             wait_for(relayed, 10.0, "relay to forward")
-            good = frames_bytes(wire.encode("/in", testpattern.radar_scan(2), seq=1, src=1, pub_ns=1))
+            # big enough for its array to travel in a frame of its own
+            good = frames_bytes(wire.encode("/in", testpattern.point_cloud(2, points=2000), seq=1, src=1, pub_ns=1))
+            assert len(good) == 3
             hostile = [
                 [b"/in", b"\x80\x04\x95 pickle-looking garbage"],
                 [b"/in"],

@@ -87,6 +87,19 @@ def test_malformed_messages_raise_wire_error_with_reason(case: str) -> None:
     assert info.value.detail
 
 
+def test_small_arrays_travel_inside_the_header() -> None:
+    radar = SAMPLES["/radar/front/points"]
+    assert isinstance(radar, msgs.RadarScan) and radar.data.nbytes <= wire.INLINE_MAX_BYTES
+    frames = frames_of("/r", radar)
+    assert len(frames) == 2
+    assert wire.decode(frames).message == radar
+    h = header_of(radar)
+    short = msgspec.structs.replace(h, arrays=(msgspec.structs.replace(h.arrays[0], inline=b"\x00" * 10),))
+    with pytest.raises(WireError) as info:
+        wire.decode(with_header(short, []))
+    assert info.value.reason == "size-mismatch"
+
+
 def test_byte_limit_is_enforced_before_allocation() -> None:
     frames = frames_of("/t", SAMPLES["/camera/front/image"])
     with pytest.raises(WireError, match="limit is 100"):

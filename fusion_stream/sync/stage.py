@@ -1,0 +1,157 @@
+"""The synchronizer as a reusable stage: messages in (by topic), :class:`SyncedFrame` out.
+
+The sync node wraps it with sockets; replay and evaluation can drive it directly with bag
+time. It builds the configured policy, tells it each message's duration (audio chunks) and
+arrival time, turns emitted sets into ``SyncedFrame`` messages and keeps the numbers the
+diagnostics report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from fusion_stream import msgs
+from fusion_stream.sync.approximate import ApproximateTimePolicy
+from fusion_stream.sync.reference import InputConfig, Mode, ReferenceWindowPolicy
+from fusion_stream.sync.stats import InputStats
+
+PolicyName = Literal["reference", "approximate"]
+
+
+@dataclass(frozen=True)
+class SyncInput:
+    """One input of the stage: its name in the set, its topic, and how it joins."""
+
+    name: str
+    topic: str
+    mode: Mode = "nearest"
+    slop_ns: int = 50_000_000
+    window_ns: int = 100_000_000
+    offset_ns: int = 0
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    inputs: tuple[SyncInput, ...]
+    policy: PolicyName = "reference"
+    frame_id: str = "base_link"
+    deadline_ns: int = 100_000_000
+    queue_size: int = 32
+    max_interval_ns: int | None = None
+    age_penalty: float = 0.1
+    reset_jump_ns: int = 1_000_000_000
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) < 2:
+            raise ValueError(f"a synchronizer needs at least 2 inputs, got {len(self.inputs)}")
+        topics = [i.topic for i in self.inputs]
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"each input needs its own topic, got {topics}")
+        if self.policy not in ("reference", "approximate"):
+            raise ValueError(f"policy must be 'reference' or 'approximate', got {self.policy!r}")
+
+
+@dataclass(frozen=True)
+class Emitted:
+    frame: msgs.SyncedFrame
+    last_arrival_ns: int
+    """When the set's last member arrived (the caller's clock)."""
+
+
+_Item = tuple[int, msgs.SensorMessage]  # (arrival_ns, message)
+
+
+class SyncStage:
+    def __init__(self, config: SyncConfig) -> None:
+        self.config = config
+        self.names = tuple(i.name for i in config.inputs)
+        self._index = {i.topic: n for n, i in enumerate(config.inputs)}
+        self.sets = 0
+        self.partial = 0
+        self.missing: Counter[str] = Counter()
+        self._reference: ReferenceWindowPolicy[_Item] | None = None
+        self._approx: ApproximateTimePolicy[_Item] | None = None
+        if config.policy == "reference":
+            self._reference = ReferenceWindowPolicy(
+                [InputConfig(i.name, i.mode, i.slop_ns, i.window_ns, i.offset_ns) for i in config.inputs],
+                deadline_ns=config.deadline_ns,
+                max_queue=config.queue_size,
+                reset_jump_ns=config.reset_jump_ns,
+            )
+        else:
+            self._approx = ApproximateTimePolicy(
+                len(config.inputs), config.queue_size, config.max_interval_ns, config.age_penalty
+            )
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(i.topic for i in self.config.inputs)
+
+    @property
+    def input_stats(self) -> list[InputStats]:
+        policy = self._reference or self._approx
+        assert policy is not None
+        return policy.stats
+
+    @property
+    def resets(self) -> int:
+        return self._reference.resets if self._reference is not None else 0
+
+    def offer(self, topic: str, msg: msgs.Message, now_ns: int) -> list[Emitted]:
+        """Feed one message received on ``topic`` at ``now_ns``; the frames it completes."""
+        index = self._index.get(topic)
+        if index is None:
+            raise KeyError(f"topic {topic!r} is not an input of this synchronizer ({list(self._index)})")
+        if not isinstance(msg, msgs.SENSOR_TYPES):
+            raise TypeError(f"cannot synchronize a {type(msg).__name__} (topic {topic})")
+        item: _Item = (now_ns, cast(msgs.SensorMessage, msg))
+        if self._reference is not None:
+            duration = msg.duration_ns if isinstance(msg, msgs.AudioChunk) else 0
+            return [
+                self._frame(s.stamp_ns, s.members, s.missing, s.last_arrival_ns)
+                for s in self._reference.add(index, msg.stamp_ns, item, now_ns, duration)
+            ]
+        assert self._approx is not None
+        out = []
+        for members in self._approx.add(index, msg.stamp_ns, item):
+            by_name: dict[str, tuple[_Item, ...]] = {name: (m,) for name, m in zip(self.names, members, strict=True)}
+            out.append(self._frame(members[0][1].stamp_ns, by_name, (), max(m[0] for m in members)))
+        return out
+
+    def poll(self, now_ns: int) -> list[Emitted]:
+        """Frames whose deadline passed by ``now_ns`` (reference policy; none for approximate)."""
+        if self._reference is None:
+            return []
+        return [self._frame(s.stamp_ns, s.members, s.missing, s.last_arrival_ns) for s in self._reference.poll(now_ns)]
+
+    def _frame(
+        self, stamp_ns: int, members: dict[str, tuple[_Item, ...]], missing: tuple[str, ...], last_arrival: int
+    ) -> Emitted:
+        self.sets += 1
+        if missing:
+            self.partial += 1
+            self.missing.update(missing)
+        frame = msgs.SyncedFrame(
+            stamp_ns=stamp_ns,
+            frame_id=self.config.frame_id,
+            members={name: tuple(m for _, m in items) for name, items in members.items()},
+            missing=missing,
+        )
+        return Emitted(frame, last_arrival)
+
+    def diagnostics(self) -> dict[str, msgs.ScalarValue]:
+        values: dict[str, msgs.ScalarValue] = {
+            "sync.sets": self.sets,
+            "sync.partial": self.partial,
+            "sync.resets": self.resets,
+        }
+        for name, st in zip(self.names, self.input_stats, strict=True):
+            values[f"sync.in.{name}.received"] = st.received
+            values[f"sync.in.{name}.used"] = st.used
+            values[f"sync.in.{name}.pending"] = st.pending
+            values[f"sync.in.{name}.missing"] = self.missing[name]
+            for reason, n in st.dropped.items():
+                values[f"sync.in.{name}.dropped.{reason}"] = n
+        return values

@@ -1,0 +1,128 @@
+"""The sync node between real sensor processes: full sets, partial sets while a sensor is dead,
+full sets again when it returns."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from fusion_stream import msgs
+from fusion_stream.registry import Registry
+from fusion_stream.transport import Subscriber
+
+from .conftest import Procs, wait_for
+
+SYNC_YAML = """
+policy: reference
+deadline_ms: 150
+inputs:
+  - {name: lidar, topic: /lidar/top/points, mode: reference}
+  - {name: camera, topic: /camera/front/image, mode: nearest, slop_ms: 25}
+  - {name: audio, topic: /audio/array/chunk, mode: window, window_ms: 100}
+"""
+
+
+def start_camera(procs: Procs) -> subprocess.Popen[str]:
+    return procs.python(
+        "-m",
+        "nodes.pattern",
+        "--name",
+        "camera",
+        "-p",
+        "kind:=image",
+        "-p",
+        "rate_hz:=30",
+        "-p",
+        "width:=64",
+        "-p",
+        "height:=48",
+        "-p",
+        "topic:=/camera/front/image",
+    )
+
+
+def collect(sub: Subscriber, seconds: float) -> list[msgs.SyncedFrame]:
+    out: list[msgs.SyncedFrame] = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        m = sub.recv(timeout=left)
+        if isinstance(m, msgs.SyncedFrame):
+            out.append(m)
+    return out
+
+
+def test_sync_node_partial_sets_while_a_sensor_is_dead(procs: Procs, registry: Registry, runtime_dir: Path) -> None:
+    cfg = runtime_dir / "sync.yaml"
+    cfg.write_text(SYNC_YAML)
+    procs.python(
+        "-m",
+        "nodes.pattern",
+        "--name",
+        "lidar",
+        "-p",
+        "kind:=points",
+        "-p",
+        "points:=2000",
+        "-p",
+        "rate_hz:=10",
+        "-p",
+        "topic:=/lidar/top/points",
+    )
+    camera = start_camera(procs)
+    procs.python(
+        "-m",
+        "nodes.pattern",
+        "--name",
+        "audio",
+        "-p",
+        "kind:=audio",
+        "-p",
+        "rate_hz:=50",
+        "-p",
+        "topic:=/audio/array/chunk",
+    )
+    sync = procs.python("-m", "nodes.sync", "--params-file", str(cfg))
+    with Subscriber("/sync/frames", registry=registry, queue_size=100) as sub:
+        sub.wait_for_publishers(20.0)
+
+        def complete_sets() -> bool:
+            return sum(1 for f in collect(sub, 0.5) if not f.missing) >= 3
+
+        wait_for(complete_sets, 20.0, "complete synchronized sets")
+        frames = collect(sub, 1.0)
+        assert len(frames) >= 7, "expected ~10 sets per second"
+        full = [f for f in frames if not f.missing]
+        assert len(full) >= len(frames) - 1
+        f = full[-1]
+        lidar, cam = f.first("lidar"), f.first("camera")
+        assert isinstance(lidar, msgs.PointCloud) and isinstance(cam, msgs.Image)
+        assert abs(cam.stamp_ns - lidar.stamp_ns) <= 25_000_000
+        audio = f.members["audio"]
+        assert len(audio) >= 4 and all(isinstance(a, msgs.AudioChunk) for a in audio)
+        firsts = [a.first_sample for a in audio if isinstance(a, msgs.AudioChunk)]
+        assert firsts == sorted(firsts)
+
+        camera.send_signal(signal.SIGKILL)
+        camera.wait(timeout=5)
+        time.sleep(0.3)
+        dead = collect(sub, 1.5)
+        assert len(dead) >= 10, "the synchronizer must keep emitting without the camera"
+        assert all(f.missing == ("camera",) for f in dead[3:]), [f.missing for f in dead]
+        assert all(isinstance(f.first("lidar"), msgs.PointCloud) for f in dead)
+
+        start_camera(procs)
+        wait_for(complete_sets, 20.0, "complete sets after the camera came back")
+    assert sync.poll() is None, "sync node died"
+    sync.send_signal(signal.SIGTERM)
+    assert sync.wait(timeout=5) == 0
+
+
+def test_sync_node_rejects_a_bad_configuration(procs: Procs, runtime_dir: Path) -> None:
+    cfg = runtime_dir / "bad.yaml"
+    cfg.write_text("inputs:\n  - {name: a, topic: /a, mode: nearest}\n  - {name: b, topic: /b, mode: nearest}\n")
+    p = procs.python("-m", "nodes.sync", "--params-file", str(cfg))
+    _, err = p.communicate(timeout=20)
+    assert p.returncode == 2
+    assert "reference" in err and "inputs" in err

@@ -6,7 +6,7 @@ Parameters (YAML)::
     deadline_ms: 100           # reference: emit partial sets this long after the sweep's stamp
     inputs:
       - {name: lidar,  topic: /lidar/top/points,  mode: reference}
-      - {name: camera, topic: /camera/front/image, mode: nearest, slop_ms: 20}
+      - {name: camera, topic: /camera/front/image, mode: nearest, slop_ms: 20, period_ms: 30}
       - {name: audio,  topic: /audio/array/chunk,  mode: window,  window_ms: 100}
 """
 
@@ -33,6 +33,7 @@ class InputParams:
     slop_ms: float = 50.0
     window_ms: float = 100.0
     offset_ms: float = 0.0
+    period_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ def config_from(p: Params) -> SyncConfig:
                 slop_ns=int(i.slop_ms * _MS),
                 window_ns=int(i.window_ms * _MS),
                 offset_ns=int(i.offset_ms * _MS),
+                period_ns=int(i.period_ms * _MS),
             )
             for i in p.inputs
         )

@@ -178,3 +178,27 @@ def test_properties(evts: list[tuple[int, int, int]], max_queue: int) -> None:
             assert not set(s.members) & set(s.missing)
         assert p.pending() <= 3 * max_queue
         check_accounting(p)
+
+
+def test_a_known_period_decides_without_waiting_for_the_next_frame() -> None:
+    slow = ReferenceWindowPolicy(
+        [InputConfig("lidar", "reference"), InputConfig("camera", "nearest", slop_ns=20 * MS)], deadline_ns=90 * MS
+    )
+    fast = ReferenceWindowPolicy(
+        [InputConfig("lidar", "reference"), InputConfig("camera", "nearest", slop_ns=20 * MS, period_ns=33 * MS)],
+        deadline_ns=90 * MS,
+    )
+    for p in (slow, fast):
+        p.add(1, 95 * MS, "c95", now_ns=97 * MS)
+    assert slow.add(0, 100 * MS, "L", now_ns=101 * MS) == []  # c128 might still be nearer... it is not
+    [s] = fast.add(0, 100 * MS, "L", now_ns=101 * MS)  # the next frame is >= 128: 28 ms > 5 ms
+    assert s.members["camera"] == ("c95",)
+    [s] = slow.add(1, 128 * MS, "c128", now_ns=130 * MS)
+    assert s.members["camera"] == ("c95",)
+    # nothing within slop and the next frame cannot be: missing, decided at once
+    p = ReferenceWindowPolicy(
+        [InputConfig("lidar", "reference"), InputConfig("camera", "nearest", slop_ns=5 * MS, period_ns=50 * MS)],
+    )
+    p.add(1, 80 * MS, "c80", now_ns=81 * MS)
+    [s] = p.add(0, 100 * MS, "L", now_ns=101 * MS)
+    assert s.missing == ("camera",)

@@ -50,12 +50,15 @@ class InputConfig:
     """``window``: the set takes every message overlapping [t - window_ns, t)."""
     offset_ns: int = 0
     """Added to this input's stamps to get rig time (a sensor's known clock offset or delay)."""
+    period_ns: int = 0
+    """``nearest``: a lower bound on the time between messages (0: unknown). Knowing it, the
+    policy can tell that no better match can still come without waiting for the next message."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("reference", "nearest", "window"):
             raise ValueError(f"input {self.name!r}: mode must be reference, nearest or window, got {self.mode!r}")
-        if self.slop_ns < 0 or self.window_ns < 0:
-            raise ValueError(f"input {self.name!r}: slop_ns and window_ns must be >= 0")
+        if self.slop_ns < 0 or self.window_ns < 0 or self.period_ns < 0:
+            raise ValueError(f"input {self.name!r}: slop_ns, window_ns and period_ns must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -229,11 +232,16 @@ class ReferenceWindowPolicy(Generic[T]):
                 continue
             cfg, entries = buf.cfg, buf.entries
             if cfg.mode == "nearest":
-                # in-order arrivals: once one is at or past t, none to come can be nearer
-                decided = bool(entries) and entries[-1].t >= t
                 near = [e for e in entries if abs(e.t - t) <= cfg.slop_ns]
                 best = min(near, key=lambda e: (abs(e.t - t), e.t)) if near else None
                 chosen[i] = [best] if best is not None else []
+                # in-order arrivals: once one is at or past t, none to come can be nearer; with a
+                # known period, the next message's earliest stamp may already be too far
+                decided = bool(entries) and entries[-1].t >= t
+                if not decided and entries and cfg.period_ns:
+                    earliest_next = entries[-1].t + cfg.period_ns
+                    limit = abs(best.t - t) if best is not None else cfg.slop_ns
+                    decided = earliest_next - t > limit
             else:
                 # the window is [t - window, t): decided once something covers up to t
                 decided = any(e.reach >= t for e in entries)

@@ -30,6 +30,7 @@ class SyncInput:
     slop_ns: int = 50_000_000
     window_ns: int = 100_000_000
     offset_ns: int = 0
+    period_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class SyncStage:
         self._approx: ApproximateTimePolicy[_Item] | None = None
         if config.policy == "reference":
             self._reference = ReferenceWindowPolicy(
-                [InputConfig(i.name, i.mode, i.slop_ns, i.window_ns, i.offset_ns) for i in config.inputs],
+                [InputConfig(i.name, i.mode, i.slop_ns, i.window_ns, i.offset_ns, i.period_ns) for i in config.inputs],
                 deadline_ns=config.deadline_ns,
                 max_queue=config.queue_size,
                 reset_jump_ns=config.reset_jump_ns,

@@ -100,16 +100,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             t.add_row(*s.row())
         return t
 
-    console.print(f"starting 4 sensor processes for {args.duration:.0f} s ...")
+    console.print(f"launching the demo graph for {args.duration:.0f} s ...")
     with Live(console=console, auto_refresh=False, transient=True) as live:
         result = run_demo(args.duration, on_update=lambda s: live.update(table(s), refresh=True))
     console.print(table(result.topics))
     console.print("node exit codes: " + ", ".join(f"{k}={v}" for k, v in result.exit_codes.items()))
     if not result.ok:
-        err_console.print("[red]demo failed:[/] a node exited with an error or a topic received nothing")
+        err_console.print("\n".join(result.log_tail))
+        err_console.print(
+            f"[red]demo failed:[/] {result.failure or 'a node exited with an error or a topic was silent'}"
+        )
         return EXIT_FAILED
     console.print("[green]ok[/]: every process published, every topic arrived, every node stopped cleanly")
     return 0
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from fusion_stream import launch
+    from fusion_stream.supervisor import Supervisor
+
+    graph = launch.load(args.file, launch.parse_args(args.args))
+    if args.dry_run:
+        console.print(f"graph [bold]{graph.graph}[/] from {graph.path}; args {dict(graph.args)}")
+        t = Table("node", "type", "host", "publishes", "subscribes", "respawn", "required", box=None)
+        for n in graph.nodes:
+            respawn = f"{n.respawn.max_retries}x from {n.respawn.backoff_s:g} s" if n.respawn.enabled else "off"
+            t.add_row(
+                n.name,
+                n.type,
+                n.host,
+                "\n".join(n.topics.outputs),
+                "\n".join(n.topics.inputs),
+                respawn,
+                "yes" if n.required else "no",
+            )
+        console.print(t)
+        console.print("endpoints: ipc:// sockets in the private runtime directory, found through the registry")
+        return 0
+    return Supervisor(graph, host=args.host).run(args.duration)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", type=float, default=1.5, help="seconds to listen (default 1.5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("launch", help="start a node graph from a launch file")
+    p.add_argument("file", help="launch file (YAML), e.g. launch/demo.yaml")
+    p.add_argument("args", nargs="*", metavar="ARG:=VALUE", help="override a launch argument")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the graph, start nothing")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--host", default="local", help="start only this host's nodes (default: local)")
+    p.set_defaults(func=_cmd_launch)
 
     p = sub.add_parser("demo", help="run the demo graph and show rates and latency")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final
@@ -82,10 +83,15 @@ class Node:
         registry: Registry | None = None,
         diagnostics_period_s: float = 1.0,
         handle_signals: bool = True,
+        remap: Mapping[str, str] | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         if not name or "/" in name:
             raise ValueError(f"invalid node name {name!r}")
         self.name = name
+        self.remap = dict(remap or {})
+        self._parent_pid = parent_pid
+        self._next_parent_check = 0.0
         self.clock: Clock = clock or WallClock()
         self.registry = registry or Registry()
         self.log = logging.getLogger(f"fusion_stream.node.{name}")
@@ -109,14 +115,19 @@ class Node:
 
     # ------------------------------------------------------------------ building
 
+    def resolve(self, topic: str) -> str:
+        """The topic name after this node's remapping (``--remap FROM:=TO``)."""
+        return self.remap.get(topic, topic)
+
     def publisher(self, topic: str, **kwargs: Any) -> Publisher:
-        pub = Publisher(topic, registry=self.registry, node=self.name, **kwargs)
+        pub = Publisher(self.resolve(topic), registry=self.registry, node=self.name, **kwargs)
         self._publishers.append(pub)
         return pub
 
     def subscribe(self, topics: str | Sequence[str], callback: Callback, **kwargs: Any) -> Subscriber:
         """Call ``callback(envelope)`` for each message on ``topics`` (see :class:`Subscriber`)."""
-        sub = Subscriber(topics, registry=self.registry, **kwargs)
+        names = [topics] if isinstance(topics, str) else list(topics)
+        sub = Subscriber([self.resolve(t) for t in names], registry=self.registry, **kwargs)
         label = ",".join(sub.topics)
         self._subs.append(_Subscription(sub, callback, label))
         self._poller.register(sub.socket, zmq.POLLIN)
@@ -187,6 +198,10 @@ class Node:
             s.sub.refresh_if_due()
         if time.monotonic_ns() - self._last_diag_mono >= self._diag_period_ns:
             self.publish_diagnostics()
+        if self._parent_pid is not None and time.monotonic() >= self._next_parent_check:
+            self._next_parent_check = time.monotonic() + 0.5
+            if os.getppid() != self._parent_pid:  # the supervisor died: never outlive it
+                self.request_stop("supervisor gone")
 
     def _dispatch(self, s: _Subscription) -> None:
         n = 0

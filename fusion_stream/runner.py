@@ -25,6 +25,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
+ENV_SUPERVISOR_PID = "FUSION_STREAM_SUPERVISOR_PID"
+"""Set by the supervisor: a node stops when its supervisor is gone, so none is ever orphaned."""
+
 
 def setup_logging(level: str = "INFO", prefix: str = "") -> None:
     """Log lines name the node, so interleaved output of many processes stays readable."""
@@ -43,6 +46,7 @@ def node_arguments(kind: str) -> argparse.ArgumentParser:
     ap.add_argument("--name", default=kind, help="node name, unique in the graph (default: %(default)s)")
     ap.add_argument("--params-file", action="append", default=[], metavar="FILE", help="YAML parameters")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY:=VALUE", help="override a parameter")
+    ap.add_argument("--remap", action="append", default=[], metavar="FROM:=TO", help="rename a topic")
     ap.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     ap.add_argument("--log-level", default=os.environ.get("FUSION_STREAM_LOG_LEVEL", "INFO"))
     return ap
@@ -56,15 +60,17 @@ def run_node(
 ) -> int:
     """Parse arguments, build the node, run it; the process exit code."""
     args = node_arguments(kind).parse_args(argv)
-    setup_logging(args.log_level, args.name)
+    supervisor = os.environ.get(ENV_SUPERVISOR_PID)
+    setup_logging(args.log_level, "" if supervisor else args.name)  # the supervisor adds the name
     log = logging.getLogger(f"fusion_stream.node.{args.name}")
     try:
         params = params_mod.load(params_cls, files=args.params_file, overrides=args.param)
+        remap = dict(params_mod.parse_override(r) for r in args.remap)
     except FusionStreamError as err:
         log.error("bad configuration: %s", err)
         return EXIT_CONFIG
     try:
-        node = Node(args.name)
+        node = Node(args.name, remap=remap, parent_pid=int(supervisor) if supervisor else None)
     except FusionStreamError as err:
         log.error("cannot start: %s", err)
         return EXIT_FAILED

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from fusion_stream import testpattern
 from fusion_stream.errors import ParamError
+from fusion_stream.launch import NodeTopics
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 
@@ -31,6 +32,13 @@ class Params:
     points: int = 120_000
     sample_rate: int = 48_000
     channels: int = 4
+    crash_after_s: float = -1.0
+    """Fault injection for testing supervision: exit with code 3 after this many seconds (0: at
+    start-up). Negative: never."""
+
+
+def topics(p: Params) -> NodeTopics:
+    return NodeTopics(outputs=(p.topic or _DEFAULT_TOPICS.get(p.kind, ""),))
 
 
 def setup(node: Node, p: Params) -> None:
@@ -56,6 +64,15 @@ def setup(node: Node, p: Params) -> None:
             state["first_sample"] = first + samples
 
     node.timer(1.0 / p.rate_hz, tick)
+    if p.crash_after_s == 0:
+        raise SystemExit(3)
+    if p.crash_after_s > 0:
+
+        def crash() -> None:
+            node.log.error("crash_after_s=%g reached: exiting with code 3", p.crash_after_s)
+            raise SystemExit(3)
+
+        node.timer(p.crash_after_s, crash)
 
 
 if __name__ == "__main__":

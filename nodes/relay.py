@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusion_stream.launch import NodeTopics
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.wire import Envelope
@@ -18,6 +19,10 @@ class Params:
     input: str
     output: str
     latest: bool = False
+
+
+def topics(p: Params) -> NodeTopics:
+    return NodeTopics(inputs=(p.input,), outputs=(p.output,))
 
 
 def setup(node: Node, p: Params) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from fusion_stream import msgs
 from fusion_stream.errors import ParamError
+from fusion_stream.launch import NodeTopics
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sync.stage import Emitted, SyncConfig, SyncInput, SyncStage
@@ -78,6 +79,10 @@ def config_from(p: Params) -> SyncConfig:
     except ValueError as err:
         raise ParamError("inputs" if "input" in str(err) else "policy", str(err)) from err
     return config
+
+
+def topics(p: Params) -> NodeTopics:
+    return NodeTopics(inputs=tuple(i.topic for i in p.inputs), outputs=(p.output,))
 
 
 def setup(node: Node, p: Params) -> None:

@@ -1,0 +1,294 @@
+"""Launch files: a node graph in YAML, checked completely before anything starts.
+
+```yaml
+graph: demo
+args: {rate: 10}                      # defaults; `fusion-stream launch FILE rate:=20`; use as ${rate}
+external_topics: [/vehicle/odom]      # published outside this graph (optional)
+nodes:
+  - name: lidar
+    type: pattern                     # the module nodes/pattern.py
+    params: {kind: points, rate_hz: "${rate}"}
+    remap: {/lidar/pattern/points: /lidar/top/points}
+    required: true                    # the graph fails if this node fails for good
+    respawn: {max_retries: 5, backoff_s: 0.5, backoff_max_s: 8}   # or: respawn: false
+    env: {OMP_NUM_THREADS: "1"}
+    host: local
+```
+
+:func:`load` returns a frozen :class:`LaunchFile` or raises :class:`LaunchError` naming the file
+and the key (``nodes[2].params.rate_hz``): unknown node types, duplicate names, bad parameters
+(checked against the node's own ``Params``), and inputs that no node publishes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+import yaml
+
+from fusion_stream import params as params_mod
+from fusion_stream.errors import FusionStreamError, ParamError
+from fusion_stream.wire import check_topic
+
+_ARG_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+LOCAL_HOST = "local"
+
+
+class LaunchError(FusionStreamError, ValueError):
+    """A launch file is invalid; ``path`` and ``key`` say where."""
+
+    def __init__(self, path: str, key: str, reason: str) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{path}: {key}: {reason}")
+
+
+@dataclass(frozen=True)
+class RespawnPolicy:
+    enabled: bool = True
+    max_retries: int = 5
+    backoff_s: float = 0.5
+    """First wait before a restart; doubled after each failure in a row, up to backoff_max_s."""
+    backoff_max_s: float = 8.0
+    stable_s: float = 10.0
+    """A node that ran this long is healthy again: its retry count starts over."""
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.backoff_max_s, self.backoff_s * 2 ** max(0, failures - 1)))
+
+
+@dataclass(frozen=True)
+class NodeTopics:
+    """The topics a node subscribes to and publishes (after remapping)."""
+
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    type: str
+    params: Mapping[str, Any]
+    remap: Mapping[str, str] = field(default_factory=dict)
+    host: str = LOCAL_HOST
+    required: bool = True
+    respawn: RespawnPolicy = RespawnPolicy()
+    env: Mapping[str, str] = field(default_factory=dict)
+    topics: NodeTopics = NodeTopics()
+
+    @property
+    def module(self) -> str:
+        return f"nodes.{self.type}"
+
+
+@dataclass(frozen=True)
+class LaunchFile:
+    path: str
+    graph: str
+    args: Mapping[str, Any]
+    nodes: tuple[NodeSpec, ...]
+    external_topics: tuple[str, ...] = ()
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def on_host(self, host: str) -> tuple[NodeSpec, ...]:
+        return tuple(n for n in self.nodes if n.host == host)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_args(texts: Sequence[str]) -> dict[str, Any]:
+    """``["seed:=7", "rate:=20"]`` → ``{"seed": 7, "rate": 20}``."""
+    out: dict[str, Any] = {}
+    for text in texts:
+        key, value = params_mod.parse_override(text)
+        out[key] = value
+    return out
+
+
+def _substitute(value: Any, args: Mapping[str, Any], path: str, key: str) -> Any:
+    if isinstance(value, str):
+        whole = _ARG_RE.fullmatch(value)
+        if whole:  # "${rate}" alone keeps the argument's type
+            name = whole.group(1)
+            if name not in args:
+                raise LaunchError(path, key, f"unknown argument ${{{name}}}; declared: {sorted(args)}")
+            return args[name]
+
+        def one(m: re.Match[str]) -> str:
+            if m.group(1) not in args:
+                raise LaunchError(path, key, f"unknown argument ${{{m.group(1)}}}; declared: {sorted(args)}")
+            return str(args[m.group(1)])
+
+        return _ARG_RE.sub(one, value)
+    if isinstance(value, Mapping):
+        return {k: _substitute(v, args, path, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, args, path, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def node_module(node_type: str) -> ModuleType | None:
+    """The module ``nodes.<type>``, or None if there is none."""
+    if not _NAME_RE.match(node_type):
+        return None
+    name = f"nodes.{node_type}"
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
+
+
+def available_types() -> list[str]:
+    import nodes
+
+    return sorted(p.stem for p in Path(nodes.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _expect(cond: bool, path: str, key: str, reason: str) -> None:
+    if not cond:
+        raise LaunchError(path, key, reason)
+
+
+def _respawn(raw: Any, path: str, key: str) -> RespawnPolicy:
+    if raw is None or raw is True:
+        return RespawnPolicy()
+    if raw is False:
+        return RespawnPolicy(enabled=False)
+    _expect(isinstance(raw, Mapping), path, key, "must be true, false or a mapping")
+    try:
+        policy = params_mod.convert(RespawnPolicy, raw, path=path)
+    except ParamError as err:
+        raise LaunchError(path, f"{key}.{err.key}", err.reason) from err
+    _expect(
+        policy.max_retries >= 0 and policy.backoff_s > 0 and policy.backoff_max_s >= policy.backoff_s,
+        path,
+        key,
+        "needs max_retries >= 0 and 0 < backoff_s <= backoff_max_s",
+    )
+    return policy
+
+
+def _node(raw: Any, i: int, args: Mapping[str, Any], path: str) -> NodeSpec:
+    where = f"nodes[{i}]"
+    _expect(isinstance(raw, Mapping), path, where, "each node must be a mapping")
+    known = {"name", "type", "params", "remap", "host", "required", "respawn", "env"}
+    for k in raw:
+        _expect(k in known, path, f"{where}.{k}", f"unknown key; known: {sorted(known)}")
+    name = raw.get("name")
+    _expect(
+        isinstance(name, str) and bool(_NAME_RE.match(name)),
+        path,
+        f"{where}.name",
+        f"needs a name of letters, digits, '_' or '-', got {name!r}",
+    )
+    where = f"nodes[{i}] ({name})"
+    node_type = raw.get("type")
+    _expect(isinstance(node_type, str), path, f"{where}.type", "missing node type")
+    module = node_module(node_type)
+    _expect(module is not None, path, f"{where}.type", f"unknown node type {node_type!r}; known: {available_types()}")
+    assert module is not None
+    params = _substitute(raw.get("params") or {}, args, path, f"{where}.params")
+    _expect(isinstance(params, Mapping), path, f"{where}.params", "must be a mapping")
+    try:
+        typed = params_mod.convert(module.Params, params, path=path)
+    except ParamError as err:
+        raise LaunchError(path, f"{where}.params.{err.key}", err.reason) from err
+    remap = _substitute(raw.get("remap") or {}, args, path, f"{where}.remap")
+    _expect(isinstance(remap, Mapping), path, f"{where}.remap", "must map topic names to topic names")
+    for a, b in remap.items():
+        try:
+            check_topic(a)
+            check_topic(b)
+        except ValueError as err:
+            raise LaunchError(path, f"{where}.remap", str(err)) from err
+    topics_fn = getattr(module, "topics", None)
+    declared = topics_fn(typed) if topics_fn is not None else NodeTopics()
+    topics = NodeTopics(
+        tuple(remap.get(t, t) for t in declared.inputs), tuple(remap.get(t, t) for t in declared.outputs)
+    )
+    env = raw.get("env") or {}
+    _expect(
+        isinstance(env, Mapping) and all(isinstance(v, str | int | float) for v in env.values()),
+        path,
+        f"{where}.env",
+        "must map names to strings",
+    )
+    host = raw.get("host", LOCAL_HOST)
+    _expect(isinstance(host, str) and bool(host), path, f"{where}.host", "must be a host name")
+    required = raw.get("required", True)
+    _expect(isinstance(required, bool), path, f"{where}.required", "must be true or false")
+    return NodeSpec(
+        name=name,
+        type=node_type,
+        params=MappingProxyType(dict(params)),
+        remap=MappingProxyType(dict(remap)),
+        host=host,
+        required=required,
+        respawn=_respawn(raw.get("respawn"), path, f"{where}.respawn"),
+        env=MappingProxyType({k: str(v) for k, v in env.items()}),
+        topics=topics,
+    )
+
+
+def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> LaunchFile:
+    """Read and validate a launch file; ``overrides`` replace declared argument defaults."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise LaunchError(where, "<file>", "no such launch file") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise LaunchError(where, "<file>", f"cannot read: {err}") from err
+    _expect(isinstance(raw, Mapping), where, "<file>", "must be a mapping with graph, nodes")
+    for k in raw:
+        _expect(
+            k in {"graph", "args", "nodes", "external_topics"},
+            where,
+            k,
+            "unknown key; known: args, external_topics, graph, nodes",
+        )
+    args = dict(raw.get("args") or {})
+    for k, v in (overrides or {}).items():
+        _expect(k in args, where, f"args.{k}", f"unknown argument {k!r} on the command line; declared: {sorted(args)}")
+        args[k] = v
+    graph = raw.get("graph", path.stem)
+    _expect(isinstance(graph, str) and bool(_NAME_RE.match(graph)), where, "graph", f"invalid graph name {graph!r}")
+    raw_nodes = raw.get("nodes")
+    _expect(isinstance(raw_nodes, list) and bool(raw_nodes), where, "nodes", "must be a non-empty list")
+    nodes = tuple(_node(n, i, args, where) for i, n in enumerate(raw_nodes))
+    seen: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        _expect(
+            n.name not in seen,
+            where,
+            f"nodes[{i}].name",
+            f"duplicate node name {n.name!r} (also nodes[{seen.get(n.name)}])",
+        )
+        seen[n.name] = i
+    external = tuple(raw.get("external_topics") or ())
+    published = {t for n in nodes for t in n.topics.outputs} | set(external)
+    for i, n in enumerate(nodes):
+        for t in n.topics.inputs:
+            _expect(
+                t in published,
+                where,
+                f"nodes[{i}] ({n.name})",
+                f"subscribes to {t}, which no node publishes (add it to external_topics if it comes from outside)",
+            )
+    return LaunchFile(where, graph, MappingProxyType(args), nodes, external)

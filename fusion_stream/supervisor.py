@@ -1,0 +1,290 @@
+"""Run a launch file's nodes as processes: start, watch, restart, and stop them all.
+
+* every node is its own ``python -m nodes.<type>`` process; its output is forwarded line by line
+  with a ``[name]`` prefix;
+* liveness comes from process exit and from the node's ``/diagnostics`` heartbeat: a node that
+  stops reporting is killed and treated as crashed;
+* a crashed node is restarted after a backoff that doubles with each failure in a row, up to its
+  retry limit; then a required node ends the whole graph with a non-zero exit;
+* stopping sends SIGINT, then SIGTERM, then SIGKILL, with a timeout at each step, and children
+  also stop by themselves if the supervisor dies (they watch their parent), so none is orphaned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import yaml
+
+from fusion_stream import msgs
+from fusion_stream.launch import LOCAL_HOST, LaunchFile, NodeSpec
+from fusion_stream.node import DIAGNOSTICS_TOPIC
+from fusion_stream.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
+from fusion_stream.runner import ENV_SUPERVISOR_PID
+from fusion_stream.transport import Subscriber
+
+log = logging.getLogger(__name__)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class _Child:
+    spec: NodeSpec
+    proc: subprocess.Popen[str] | None = None
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    finished: bool = False
+    """Gone for good: exited 0 by itself, or given up on."""
+    last_heartbeat: float = 0.0
+    readers: list[threading.Thread] = field(default_factory=list)
+
+
+class Supervisor:
+    """Supervise the nodes of ``launch`` that run on ``host``."""
+
+    def __init__(
+        self,
+        launch: LaunchFile,
+        *,
+        host: str = LOCAL_HOST,
+        registry: Registry | None = None,
+        output: Callable[[str], None] | None = None,
+        heartbeat_timeout_s: float = 5.0,
+        startup_grace_s: float = 15.0,
+        stop_grace_s: float = 2.0,
+    ) -> None:
+        self.launch = launch
+        self.host = host
+        self.registry = registry or Registry(graph=launch.graph)
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.startup_grace_s = startup_grace_s
+        self.stop_grace_s = stop_grace_s
+        self.failure: str | None = None
+        self.events: list[str] = []
+        self._output = output or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._children = [_Child(spec) for spec in launch.on_host(host)]
+        self._stopping = threading.Event()
+        self._params_dir = self.registry.path / "params"
+        self._heartbeats: Subscriber | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def children(self) -> dict[str, subprocess.Popen[str] | None]:
+        return {c.spec.name: c.proc for c in self._children}
+
+    def _event(self, text: str, level: int = logging.INFO) -> None:
+        self.events.append(text)
+        self._output(f"[launch] {text}")
+        log.log(level, text)
+
+    def start(self) -> None:
+        if not self._children:
+            raise ValueError(f"no nodes for host {self.host!r} in {self.launch.path}")
+        self.registry.ensure()
+        self._params_dir.mkdir(mode=0o700, exist_ok=True)
+        self._heartbeats = Subscriber(DIAGNOSTICS_TOPIC, registry=self.registry, queue_size=1000)
+        for child in self._children:
+            self._spawn(child)
+
+    def _spawn(self, child: _Child) -> None:
+        spec = child.spec
+        params_file = self._params_dir / f"{spec.name}.yaml"
+        params_file.write_text(yaml.safe_dump(_plain(spec.params), sort_keys=False))
+        argv = [sys.executable, "-m", spec.module, "--name", spec.name, "--params-file", str(params_file)]
+        for a, b in spec.remap.items():
+            argv += ["--remap", f"{a}:={b}"]
+        env = {
+            **os.environ,
+            **spec.env,
+            ENV_GRAPH: self.registry.graph,
+            ENV_RUNTIME_DIR: str(self.registry.runtime_dir),
+            ENV_SUPERVISOR_PID: str(os.getpid()),
+            "PYTHONUNBUFFERED": "1",
+        }
+        child.proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        child.started = child.last_heartbeat = time.monotonic()
+        child.restart_at = None
+        reader = threading.Thread(target=self._forward, args=(spec.name, child.proc.stdout), daemon=True)
+        reader.start()
+        child.readers.append(reader)
+        self._event(f"started {spec.name} ({spec.type}, pid {child.proc.pid})")
+
+    def _forward(self, name: str, stream: IO[str] | None) -> None:
+        if stream is None:
+            return
+        for line in stream:
+            self._output(f"[{name}] {line.rstrip()}")
+        stream.close()
+
+    # ------------------------------------------------------------------ supervision
+
+    def step(self) -> None:
+        """One round of supervision: heartbeats, exits, restarts. Call it often (~20 Hz)."""
+        if self._stopping.is_set():
+            return
+        now = time.monotonic()
+        self._read_heartbeats(now)
+        for child in self._children:
+            proc = child.proc
+            if child.finished:
+                continue
+            if proc is None:
+                if child.restart_at is not None and now >= child.restart_at:
+                    self._spawn(child)
+                continue
+            code = proc.poll()
+            if code is None:
+                self._check_heartbeat(child, now)
+                continue
+            self._on_exit(child, code, now)
+
+    def _read_heartbeats(self, now: float) -> None:
+        if self._heartbeats is None:
+            return
+        while (msg := self._heartbeats.recv(timeout=0)) is not None:
+            if isinstance(msg, msgs.Diagnostics):
+                for child in self._children:
+                    if child.spec.name == msg.node:
+                        child.last_heartbeat = now
+
+    def _check_heartbeat(self, child: _Child, now: float) -> None:
+        silent = now - child.last_heartbeat
+        if now - child.started > self.startup_grace_s and silent > self.heartbeat_timeout_s:
+            assert child.proc is not None
+            self._event(f"{child.spec.name} sent no /diagnostics for {silent:.1f} s: killing it", logging.WARNING)
+            child.proc.kill()
+
+    def _on_exit(self, child: _Child, code: int, now: float) -> None:
+        spec = child.spec
+        child.proc = None
+        if code == 0:
+            self._event(f"{spec.name} finished (exit code 0)")
+            child.finished = True
+            return
+        ran = now - child.started
+        if ran >= spec.respawn.stable_s:
+            child.failures = 0
+        child.failures += 1
+        what = _describe_exit(code)
+        policy = spec.respawn
+        if policy.enabled and child.failures <= policy.max_retries:
+            delay = policy.delay(child.failures)
+            child.restart_at = now + delay
+            self._event(
+                f"{spec.name} died ({what}) after {ran:.1f} s; restarting in {delay:.1f} s "
+                f"(attempt {child.failures} of {policy.max_retries})",
+                logging.WARNING,
+            )
+            return
+        child.finished = True
+        reason = "respawn is off" if not policy.enabled else f"it failed {child.failures} times in a row"
+        if spec.required:
+            self.failure = f"required node {spec.name} died ({what}) and {reason}; stopping the graph"
+            self._event(self.failure, logging.ERROR)
+        else:
+            self._event(f"{spec.name} died ({what}) and {reason}; continuing without it", logging.WARNING)
+
+    @property
+    def done(self) -> bool:
+        """A required node failed for good, or every node finished."""
+        return self.failure is not None or all(c.finished for c in self._children)
+
+    # ------------------------------------------------------------------ running and stopping
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def run(self, duration_s: float | None = None, tick: Callable[[], None] | None = None) -> int:
+        """Start, supervise until stopped (signal, ``duration_s``, or failure), stop; the exit code."""
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._event(f"{signal.Signals(signum).name} received: stopping")
+            self._stopping.set()
+
+        for s in previous:
+            signal.signal(s, on_signal)
+        end = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            self.start()
+            while not self._stopping.is_set() and not self.done:
+                if end is not None and time.monotonic() >= end:
+                    self._event(f"--duration {duration_s:g} s elapsed: stopping")
+                    break
+                self.step()
+                if tick is not None:
+                    tick()
+                else:
+                    self._stopping.wait(0.05)
+        finally:
+            self.shutdown()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return 1 if self.failure else 0
+
+    def shutdown(self) -> dict[str, int]:
+        """Stop every child: SIGINT, SIGTERM, SIGKILL, each after a grace period."""
+        self._stopping.set()
+        live = [c for c in self._children if c.proc is not None]
+        for sig, grace in ((signal.SIGINT, self.stop_grace_s), (signal.SIGTERM, 1.5), (signal.SIGKILL, 5.0)):
+            running = [c for c in live if c.proc is not None and c.proc.poll() is None]
+            if not running:
+                break
+            if sig != signal.SIGINT:
+                names = ", ".join(c.spec.name for c in running)
+                self._event(f"{names} still running: sending {sig.name}", logging.WARNING)
+            for c in running:
+                assert c.proc is not None
+                c.proc.send_signal(sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and any(c.proc.poll() is None for c in running if c.proc):
+                time.sleep(0.02)
+        codes: dict[str, int] = {}
+        for c in live:
+            assert c.proc is not None
+            codes[c.spec.name] = c.proc.wait()
+            for r in c.readers:
+                r.join(timeout=2.0)
+        if self._heartbeats is not None:
+            self._heartbeats.close()
+            self._heartbeats = None
+        for f in self._params_dir.glob("*.yaml"):
+            f.unlink(missing_ok=True)
+        return codes
+
+
+def _plain(value: object) -> object:
+    """Mapping proxies and tuples to dicts and lists, for yaml.safe_dump."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}  # type: ignore[attr-defined]
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def default_launch_dir() -> Path:
+    """``launch/`` of the source tree this package runs from."""
+    return Path(__file__).resolve().parent.parent / "launch"

@@ -18,8 +18,9 @@ from fusion_stream.errors import FusionStreamError
 from fusion_stream.introspect import describe, to_jsonable
 from fusion_stream.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI, tests) gets wide lines rather than rich's 80-column wrapping.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
@@ -190,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except FusionStreamError as err:
-        err_console.print(f"[red]error:[/] {err}")
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG if isinstance(err, ValueError) else EXIT_FAILED
     except KeyboardInterrupt:
         return 130

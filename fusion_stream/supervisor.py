@@ -81,7 +81,7 @@ class Supervisor:
         self.stop_grace_s = stop_grace_s
         self.failure: str | None = None
         self.events: list[str] = []
-        self._output = output or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._output = output or (lambda line: print(line, flush=True))
         self._children = [_Child(spec) for spec in launch.on_host(host)]
         self._stopping = threading.Event()
         self._params_dir = self.registry.path / "params"

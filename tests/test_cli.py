@@ -89,7 +89,13 @@ def test_empty_graph(procs: Procs) -> None:
 
 def test_demo_runs_the_process_graph(procs: Procs) -> None:
     out, _ = finish(procs.cli("demo", "--duration", "3"), timeout=60)
-    for topic in ("/camera/front/image", "/lidar/top/points", "/radar/front/points", "/audio/array/chunk"):
+    for topic in (
+        "/camera/front/image",
+        "/lidar/top/points",
+        "/radar/front/points",
+        "/audio/array/chunk",
+        "/sync/frames",
+    ):
         assert topic in out
     assert "every node stopped cleanly" in out
-    assert "camera=0, lidar=0, radar=0, audio=0" in out
+    assert "lidar=0, camera=0, radar=0, audio=0, sync=0" in out

@@ -1,0 +1,152 @@
+"""The launcher and supervisor with real processes: respawn, partial sets meanwhile, giving up,
+Ctrl-C, and no orphans when the launcher itself is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from fusion_stream import msgs
+from fusion_stream.registry import Registry
+from fusion_stream.transport import Subscriber
+
+from .conftest import Procs, wait_for
+
+GRAPH = """
+graph: sup
+nodes:
+  - name: lidar
+    type: pattern
+    params: {kind: points, points: 2000, rate_hz: 10, topic: /lidar/top/points}
+  - name: camera
+    type: pattern
+    params: {kind: image, width: 64, height: 48, rate_hz: 30, topic: /camera/front/image}
+    respawn: {max_retries: 3, backoff_s: 0.5}
+  - name: sync
+    type: sync
+    params:
+      deadline_ms: 100
+      inputs:
+        - {name: lidar, topic: /lidar/top/points, mode: reference}
+        - {name: camera, topic: /camera/front/image, mode: nearest, slop_ms: 25, period_ms: 30}
+"""
+
+CRASHER = """
+graph: crash
+nodes:
+  - name: steady
+    type: pattern
+    params: {kind: radar, rate_hz: 5}
+  - name: crasher
+    type: pattern
+    params: {kind: radar, topic: /crash, crash_after_s: 0}
+    respawn: {max_retries: 3, backoff_s: 0.2, backoff_max_s: 1}
+"""
+
+
+def launcher(procs: Procs, tmp: Path, text: str, *args: str) -> subprocess.Popen[str]:
+    f = tmp / "graph.yaml"
+    f.write_text(text)
+    return procs.cli("launch", str(f), *args)
+
+
+def node_pids(registry: Registry, node: str) -> set[int]:
+    return {e.pid for e in registry.entries() if e.node == node}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); look at its state
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def collect(sub: Subscriber, seconds: float) -> list[msgs.SyncedFrame]:
+    out: list[msgs.SyncedFrame] = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        m = sub.recv(timeout=left)
+        if isinstance(m, msgs.SyncedFrame):
+            out.append(m)
+    return out
+
+
+def test_kill_9_of_a_sensor_is_respawned_while_sync_goes_on(procs: Procs, runtime_dir: Path) -> None:
+    launch = launcher(procs, runtime_dir, GRAPH)
+    registry = Registry(runtime_dir, "sup")
+    with Subscriber("/sync/frames", registry=registry, queue_size=200) as sub:
+        wait_for(lambda: registry.lookup("/sync/frames"), 30.0, "the graph to start")
+        wait_for(lambda: sum(not f.missing for f in collect(sub, 0.5)) >= 3, 20.0, "complete sets")
+        [old] = node_pids(registry, "camera")
+        os.kill(old, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: node_pids(registry, "camera") - {old}, 10.0, "camera to be respawned")
+        respawned_after = time.monotonic() - killed
+        during = collect(sub, 0.4)
+        wait_for(lambda: sum(not f.missing for f in collect(sub, 0.5)) >= 3, 20.0, "complete sets again")
+    assert respawned_after < 2.0 + 0.5, f"respawn took {respawned_after:.1f} s"
+    assert during, "the synchronizer stopped while the camera was down"
+    launch.send_signal(signal.SIGINT)
+    out, _ = launch.communicate(timeout=15)
+    assert launch.returncode == 0
+    assert "camera died (killed by SIGKILL)" in out
+    assert "restarting in 0.5 s (attempt 1 of 3)" in out
+    assert "[sync]" in out  # node output is forwarded with its name
+
+
+def test_a_node_that_keeps_crashing_is_given_up_with_a_clear_message(procs: Procs, runtime_dir: Path) -> None:
+    t0 = time.monotonic()
+    launch = launcher(procs, runtime_dir, CRASHER)
+    out, _ = launch.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert launch.returncode == 1
+    assert out.count("started crasher") == 4  # the first start and 3 retries, no busy loop
+    assert "restarting in 0.2 s (attempt 1 of 3)" in out
+    assert "restarting in 0.8 s (attempt 3 of 3)" in out
+    assert "required node crasher died (exit code 3) and it failed 4 times in a row; stopping the graph" in out
+    assert "steady finished" not in out
+    assert took > 1.4  # the backoffs were waited: 0.2 + 0.4 + 0.8
+
+
+def test_ctrl_c_stops_every_child_within_5_s(procs: Procs, runtime_dir: Path) -> None:
+    launch = launcher(procs, runtime_dir, GRAPH)
+    registry = Registry(runtime_dir, "sup")
+    wait_for(lambda: len({e.pid for e in registry.entries()}) == 3, 30.0, "the graph to start")
+    pids = {e.pid for e in registry.entries()}
+    t0 = time.monotonic()
+    launch.send_signal(signal.SIGINT)
+    launch.communicate(timeout=15)
+    assert time.monotonic() - t0 < 5.0
+    assert launch.returncode == 0
+    assert not [p for p in pids if alive(p)]
+    assert registry.entries() == []
+
+
+def test_children_never_outlive_a_killed_launcher(procs: Procs, runtime_dir: Path) -> None:
+    launch = launcher(procs, runtime_dir, GRAPH)
+    registry = Registry(runtime_dir, "sup")
+    wait_for(lambda: len({e.pid for e in registry.entries()}) == 3, 30.0, "the graph to start")
+    pids = {e.pid for e in registry.entries()}
+    launch.kill()  # SIGKILL: no chance to clean up
+    launch.communicate(timeout=10)
+    wait_for(lambda: not [p for p in pids if alive(p)], 5.0, "orphaned nodes to stop by themselves")
+
+
+def test_dry_run_and_bad_files(procs: Procs, runtime_dir: Path) -> None:
+    p = launcher(procs, runtime_dir, GRAPH, "--dry-run")
+    out, _ = p.communicate(timeout=30)
+    assert p.returncode == 0
+    for word in ("lidar", "camera", "sync", "/sync/frames", "/camera/front/image", "3x from 0.5 s"):
+        assert word in out
+    p = launcher(procs, runtime_dir, GRAPH.replace("type: sync", "type: synk"))
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 2
+    assert "graph.yaml: nodes[2] (sync).type: unknown node type 'synk'" in err.replace("\n", "")

@@ -75,3 +75,13 @@ class ParamError(FusionStreamError, ValueError):
         self.reason = reason
         where = f"{path}: " if path else ""
         super().__init__(f"{where}parameter {key!r}: {reason}")
+
+
+class LaunchError(FusionStreamError, ValueError):
+    """A launch file is invalid; ``path`` and ``key`` say where."""
+
+    def __init__(self, path: str, key: str, reason: str) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{path}: {key}: {reason}")

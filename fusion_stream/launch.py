@@ -34,22 +34,12 @@ from typing import Any
 import yaml
 
 from fusion_stream import params as params_mod
-from fusion_stream.errors import FusionStreamError, ParamError
+from fusion_stream.errors import LaunchError, ParamError
 from fusion_stream.wire import check_topic
 
 _ARG_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 LOCAL_HOST = "local"
-
-
-class LaunchError(FusionStreamError, ValueError):
-    """A launch file is invalid; ``path`` and ``key`` say where."""
-
-    def __init__(self, path: str, key: str, reason: str) -> None:
-        self.path = path
-        self.key = key
-        self.reason = reason
-        super().__init__(f"{path}: {key}: {reason}")
 
 
 @dataclass(frozen=True)

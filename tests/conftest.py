@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from fusion_stream import msgs
 from fusion_stream.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
+from fusion_stream.transport import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,3 +78,14 @@ def procs(runtime_dir: Path) -> Iterator[Procs]:
     p = Procs()
     yield p
     p.close()
+
+
+def collect_frames(sub: Subscriber, seconds: float) -> list[msgs.SyncedFrame]:
+    """Every SyncedFrame that arrives on ``sub`` within ``seconds``."""
+    out: list[msgs.SyncedFrame] = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        m = sub.recv(timeout=left)
+        if isinstance(m, msgs.SyncedFrame):
+            out.append(m)
+    return out

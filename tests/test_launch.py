@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fusion_stream import launch
-from fusion_stream.launch import LaunchError
+from fusion_stream.errors import LaunchError
 
 from .conftest import ROOT
 

@@ -9,11 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from fusion_stream import msgs
 from fusion_stream.registry import Registry
 from fusion_stream.transport import Subscriber
 
-from .conftest import Procs, wait_for
+from .conftest import Procs, collect_frames, wait_for
 
 GRAPH = """
 graph: sup
@@ -69,29 +68,19 @@ def alive(pid: int) -> bool:
         return False
 
 
-def collect(sub: Subscriber, seconds: float) -> list[msgs.SyncedFrame]:
-    out: list[msgs.SyncedFrame] = []
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        m = sub.recv(timeout=left)
-        if isinstance(m, msgs.SyncedFrame):
-            out.append(m)
-    return out
-
-
 def test_kill_9_of_a_sensor_is_respawned_while_sync_goes_on(procs: Procs, runtime_dir: Path) -> None:
     launch = launcher(procs, runtime_dir, GRAPH)
     registry = Registry(runtime_dir, "sup")
     with Subscriber("/sync/frames", registry=registry, queue_size=200) as sub:
         wait_for(lambda: registry.lookup("/sync/frames"), 30.0, "the graph to start")
-        wait_for(lambda: sum(not f.missing for f in collect(sub, 0.5)) >= 3, 20.0, "complete sets")
+        wait_for(lambda: sum(not f.missing for f in collect_frames(sub, 0.5)) >= 3, 20.0, "complete sets")
         [old] = node_pids(registry, "camera")
         os.kill(old, signal.SIGKILL)
         killed = time.monotonic()
         wait_for(lambda: node_pids(registry, "camera") - {old}, 10.0, "camera to be respawned")
         respawned_after = time.monotonic() - killed
-        during = collect(sub, 0.4)
-        wait_for(lambda: sum(not f.missing for f in collect(sub, 0.5)) >= 3, 20.0, "complete sets again")
+        during = collect_frames(sub, 0.4)
+        wait_for(lambda: sum(not f.missing for f in collect_frames(sub, 0.5)) >= 3, 20.0, "complete sets again")
     assert respawned_after < 2.0 + 0.5, f"respawn took {respawned_after:.1f} s"
     assert during, "the synchronizer stopped while the camera was down"
     launch.send_signal(signal.SIGINT)

@@ -12,7 +12,7 @@ from fusion_stream import msgs
 from fusion_stream.registry import Registry
 from fusion_stream.transport import Subscriber
 
-from .conftest import Procs, wait_for
+from .conftest import Procs, collect_frames, wait_for
 
 SYNC_YAML = """
 policy: reference
@@ -41,16 +41,6 @@ def start_camera(procs: Procs) -> subprocess.Popen[str]:
         "-p",
         "topic:=/camera/front/image",
     )
-
-
-def collect(sub: Subscriber, seconds: float) -> list[msgs.SyncedFrame]:
-    out: list[msgs.SyncedFrame] = []
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        m = sub.recv(timeout=left)
-        if isinstance(m, msgs.SyncedFrame):
-            out.append(m)
-    return out
 
 
 def test_sync_node_partial_sets_while_a_sensor_is_dead(procs: Procs, registry: Registry, runtime_dir: Path) -> None:
@@ -88,10 +78,10 @@ def test_sync_node_partial_sets_while_a_sensor_is_dead(procs: Procs, registry: R
         sub.wait_for_publishers(20.0)
 
         def complete_sets() -> bool:
-            return sum(1 for f in collect(sub, 0.5) if not f.missing) >= 3
+            return sum(1 for f in collect_frames(sub, 0.5) if not f.missing) >= 3
 
         wait_for(complete_sets, 20.0, "complete synchronized sets")
-        frames = collect(sub, 1.0)
+        frames = collect_frames(sub, 1.0)
         assert len(frames) >= 7, "expected ~10 sets per second"
         full = [f for f in frames if not f.missing]
         assert len(full) >= len(frames) - 1
@@ -107,7 +97,7 @@ def test_sync_node_partial_sets_while_a_sensor_is_dead(procs: Procs, registry: R
         camera.send_signal(signal.SIGKILL)
         camera.wait(timeout=5)
         time.sleep(0.3)
-        dead = collect(sub, 1.5)
+        dead = collect_frames(sub, 1.5)
         assert len(dead) >= 10, "the synchronizer must keep emitting without the camera"
         assert all(f.missing == ("camera",) for f in dead[3:]), [f.missing for f in dead]
         assert all(isinstance(f.first("lidar"), msgs.PointCloud) for f in dead)

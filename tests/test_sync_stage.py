@@ -13,8 +13,8 @@ T0 = 1_700_000_000_000_000_000
 
 def inputs() -> tuple[SyncInput, ...]:
     return (
-        SyncInput("lidar", "/lidar/top/points", "reference"),
-        SyncInput("radar", "/radar/front/points", "nearest", slop_ns=40 * MS),
+        SyncInput("lidar", "reference", topic="/lidar/top/points"),
+        SyncInput("radar", "nearest", slop_ns=40 * MS, topic="/radar/front/points"),
     )
 
 
@@ -50,4 +50,4 @@ def test_unknown_topic_and_bad_config() -> None:
     with pytest.raises(ValueError, match="at least 2"):
         SyncConfig(inputs()[:1])
     with pytest.raises(ValueError, match="own topic"):
-        SyncConfig((inputs()[0], SyncInput("b", "/lidar/top/points")))
+        SyncConfig((inputs()[0], SyncInput("b", topic="/lidar/top/points")))

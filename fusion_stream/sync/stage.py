@@ -14,23 +14,22 @@ from typing import Literal, cast
 
 from fusion_stream import msgs
 from fusion_stream.sync.approximate import ApproximateTimePolicy
-from fusion_stream.sync.reference import InputConfig, Mode, ReferenceWindowPolicy
+from fusion_stream.sync.reference import InputConfig, ReferenceWindowPolicy
 from fusion_stream.sync.stats import InputStats
+from fusion_stream.wire import check_topic
 
 PolicyName = Literal["reference", "approximate"]
 
 
 @dataclass(frozen=True)
-class SyncInput:
-    """One input of the stage: its name in the set, its topic, and how it joins."""
+class SyncInput(InputConfig):
+    """One input of the stage: how it joins the set (see :class:`InputConfig`) and its topic."""
 
-    name: str
-    topic: str
-    mode: Mode = "nearest"
-    slop_ns: int = 50_000_000
-    window_ns: int = 100_000_000
-    offset_ns: int = 0
-    period_ns: int = 0
+    topic: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_topic(self.topic)
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class SyncStage:
         self._approx: ApproximateTimePolicy[_Item] | None = None
         if config.policy == "reference":
             self._reference = ReferenceWindowPolicy(
-                [InputConfig(i.name, i.mode, i.slop_ns, i.window_ns, i.offset_ns, i.period_ns) for i in config.inputs],
+                config.inputs,
                 deadline_ns=config.deadline_ns,
                 max_queue=config.queue_size,
                 reset_jump_ns=config.reset_jump_ns,

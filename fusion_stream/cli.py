@@ -116,6 +116,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys_generate(args: argparse.Namespace) -> int:
+    from fusion_stream.security import generate
+
+    made = generate(args.dir, args.hosts)
+    for path in made:
+        console.print(f"created {path} (secret: keep it on that host only) and {path.with_suffix('.key')}")
+    kept = len(args.hosts) - len(made)
+    if kept:
+        console.print(f"kept {kept} existing key pair(s)")
+    return 0
+
+
 def _cmd_launch(args: argparse.Namespace) -> int:
     from fusion_stream import launch
     from fusion_stream.supervisor import Supervisor
@@ -136,7 +148,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
                 "yes" if n.required else "no",
             )
         console.print(t)
-        console.print("endpoints: ipc:// sockets in the private runtime directory, found through the registry")
+        if graph.multi_host:
+            for (node, topic), endpoint in graph.endpoints().items():
+                console.print(f"  {node:>12} {topic:<28} {endpoint}")
+            console.print(f"CurveZMQ: {'keys in ' + graph.keys if graph.keys else 'off (plain TCP)'}")
+        else:
+            console.print("endpoints: ipc:// sockets in the private runtime directory, found through the registry")
         return 0
     return Supervisor(graph, host=args.host).run(args.duration)
 
@@ -178,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--host", default="local", help="start only this host's nodes (default: local)")
     p.set_defaults(func=_cmd_launch)
+
+    p = sub.add_parser("keys", help="CurveZMQ keys for multi-host graphs")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    k = keys_sub.add_parser("generate", help="create a key pair per host in DIR")
+    k.add_argument("dir")
+    k.add_argument("hosts", nargs="+", metavar="HOST")
+    k.set_defaults(func=_cmd_keys_generate)
 
     p = sub.add_parser("demo", help="run the demo graph and show rates and latency")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")

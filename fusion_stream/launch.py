@@ -82,12 +82,41 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class HostSpec:
+    """A machine of a multi-host graph: where its nodes' TCP endpoints are bound."""
+
+    name: str
+    address: str
+    port_base: int = 17100
+
+
+@dataclass(frozen=True)
 class LaunchFile:
     path: str
     graph: str
     args: Mapping[str, Any]
     nodes: tuple[NodeSpec, ...]
     external_topics: tuple[str, ...] = ()
+    hosts: Mapping[str, HostSpec] = field(default_factory=dict)
+    keys: str | None = None
+    """CurveZMQ key directory (``security.keys``), resolved against the launch file's folder."""
+
+    @property
+    def multi_host(self) -> bool:
+        return bool(self.hosts)
+
+    def endpoints(self) -> dict[tuple[str, str], str]:
+        """(node, topic) → ``tcp://`` endpoint for every published topic of a multi-host graph
+        (outputs and each node's /diagnostics), numbered from each host's ``port_base`` in file
+        order, so every launcher computes the same map without talking to the others."""
+        out: dict[tuple[str, str], str] = {}
+        next_port = {h.name: h.port_base for h in self.hosts.values()}
+        for n in self.nodes:
+            host = self.hosts[n.host]
+            for topic in (*n.topics.outputs, "/diagnostics"):
+                out[(n.name, topic)] = f"tcp://{host.address}:{next_port[host.name]}"
+                next_port[host.name] += 1
+        return out
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -248,10 +277,10 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
     _expect(isinstance(raw, Mapping), where, "<file>", "must be a mapping with graph, nodes")
     for k in raw:
         _expect(
-            k in {"graph", "args", "nodes", "external_topics"},
+            k in {"graph", "args", "nodes", "external_topics", "hosts", "security"},
             where,
             k,
-            "unknown key; known: args, external_topics, graph, nodes",
+            "unknown key; known: args, external_topics, graph, hosts, nodes, security",
         )
     args = dict(raw.get("args") or {})
     for k, v in (overrides or {}).items():
@@ -271,6 +300,27 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
             f"duplicate node name {n.name!r} (also nodes[{seen.get(n.name)}])",
         )
         seen[n.name] = i
+    hosts = _hosts(raw.get("hosts"), where)
+    for i, n in enumerate(nodes):
+        if hosts:
+            _expect(
+                n.host in hosts,
+                where,
+                f"nodes[{i}] ({n.name}).host",
+                f"unknown host {n.host!r}; hosts: {sorted(hosts)}",
+            )
+    keys = None
+    security = raw.get("security")
+    if security is not None:
+        _expect(
+            isinstance(security, Mapping) and isinstance(security.get("keys"), str),
+            where,
+            "security",
+            "must be {keys: DIRECTORY} (made by `fusion-stream keys generate DIRECTORY HOST ...`)",
+        )
+        assert isinstance(security, Mapping)
+        _expect(bool(hosts), where, "security", "CurveZMQ protects TCP links between hosts: declare hosts first")
+        keys = str((path.parent / security["keys"]).resolve())
     external = tuple(raw.get("external_topics") or ())
     published = {t for n in nodes for t in n.topics.outputs} | set(external)
     for i, n in enumerate(nodes):
@@ -281,4 +331,27 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
                 f"nodes[{i}] ({n.name})",
                 f"subscribes to {t}, which no node publishes (add it to external_topics if it comes from outside)",
             )
-    return LaunchFile(where, graph, MappingProxyType(args), nodes, external)
+    return LaunchFile(where, graph, MappingProxyType(args), nodes, external, MappingProxyType(hosts), keys)
+
+
+def _hosts(raw: Any, path: str) -> dict[str, HostSpec]:
+    if raw is None:
+        return {}
+    _expect(isinstance(raw, Mapping), path, "hosts", "must map host names to {address, port_base}")
+    hosts = {}
+    for name, spec in raw.items():
+        _expect(
+            isinstance(spec, Mapping) and isinstance(spec.get("address"), str),
+            path,
+            f"hosts.{name}",
+            "needs an address",
+        )
+        port = spec.get("port_base", 17100)
+        _expect(
+            isinstance(port, int) and 1024 <= port < 65000,
+            path,
+            f"hosts.{name}.port_base",
+            "must be a port number in 1024..64999",
+        )
+        hosts[str(name)] = HostSpec(str(name), spec["address"], port)
+    return hosts

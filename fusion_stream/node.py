@@ -28,6 +28,7 @@ import zmq
 from fusion_stream import msgs
 from fusion_stream.clock import Clock, WallClock
 from fusion_stream.registry import Registry
+from fusion_stream.security import CurveKeys
 from fusion_stream.transport import Publisher, Subscriber
 from fusion_stream.wire import Envelope
 
@@ -85,11 +86,16 @@ class Node:
         handle_signals: bool = True,
         remap: Mapping[str, str] | None = None,
         parent_pid: int | None = None,
+        binds: Mapping[str, str] | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         if not name or "/" in name:
             raise ValueError(f"invalid node name {name!r}")
         self.name = name
         self.remap = dict(remap or {})
+        self.binds = dict(binds or {})
+        """Topic → endpoint to bind (the supervisor assigns TCP endpoints in multi-host graphs)."""
+        self.curve = curve
         self._parent_pid = parent_pid
         self._next_parent_check = 0.0
         self.clock: Clock = clock or WallClock()
@@ -107,7 +113,7 @@ class Node:
         self._poller = zmq.Poller()
         self._diag_period_ns = int(diagnostics_period_s * 1e9)
         self._last_diag_mono = time.monotonic_ns()
-        self._diag = Publisher(DIAGNOSTICS_TOPIC, registry=self.registry, node=name)
+        self._diag = self._make_publisher(DIAGNOSTICS_TOPIC, {})
         self._closed = False
         if handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_signal)
@@ -119,15 +125,20 @@ class Node:
         """The topic name after this node's remapping (``--remap FROM:=TO``)."""
         return self.remap.get(topic, topic)
 
+    def _make_publisher(self, topic: str, kwargs: dict[str, Any]) -> Publisher:
+        endpoint = kwargs.pop("endpoint", None) or self.binds.get(topic)
+        curve = self.curve if endpoint is not None and endpoint.startswith("tcp://") else None
+        return Publisher(topic, endpoint=endpoint, registry=self.registry, node=self.name, curve=curve, **kwargs)
+
     def publisher(self, topic: str, **kwargs: Any) -> Publisher:
-        pub = Publisher(self.resolve(topic), registry=self.registry, node=self.name, **kwargs)
+        pub = self._make_publisher(self.resolve(topic), kwargs)
         self._publishers.append(pub)
         return pub
 
     def subscribe(self, topics: str | Sequence[str], callback: Callback, **kwargs: Any) -> Subscriber:
         """Call ``callback(envelope)`` for each message on ``topics`` (see :class:`Subscriber`)."""
         names = [topics] if isinstance(topics, str) else list(topics)
-        sub = Subscriber([self.resolve(t) for t in names], registry=self.registry, **kwargs)
+        sub = Subscriber([self.resolve(t) for t in names], registry=self.registry, curve=self.curve, **kwargs)
         label = ",".join(sub.topics)
         self._subs.append(_Subscription(sub, callback, label))
         self._poller.register(sub.socket, zmq.POLLIN)

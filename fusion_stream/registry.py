@@ -39,6 +39,8 @@ class TopicEntry:
     pid: int
     host: str
     src: int
+    server_key: str = ""
+    """The publisher's CurveZMQ public key (z85) when its endpoint requires CurveZMQ."""
 
     @property
     def alive(self) -> bool:

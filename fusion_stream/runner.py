@@ -18,6 +18,7 @@ from typing import TypeVar
 from fusion_stream import params as params_mod
 from fusion_stream.errors import FusionStreamError, ParamError
 from fusion_stream.node import Node
+from fusion_stream.security import CurveKeys
 
 P = TypeVar("P")
 
@@ -47,6 +48,7 @@ def node_arguments(kind: str) -> argparse.ArgumentParser:
     ap.add_argument("--params-file", action="append", default=[], metavar="FILE", help="YAML parameters")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY:=VALUE", help="override a parameter")
     ap.add_argument("--remap", action="append", default=[], metavar="FROM:=TO", help="rename a topic")
+    ap.add_argument("--bind", action="append", default=[], metavar="TOPIC:=ENDPOINT", help="where to publish TOPIC")
     ap.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     ap.add_argument("--log-level", default=os.environ.get("FUSION_STREAM_LOG_LEVEL", "INFO"))
     return ap
@@ -66,11 +68,15 @@ def run_node(
     try:
         params = params_mod.load(params_cls, files=args.params_file, overrides=args.param)
         remap = dict(params_mod.parse_override(r) for r in args.remap)
+        binds = {k: str(v) for k, v in (params_mod.parse_override(b) for b in args.bind)}
+        curve = CurveKeys.from_env()
     except FusionStreamError as err:
         log.error("bad configuration: %s", err)
         return EXIT_CONFIG
     try:
-        node = Node(args.name, remap=remap, parent_pid=int(supervisor) if supervisor else None)
+        node = Node(
+            args.name, remap=remap, binds=binds, curve=curve, parent_pid=int(supervisor) if supervisor else None
+        )
     except FusionStreamError as err:
         log.error("cannot start: %s", err)
         return EXIT_FAILED

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,12 @@ from typing import IO
 import yaml
 
 from fusion_stream import msgs
+from fusion_stream.errors import LaunchError
 from fusion_stream.launch import LOCAL_HOST, LaunchFile, NodeSpec
 from fusion_stream.node import DIAGNOSTICS_TOPIC
-from fusion_stream.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
+from fusion_stream.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry, TopicEntry
 from fusion_stream.runner import ENV_SUPERVISOR_PID
+from fusion_stream.security import ENV_HOST, ENV_KEYS, CurveKeys
 from fusion_stream.transport import Subscriber
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,11 @@ class Supervisor:
         self.failure: str | None = None
         self.events: list[str] = []
         self._output = output or (lambda line: print(line, flush=True))
+        if launch.multi_host and host not in launch.hosts:
+            raise LaunchError(launch.path, "--host", f"unknown host {host!r}; hosts: {sorted(launch.hosts)}")
         self._children = [_Child(spec) for spec in launch.on_host(host)]
+        self._endpoints = launch.endpoints() if launch.multi_host else {}
+        self._remote_entries: list[Path] = []
         self._stopping = threading.Event()
         self._params_dir = self.registry.path / "params"
         self._heartbeats: Subscriber | None = None
@@ -103,9 +110,21 @@ class Supervisor:
             raise ValueError(f"no nodes for host {self.host!r} in {self.launch.path}")
         self.registry.ensure()
         self._params_dir.mkdir(mode=0o700, exist_ok=True)
+        self._register_remote_topics()
         self._heartbeats = Subscriber(DIAGNOSTICS_TOPIC, registry=self.registry, queue_size=1000)
         for child in self._children:
             self._spawn(child)
+
+    def _register_remote_topics(self) -> None:
+        """Put the other hosts' endpoints in the local registry, so local nodes find them."""
+        keys = CurveKeys.load(self.launch.keys, self.host) if self.launch.keys else None
+        for (node, topic), endpoint in self._endpoints.items():
+            spec = self.launch.node(node)
+            if spec.host == self.host:
+                continue
+            server_key = keys.public_key_of(spec.host).decode() if keys else ""
+            entry = TopicEntry(topic, endpoint, "", node, 0, spec.host, zlib.crc32(endpoint.encode()), server_key)
+            self._remote_entries.append(self.registry.register(entry))
 
     def _spawn(self, child: _Child) -> None:
         spec = child.spec
@@ -114,6 +133,10 @@ class Supervisor:
         argv = [sys.executable, "-m", spec.module, "--name", spec.name, "--params-file", str(params_file)]
         for a, b in spec.remap.items():
             argv += ["--remap", f"{a}:={b}"]
+        for (node, topic), endpoint in self._endpoints.items():
+            if node == spec.name:
+                argv += ["--bind", f"{topic}:={endpoint}"]
+        secure = {ENV_KEYS: self.launch.keys, ENV_HOST: self.host} if self.launch.keys else {}
         env = {
             **os.environ,
             **spec.env,
@@ -121,6 +144,7 @@ class Supervisor:
             ENV_RUNTIME_DIR: str(self.registry.runtime_dir),
             ENV_SUPERVISOR_PID: str(os.getpid()),
             "PYTHONUNBUFFERED": "1",
+            **secure,
         }
         child.proc = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -273,6 +297,8 @@ class Supervisor:
             self._heartbeats = None
         for f in self._params_dir.glob("*.yaml"):
             f.unlink(missing_ok=True)
+        for entry in self._remote_entries:
+            self.registry.unregister(entry)
         return codes
 
 

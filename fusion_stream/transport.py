@@ -32,6 +32,7 @@ import zmq
 from fusion_stream import msgs, wire
 from fusion_stream.errors import TopicNotFoundError, TransportError, WireError
 from fusion_stream.registry import Registry, TopicEntry
+from fusion_stream.security import CurveKeys, curve_client, serve_curve
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class Publisher:
         node: str = "",
         queue_size: int = DEFAULT_QUEUE_SIZE,
         context: zmq.Context[Any] | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         self.topic = wire.check_topic(topic)
         self.src = secrets.randbits(32)
@@ -114,6 +116,10 @@ class Publisher:
         self._socket = (context or _context()).socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, queue_size)
         self._socket.setsockopt(zmq.LINGER, 200)
+        self._server_key = ""
+        if curve is not None:
+            serve_curve(self._socket, curve)
+            self._server_key = curve.public.decode()
         try:
             self.endpoint = self._bind(endpoint)
             if register:
@@ -137,7 +143,14 @@ class Publisher:
 
     def _entry(self) -> TopicEntry:
         return TopicEntry(
-            self.topic, self.endpoint, self._type, self._node, os.getpid(), socket.gethostname(), self.src
+            self.topic,
+            self.endpoint,
+            self._type,
+            self._node,
+            os.getpid(),
+            socket.gethostname(),
+            self.src,
+            self._server_key,
         )
 
     def publish(self, msg: msgs.Message) -> int:
@@ -259,6 +272,7 @@ class Subscriber:
         timeout: float | None = None,
         max_bytes: int = wire.DEFAULT_MAX_BYTES,
         context: zmq.Context[Any] | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         self.topics = tuple([topics] if isinstance(topics, str) else topics)
         if not self.topics:
@@ -275,6 +289,8 @@ class Subscriber:
         self._connected: set[str] = set()
         self._last_seq: dict[int, int] = {}
         self._next_refresh = 0.0
+        self._curve = curve
+        self._warned_keys: set[str] = set()
         ctx = context or _context()
         self._socket = ctx.socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, queue_size)
@@ -300,7 +316,14 @@ class Subscriber:
     def endpoints(self) -> frozenset[str]:
         return frozenset(self._connected)
 
-    def _connect(self, endpoint: str) -> None:
+    def _connect(self, endpoint: str, server_key: str = "") -> None:
+        if server_key:
+            if self._curve is None:
+                if endpoint not in self._warned_keys:
+                    self._warned_keys.add(endpoint)
+                    log.warning("%s requires CurveZMQ keys; this subscriber has none, skipping it", endpoint)
+                return
+            curve_client(self._socket, self._curve, server_key.encode())
         try:
             self._socket.connect(endpoint)
         except zmq.ZMQError as err:
@@ -315,9 +338,10 @@ class Subscriber:
         self._next_refresh = time.monotonic() + _REFRESH_S
         if not self._discover:
             return
-        current = {e.endpoint for e in self._registry.entries() if e.topic in self.topics}
+        wanted = {e.endpoint: e.server_key for e in self._registry.entries() if e.topic in self.topics}
+        current = set(wanted)
         for ep in current - self._connected:
-            self._connect(ep)
+            self._connect(ep, wanted[ep])
         for ep in self._connected - current:
             try:
                 self._socket.disconnect(ep)

@@ -82,6 +82,18 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class Supervision:
+    """How the supervisor judges liveness (``supervision:`` in the launch file)."""
+
+    heartbeat_timeout_s: float = 5.0
+    """A node that sent no /diagnostics for this long is killed and treated as crashed."""
+    startup_grace_s: float = 15.0
+    """How long a freshly started node may stay silent."""
+    stop_grace_s: float = 2.0
+    """Wait after SIGINT before SIGTERM at shutdown."""
+
+
+@dataclass(frozen=True)
 class HostSpec:
     """A machine of a multi-host graph: where its nodes' TCP endpoints are bound."""
 
@@ -100,6 +112,7 @@ class LaunchFile:
     hosts: Mapping[str, HostSpec] = field(default_factory=dict)
     keys: str | None = None
     """CurveZMQ key directory (``security.keys``), resolved against the launch file's folder."""
+    supervision: Supervision = Supervision()
 
     @property
     def multi_host(self) -> bool:
@@ -277,10 +290,10 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
     _expect(isinstance(raw, Mapping), where, "<file>", "must be a mapping with graph, nodes")
     for k in raw:
         _expect(
-            k in {"graph", "args", "nodes", "external_topics", "hosts", "security"},
+            k in {"graph", "args", "nodes", "external_topics", "hosts", "security", "supervision"},
             where,
             k,
-            "unknown key; known: args, external_topics, graph, hosts, nodes, security",
+            "unknown key; known: args, external_topics, graph, hosts, nodes, security, supervision",
         )
     args = dict(raw.get("args") or {})
     for k, v in (overrides or {}).items():
@@ -331,7 +344,11 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
                 f"nodes[{i}] ({n.name})",
                 f"subscribes to {t}, which no node publishes (add it to external_topics if it comes from outside)",
             )
-    return LaunchFile(where, graph, MappingProxyType(args), nodes, external, MappingProxyType(hosts), keys)
+    try:
+        supervision = params_mod.convert(Supervision, raw.get("supervision") or {}, path=where)
+    except ParamError as err:
+        raise LaunchError(where, f"supervision.{err.key}", err.reason) from err
+    return LaunchFile(where, graph, MappingProxyType(args), nodes, external, MappingProxyType(hosts), keys, supervision)
 
 
 def _hosts(raw: Any, path: str) -> dict[str, HostSpec]:

@@ -72,16 +72,13 @@ class Supervisor:
         host: str = LOCAL_HOST,
         registry: Registry | None = None,
         output: Callable[[str], None] | None = None,
-        heartbeat_timeout_s: float = 5.0,
-        startup_grace_s: float = 15.0,
-        stop_grace_s: float = 2.0,
     ) -> None:
         self.launch = launch
         self.host = host
         self.registry = registry or Registry(graph=launch.graph)
-        self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.startup_grace_s = startup_grace_s
-        self.stop_grace_s = stop_grace_s
+        self.heartbeat_timeout_s = launch.supervision.heartbeat_timeout_s
+        self.startup_grace_s = launch.supervision.startup_grace_s
+        self.stop_grace_s = launch.supervision.stop_grace_s
         self.failure: str | None = None
         self.events: list[str] = []
         self._output = output or (lambda line: print(line, flush=True))

@@ -6,6 +6,7 @@ audio), and as the smallest example of a sensor node.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from fusion_stream import testpattern
@@ -35,6 +36,8 @@ class Params:
     crash_after_s: float = -1.0
     """Fault injection for testing supervision: exit with code 3 after this many seconds (0: at
     start-up). Negative: never."""
+    hang_after_s: float = -1.0
+    """Fault injection: stop responding (block the loop, no more /diagnostics) after this long."""
 
 
 def topics(p: Params) -> NodeTopics:
@@ -73,6 +76,14 @@ def setup(node: Node, p: Params) -> None:
             raise SystemExit(3)
 
         node.timer(p.crash_after_s, crash)
+    if p.hang_after_s >= 0:
+
+        def hang() -> None:
+            node.log.error("hang_after_s=%g reached: blocking the loop", p.hang_after_s)
+            while True:
+                time.sleep(3600)
+
+        node.timer(max(p.hang_after_s, 1e-3), hang)
 
 
 if __name__ == "__main__":

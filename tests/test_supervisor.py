@@ -139,3 +139,22 @@ def test_dry_run_and_bad_files(procs: Procs, runtime_dir: Path) -> None:
     _, err = p.communicate(timeout=30)
     assert p.returncode == 2
     assert "graph.yaml: nodes[2] (sync).type: unknown node type 'synk'" in err.replace("\n", "")
+
+
+HANGER = """
+graph: hang
+supervision: {heartbeat_timeout_s: 2.5, startup_grace_s: 3}
+nodes:
+  - name: hanger
+    type: pattern
+    params: {kind: radar, topic: /hang, hang_after_s: 1.5}
+    respawn: {max_retries: 1, backoff_s: 0.2}
+"""
+
+
+def test_a_node_that_stops_reporting_is_killed_and_restarted(procs: Procs, runtime_dir: Path) -> None:
+    launch = launcher(procs, runtime_dir, HANGER, "--duration", "9")
+    out, _ = launch.communicate(timeout=60)
+    assert "hanger sent no /diagnostics for" in out, out
+    assert "hanger died (killed by SIGKILL)" in out
+    assert out.count("started hanger") == 2

@@ -70,13 +70,18 @@ class CurveKeys:
 def generate(directory: Path | str, hosts: list[str]) -> list[Path]:
     """Create a key pair per host in ``directory`` (0700); existing pairs are kept."""
     directory = Path(directory)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     made = []
-    for host in hosts:
-        if not (directory / f"{host}.key_secret").exists():
-            zmq.auth.create_certificates(directory, host)
-            (directory / f"{host}.key_secret").chmod(0o600)
-            made.append(directory / f"{host}.key_secret")
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for host in hosts:
+            if not host or "/" in host or host.startswith("."):
+                raise TransportError(f"invalid host name {host!r} for a key pair")
+            if not (directory / f"{host}.key_secret").exists():
+                zmq.auth.create_certificates(directory, host)
+                (directory / f"{host}.key_secret").chmod(0o600)
+                made.append(directory / f"{host}.key_secret")
+    except OSError as err:
+        raise TransportError(f"cannot write keys to {directory}: {err}") from err
     return made
 
 

@@ -84,3 +84,13 @@ def test_security_needs_hosts_and_known_host(procs: Procs, runtime_dir: Path) ->
     p = procs.cli("launch", str(graph), "--dry-run")
     out, _ = p.communicate(timeout=30)
     assert p.returncode == 0 and "tcp://127.0.0.1:20050" in out and "CurveZMQ: keys in" in out
+
+
+def test_key_errors_are_clear(procs: Procs, runtime_dir: Path) -> None:
+    blocker = runtime_dir / "file"
+    blocker.write_text("not a directory")
+    p = procs.cli("keys", "generate", str(blocker), "a")
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 1 and "cannot write keys to" in err
+    with pytest.raises(Exception, match="fusion-stream keys generate"):
+        CurveKeys.load(runtime_dir, "nobody")

@@ -1,0 +1,299 @@
+"""Rig calibration: where each sensor sits, how cameras project, when sensors' clocks lag.
+
+``calib/<rig>.yaml`` is read once by :func:`load` into frozen objects, validated, with errors
+that name the file and the key (``sensors.camera_front.intrinsics.fx``)::
+
+    rig: sim
+    frame_id: base_link
+    sensors:
+      camera_front:
+        type: camera
+        extrinsics: {translation: [1.5, 0.0, 1.6], rotation_rpy_deg: [-90, 0, -90]}
+        intrinsics: {width: 640, height: 384, fx: 400, fy: 400, cx: 320, cy: 192}
+        distortion: [0, 0, 0, 0, 0]        # plumb_bob k1 k2 p1 p2 k3
+        time_offset_ms: 0
+      mic_array:
+        type: microphones
+        extrinsics: {translation: [0, 0, 1.8]}
+        microphones: [[0.1, 0.1, 0], [-0.1, 0.1, 0], [-0.1, -0.1, 0], [0.1, -0.1, 0]]
+
+Extrinsics map sensor coordinates to rig coordinates (``p_rig = R p_sensor + t``); rotations are
+roll-pitch-yaw in degrees (applied as Rz(yaw) Ry(pitch) Rx(roll)) or a quaternion ``[x, y, z, w]``.
+Camera coordinates follow the optical convention (x right, y down, z forward).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from fusion_stream.errors import FusionStreamError
+
+SensorType = Literal["camera", "lidar", "radar", "microphones"]
+_TYPES = ("camera", "lidar", "radar", "microphones")
+
+
+class CalibrationError(FusionStreamError, ValueError):
+    """A calibration file is missing, malformed or physically impossible; says where."""
+
+    def __init__(self, path: str, key: str, reason: str) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{path}: {key}: {reason}")
+
+
+@dataclass(frozen=True, eq=False)
+class Transform:
+    """A rigid transform as a 4×4 matrix (read-only)."""
+
+    matrix: np.ndarray
+
+    @classmethod
+    def identity(cls) -> Transform:
+        return cls(_frozen(np.eye(4)))
+
+    @classmethod
+    def from_rpy(cls, translation: tuple[float, float, float], rpy_rad: tuple[float, float, float]) -> Transform:
+        r, p, y = rpy_rad
+        rx = np.array([[1, 0, 0], [0, math.cos(r), -math.sin(r)], [0, math.sin(r), math.cos(r)]])
+        ry = np.array([[math.cos(p), 0, math.sin(p)], [0, 1, 0], [-math.sin(p), 0, math.cos(p)]])
+        rz = np.array([[math.cos(y), -math.sin(y), 0], [math.sin(y), math.cos(y), 0], [0, 0, 1]])
+        return cls._from(rz @ ry @ rx, translation)
+
+    @classmethod
+    def from_quaternion(
+        cls, translation: tuple[float, float, float], xyzw: tuple[float, float, float, float]
+    ) -> Transform:
+        x, y, z, w = np.asarray(xyzw, dtype=np.float64) / np.linalg.norm(xyzw)
+        rot = np.array(
+            [
+                [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+            ]
+        )
+        return cls._from(rot, translation)
+
+    @classmethod
+    def _from(cls, rotation: np.ndarray, translation: tuple[float, float, float]) -> Transform:
+        m = np.eye(4)
+        m[:3, :3] = rotation
+        m[:3, 3] = translation
+        return cls(_frozen(m))
+
+    @property
+    def rotation(self) -> np.ndarray:
+        return self.matrix[:3, :3]
+
+    @property
+    def translation(self) -> np.ndarray:
+        return self.matrix[:3, 3]
+
+    def inverse(self) -> Transform:
+        rot_t = self.rotation.T
+        return Transform._from(rot_t, tuple(-rot_t @ self.translation))  # type: ignore[arg-type]
+
+    def __matmul__(self, other: Transform) -> Transform:
+        return Transform(_frozen(self.matrix @ other.matrix))
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """N×3 points in the source frame → N×3 in the target frame (float64)."""
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        return np.asarray(pts @ self.rotation.T + self.translation)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64)
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Sensor:
+    name: str
+    type: SensorType
+    extrinsics: Transform
+    """Sensor → rig."""
+    time_offset_ns: int = 0
+    """Add to the sensor's stamps to get rig time."""
+    intrinsics: Intrinsics | None = None
+    distortion: tuple[float, ...] = ()
+    microphones: np.ndarray | None = None
+    """M×3 microphone positions in the sensor frame (``microphones`` sensors)."""
+
+    def project(self, points_rig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels (N×2, float) of rig-frame points, and a mask of those in front and in the image.
+
+        Uses the pinhole model with plumb_bob distortion."""
+        if self.intrinsics is None:
+            raise ValueError(f"sensor {self.name!r} is a {self.type}, not a camera")
+        cam = self.extrinsics.inverse().apply(points_rig)
+        z = cam[:, 2]
+        in_front = z > 1e-6
+        safe_z = np.where(in_front, z, 1.0)
+        x, y = cam[:, 0] / safe_z, cam[:, 1] / safe_z
+        if any(self.distortion):
+            k1, k2, p1, p2, k3 = (list(self.distortion) + [0.0] * 5)[:5]
+            r2 = x * x + y * y
+            radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
+            x, y = (
+                x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
+                y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y,
+            )
+        k = self.intrinsics
+        uv = np.stack([k.fx * x + k.cx, k.fy * y + k.cy], axis=1)
+        inside = in_front & (uv[:, 0] >= 0) & (uv[:, 0] < k.width) & (uv[:, 1] >= 0) & (uv[:, 1] < k.height)
+        return uv, inside
+
+
+@dataclass(frozen=True)
+class Rig:
+    name: str
+    frame_id: str
+    sensors: Mapping[str, Sensor] = field(default_factory=dict)
+    path: str = ""
+
+    def __getitem__(self, name: str) -> Sensor:
+        try:
+            return self.sensors[name]
+        except KeyError:
+            raise KeyError(f"rig {self.name!r} has no sensor {name!r}; it has {sorted(self.sensors)}") from None
+
+    def of_type(self, kind: SensorType) -> list[Sensor]:
+        return [s for s in self.sensors.values() if s.type == kind]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _numbers(raw: Any, n: int | None, path: str, key: str) -> tuple[float, ...]:
+    ok = isinstance(raw, list | tuple) and (n is None or len(raw) == n)
+    if ok:
+        try:
+            values = tuple(float(v) for v in raw)
+        except (TypeError, ValueError):
+            ok = False
+        else:
+            ok = all(math.isfinite(v) for v in values) and not any(isinstance(v, bool) for v in raw)
+    if not ok:
+        want = f"{n} numbers" if n else "a list of numbers"
+        raise CalibrationError(path, key, f"must be {want}, got {raw!r}")
+    return values
+
+
+def _extrinsics(raw: Any, path: str, key: str) -> Transform:
+    if raw is None:
+        raise CalibrationError(path, key, "missing: every sensor needs its pose in the rig frame")
+    if not isinstance(raw, Mapping):
+        raise CalibrationError(path, key, "must be a mapping with translation and a rotation")
+    unknown = set(raw) - {"translation", "rotation_rpy_deg", "rotation_quaternion"}
+    if unknown:
+        raise CalibrationError(path, f"{key}.{sorted(unknown)[0]}", "unknown key")
+    t = _numbers(raw.get("translation", [0, 0, 0]), 3, path, f"{key}.translation")
+    translation = (t[0], t[1], t[2])
+    if "rotation_rpy_deg" in raw and "rotation_quaternion" in raw:
+        raise CalibrationError(path, key, "give rotation_rpy_deg or rotation_quaternion, not both")
+    if "rotation_quaternion" in raw:
+        q = _numbers(raw["rotation_quaternion"], 4, path, f"{key}.rotation_quaternion")
+        if abs(math.sqrt(sum(v * v for v in q)) - 1.0) > 1e-3:
+            raise CalibrationError(
+                path, f"{key}.rotation_quaternion", f"must be a unit quaternion [x, y, z, w], got {q}"
+            )
+        return Transform.from_quaternion(translation, (q[0], q[1], q[2], q[3]))
+    rpy = _numbers(raw.get("rotation_rpy_deg", [0, 0, 0]), 3, path, f"{key}.rotation_rpy_deg")
+    return Transform.from_rpy(translation, (math.radians(rpy[0]), math.radians(rpy[1]), math.radians(rpy[2])))
+
+
+def _intrinsics(raw: Any, path: str, key: str) -> Intrinsics:
+    if not isinstance(raw, Mapping):
+        raise CalibrationError(path, key, "a camera needs intrinsics {width, height, fx, fy, cx, cy}")
+    values: dict[str, float] = {}
+    for name in ("width", "height", "fx", "fy", "cx", "cy"):
+        v = raw.get(name)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise CalibrationError(path, f"{key}.{name}", f"must be a positive number, got {v!r}")
+        values[name] = float(v)
+    if values["width"] != int(values["width"]) or values["height"] != int(values["height"]):
+        raise CalibrationError(path, key, "width and height must be whole pixels")
+    return Intrinsics(
+        int(values["width"]), int(values["height"]), values["fx"], values["fy"], values["cx"], values["cy"]
+    )
+
+
+def _sensor(name: str, raw: Any, path: str) -> Sensor:
+    key = f"sensors.{name}"
+    if not isinstance(raw, Mapping):
+        raise CalibrationError(path, key, "must be a mapping")
+    kind = raw.get("type")
+    if kind not in _TYPES:
+        raise CalibrationError(path, f"{key}.type", f"must be one of {list(_TYPES)}, got {kind!r}")
+    known = {"type", "extrinsics", "time_offset_ms", "intrinsics", "distortion", "microphones"}
+    unknown = set(raw) - known
+    if unknown:
+        raise CalibrationError(path, f"{key}.{sorted(unknown)[0]}", f"unknown key; known: {sorted(known)}")
+    offset = raw.get("time_offset_ms", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int | float) or not math.isfinite(offset):
+        raise CalibrationError(path, f"{key}.time_offset_ms", f"must be a number of milliseconds, got {offset!r}")
+    intrinsics = None
+    distortion: tuple[float, ...] = ()
+    mics = None
+    if kind == "camera":
+        intrinsics = _intrinsics(raw.get("intrinsics"), path, f"{key}.intrinsics")
+        distortion = _numbers(raw.get("distortion", [0, 0, 0, 0, 0]), 5, path, f"{key}.distortion")
+    if kind == "microphones":
+        rows = raw.get("microphones")
+        if not isinstance(rows, list) or len(rows) < 2:
+            raise CalibrationError(path, f"{key}.microphones", "needs at least 2 microphone positions [x, y, z]")
+        mics = _frozen(np.array([_numbers(r, 3, path, f"{key}.microphones[{i}]") for i, r in enumerate(rows)]))
+    return Sensor(
+        name=name,
+        type=kind,
+        extrinsics=_extrinsics(raw.get("extrinsics"), path, f"{key}.extrinsics"),
+        time_offset_ns=round(float(offset) * 1e6),
+        intrinsics=intrinsics,
+        distortion=distortion,
+        microphones=mics,
+    )
+
+
+def load(path: Path | str) -> Rig:
+    """Read and validate a rig calibration file."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise CalibrationError(where, "<file>", "no such calibration file") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise CalibrationError(where, "<file>", f"cannot read: {err}") from err
+    if not isinstance(raw, Mapping):
+        raise CalibrationError(where, "<file>", "must be a mapping with rig, frame_id, sensors")
+    sensors_raw = raw.get("sensors")
+    if not isinstance(sensors_raw, Mapping) or not sensors_raw:
+        raise CalibrationError(where, "sensors", "must map sensor names to their calibration")
+    sensors = {str(name): _sensor(str(name), s, where) for name, s in sensors_raw.items()}
+    frame_id = raw.get("frame_id", "base_link")
+    if not isinstance(frame_id, str) or not frame_id:
+        raise CalibrationError(where, "frame_id", f"must be a frame name, got {frame_id!r}")
+    return Rig(str(raw.get("rig", path.stem)), frame_id, sensors, where)

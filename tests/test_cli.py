@@ -95,7 +95,8 @@ def test_demo_runs_the_process_graph(procs: Procs) -> None:
         "/radar/front/points",
         "/audio/array/chunk",
         "/sync/frames",
+        "/ground_truth/objects",
     ):
         assert topic in out
     assert "every node stopped cleanly" in out
-    assert "lidar=0, camera=0, radar=0, audio=0, sync=0" in out
+    assert "lidar=0, camera=0, radar=0, audio=0, ground_truth=0, sync=0" in out

@@ -31,22 +31,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 
-from fusion_stream.errors import FusionStreamError
+from fusion_stream.errors import CalibrationError
+from fusion_stream.yamlio import read_mapping
+
+__all__ = ["CalibrationError", "Intrinsics", "Rig", "Sensor", "Transform", "load"]
 
 SensorType = Literal["camera", "lidar", "radar", "microphones"]
 _TYPES = ("camera", "lidar", "radar", "microphones")
-
-
-class CalibrationError(FusionStreamError, ValueError):
-    """A calibration file is missing, malformed or physically impossible; says where."""
-
-    def __init__(self, path: str, key: str, reason: str) -> None:
-        self.path = path
-        self.key = key
-        self.reason = reason
-        super().__init__(f"{path}: {key}: {reason}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -281,14 +273,12 @@ def load(path: Path | str) -> Rig:
     """Read and validate a rig calibration file."""
     path = Path(path)
     where = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise CalibrationError(where, "<file>", "no such calibration file") from None
-    except (OSError, yaml.YAMLError) as err:
-        raise CalibrationError(where, "<file>", f"cannot read: {err}") from err
-    if not isinstance(raw, Mapping):
-        raise CalibrationError(where, "<file>", "must be a mapping with rig, frame_id, sensors")
+    raw = read_mapping(
+        path,
+        lambda reason: CalibrationError(where, "<file>", reason),
+        missing="no such calibration file",
+        expected="with rig, frame_id, sensors",
+    )
     sensors_raw = raw.get("sensors")
     if not isinstance(sensors_raw, Mapping) or not sensors_raw:
         raise CalibrationError(where, "sensors", "must map sensor names to their calibration")

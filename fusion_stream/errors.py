@@ -77,11 +77,19 @@ class ParamError(FusionStreamError, ValueError):
         super().__init__(f"{where}parameter {key!r}: {reason}")
 
 
-class LaunchError(FusionStreamError, ValueError):
-    """A launch file is invalid; ``path`` and ``key`` say where."""
+class FileKeyError(FusionStreamError, ValueError):
+    """A user-written file is invalid; ``path`` and ``key`` (``nodes[2].params.rate_hz``) say where."""
 
     def __init__(self, path: str, key: str, reason: str) -> None:
         self.path = path
         self.key = key
         self.reason = reason
         super().__init__(f"{path}: {key}: {reason}")
+
+
+class LaunchError(FileKeyError):
+    """A launch file is invalid."""
+
+
+class CalibrationError(FileKeyError):
+    """A calibration file is missing, malformed or physically impossible."""

@@ -31,11 +31,10 @@ from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-import yaml
-
 from fusion_stream import params as params_mod
 from fusion_stream.errors import LaunchError, ParamError
 from fusion_stream.wire import check_topic
+from fusion_stream.yamlio import read_mapping
 
 _ARG_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -281,13 +280,12 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
     """Read and validate a launch file; ``overrides`` replace declared argument defaults."""
     path = Path(path)
     where = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise LaunchError(where, "<file>", "no such launch file") from None
-    except (OSError, yaml.YAMLError) as err:
-        raise LaunchError(where, "<file>", f"cannot read: {err}") from err
-    _expect(isinstance(raw, Mapping), where, "<file>", "must be a mapping with graph, nodes")
+    raw = read_mapping(
+        path,
+        lambda reason: LaunchError(where, "<file>", reason),
+        missing="no such launch file",
+        expected="with graph, nodes",
+    )
     for k in raw:
         _expect(
             k in {"graph", "args", "nodes", "external_topics", "hosts", "security", "supervision"},
@@ -303,6 +301,7 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
     _expect(isinstance(graph, str) and bool(_NAME_RE.match(graph)), where, "graph", f"invalid graph name {graph!r}")
     raw_nodes = raw.get("nodes")
     _expect(isinstance(raw_nodes, list) and bool(raw_nodes), where, "nodes", "must be a non-empty list")
+    assert isinstance(raw_nodes, list)
     nodes = tuple(_node(n, i, args, where) for i, n in enumerate(raw_nodes))
     seen: dict[str, int] = {}
     for i, n in enumerate(nodes):

@@ -17,6 +17,7 @@ import msgspec
 import yaml
 
 from fusion_stream.errors import ParamError
+from fusion_stream.yamlio import read_mapping
 
 T = TypeVar("T")
 
@@ -40,17 +41,14 @@ def parse_override(text: str) -> tuple[str, Any]:
 def read_yaml(path: Path | str) -> dict[str, Any]:
     """A YAML file holding a mapping; errors name the file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamError("<file>", "file not found", path=str(path)) from None
-    except (OSError, yaml.YAMLError) as err:
-        raise ParamError("<file>", f"cannot read: {err}", path=str(path)) from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ParamError("<file>", f"must hold a mapping of parameters, got {type(data).__name__}", path=str(path))
-    return data
+    data = read_mapping(
+        path,
+        lambda reason: ParamError("<file>", reason, path=str(path)),
+        missing="file not found",
+        expected="of parameters",
+        empty_ok=True,
+    )
+    return dict(data)
 
 
 def convert(cls: type[T], values: Mapping[str, Any], *, path: str | None = None) -> T:

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 ENV_RUNTIME_DIR = "FUSION_STREAM_RUNTIME_DIR"
 ENV_GRAPH = "FUSION_STREAM_GRAPH"
-_MAX_IPC_PATH = 100  # sockaddr_un.sun_path is 108 bytes on Linux, including the NUL
+_MAX_IPC_PATH = 100
+_HOSTNAME = socket.gethostname()  # sockaddr_un.sun_path is 108 bytes on Linux, including the NUL
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class TopicEntry:
     @property
     def alive(self) -> bool:
         """Whether the owning process still exists (always assumed for other hosts)."""
-        if self.host != socket.gethostname():
+        if self.host != _HOSTNAME:
             return True
         return _pid_alive(self.pid)
 

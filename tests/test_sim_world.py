@@ -9,7 +9,7 @@ import pytest
 
 from fusion_stream.sim import Scenario, World, ground_truth
 
-from .conftest import ROOT
+from .conftest import ROOT, Procs
 
 
 def test_same_scenario_same_world_in_another_process() -> None:
@@ -80,3 +80,11 @@ def test_bad_scenarios() -> None:
         Scenario(actors=0)
     with pytest.raises(ValueError, match="condition"):
         Scenario(weather="snow")  # type: ignore[arg-type]
+
+
+def test_ground_truth_node_refuses_bad_parameters(procs: Procs) -> None:
+    for bad, key in (("actors:=0", "actors"), ("rate_hz:=0", "rate_hz"), ("seed:=many", "seed")):
+        p = procs.python("-m", "nodes.ground_truth", "-p", bad)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 2, err
+        assert key in err

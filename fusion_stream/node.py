@@ -64,6 +64,12 @@ class _Timer:
     period_ns: int
     callback: Callable[[], None]
     next_ns: int
+    phase_ns: int | None = None
+
+
+def _next_on_grid(now_ns: int, period_ns: int, phase_ns: int) -> int:
+    """The first time after ``now_ns`` that is ≡ ``phase_ns`` (mod ``period_ns``)."""
+    return now_ns + period_ns - (now_ns - phase_ns) % period_ns
 
 
 def _pct(values: list[int], q: float) -> float:
@@ -144,12 +150,17 @@ class Node:
         self._poller.register(sub.socket, zmq.POLLIN)
         return sub
 
-    def timer(self, period_s: float, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` every ``period_s`` seconds of the node's clock."""
+    def timer(self, period_s: float, callback: Callable[[], None], *, phase_ns: int | None = None) -> None:
+        """Call ``callback()`` every ``period_s`` seconds of the node's clock.
+
+        With ``phase_ns``, ticks fall on clock times ≡ ``phase_ns`` (mod the period), the way a
+        sensor captures on its own fixed grid whenever the process started."""
         if period_s <= 0:
             raise ValueError(f"timer period must be > 0, got {period_s}")
-        period = int(period_s * 1e9)
-        self._timers.append(_Timer(period, callback, self.clock.now_ns() + period))
+        period = round(period_s * 1e9)
+        now = self.clock.now_ns()
+        first = now + period if phase_ns is None else _next_on_grid(now, period, phase_ns)
+        self._timers.append(_Timer(period, callback, first, phase_ns))
 
     def set_status(self, level: msgs.Level, message: str = "") -> None:
         """The level and message of the next diagnostics reports."""
@@ -202,8 +213,11 @@ class Node:
                 self._dispatch(s)
         now = self.clock.now_ns()
         for t in self._timers:
-            if now >= t.next_ns:
-                t.next_ns = max(t.next_ns + t.period_ns, now)  # skip missed ticks, never burst
+            if now >= t.next_ns:  # skip missed ticks, never burst
+                if t.phase_ns is None:
+                    t.next_ns = max(t.next_ns + t.period_ns, now)
+                else:
+                    t.next_ns = _next_on_grid(max(now, t.next_ns), t.period_ns, t.phase_ns)
                 self._guard(t.callback, "timer")
         for s in self._subs:
             s.sub.refresh_if_due()

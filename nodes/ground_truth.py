@@ -1,5 +1,7 @@
-"""Ground-truth node: publishes the simulated world's objects near the ego, in the rig frame,
-on ``/ground_truth/objects`` at the LiDAR rate (the scenario must match the sensors')."""
+"""Ground-truth node: the simulated world's objects near the ego, in the rig frame, on
+``/ground_truth/objects``. Stamps fall on the LiDAR's capture grid (same ``rate_hz`` and
+``epoch_ns``), so each box set describes the world at the start of a sweep; the scenario
+parameters must match the sensors'."""
 
 from __future__ import annotations
 
@@ -9,17 +11,15 @@ from fusion_stream.errors import ParamError
 from fusion_stream.launch import NodeTopics
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
-from fusion_stream.sim import Scenario, World, ground_truth
+from fusion_stream.sim import ground_truth
+from fusion_stream.sim.sensors import FrameGrid, SimParams, open_world
 
 
 @dataclass(frozen=True)
-class Params:
-    seed: int = 0
-    actors: int = 24
+class Params(SimParams):
     rate_hz: float = 10.0
     radius_m: float = 80.0
-    start_ns: int = 0
-    """Wall-clock time of the scenario's t = 0; 0: when the node starts."""
+    frame_id: str = "base_link"
     topic: str = "/ground_truth/objects"
 
 
@@ -28,20 +28,20 @@ def topics(p: Params) -> NodeTopics:
 
 
 def setup(node: Node, p: Params) -> None:
-    try:
-        world = World(Scenario(seed=p.seed, actors=p.actors))
-    except ValueError as err:
-        raise ParamError("actors", str(err)) from err
+    world = open_world(p)
     if p.rate_hz <= 0:
         raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
     pub = node.publisher(p.topic)
-    start = p.start_ns or node.clock.now_ns()
+    grid = FrameGrid(round(1e9 / p.rate_hz), p.epoch_ns)
 
     def tick() -> None:
-        now = node.clock.now_ns()
-        pub.publish(ground_truth(world, (now - start) / 1e9, now, p.radius_m))
+        k = grid.due(node.clock.now_ns())
+        if k is None:
+            return
+        stamp = grid.capture_ns(k)
+        pub.publish(ground_truth(world, (stamp - p.epoch_ns) / 1e9, stamp, p.radius_m, p.frame_id))
 
-    node.timer(1.0 / p.rate_hz, tick)
+    node.timer(grid.period_ns / 1e9, tick, phase_ns=p.epoch_ns)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Parameters (YAML)::
       - {name: lidar,  topic: /lidar/top/points,  mode: reference}
       - {name: camera, topic: /camera/front/image, mode: nearest, slop_ms: 20, period_ms: 30}
       - {name: audio,  topic: /audio/array/chunk,  mode: window,  window_ms: 100}
+    calib: calib/sim_rig.yaml  # optional: inputs with `sensor: NAME` get that sensor's time offset
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from fusion_stream import msgs
-from fusion_stream.errors import ParamError
+from fusion_stream import calib, msgs
+from fusion_stream.errors import CalibrationError, ParamError
 from fusion_stream.launch import NodeTopics
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
@@ -34,7 +35,10 @@ class InputParams:
     slop_ms: float = 50.0
     window_ms: float = 100.0
     offset_ms: float = 0.0
+    """Added to this input's stamps, on top of the calibration's offset for ``sensor``."""
     period_ms: float = 0.0
+    sensor: str = ""
+    """The rig sensor behind this topic: its ``time_offset_ms`` from ``calib`` is applied."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,34 @@ class Params:
     max_interval_ms: float | None = None
     age_penalty: float = 0.1
     reset_jump_s: float = 1.0
+    calib: str = ""
+    """Rig calibration file whose per-sensor time offsets apply to inputs that name a ``sensor``."""
+
+
+def _calibration_offsets(p: Params) -> dict[str, int]:
+    """Input name → the calibrated time offset (ns) of the sensor it names."""
+    named = [i for i in p.inputs if i.sensor]
+    if not named:
+        return {}
+    if not p.calib:
+        raise ParamError("inputs", f"input {named[0].name!r} names sensor {named[0].sensor!r} but no calib file is set")
+    try:
+        rig = calib.load(calib.resolve_path(p.calib))
+    except CalibrationError as err:
+        raise ParamError("calib", str(err)) from err
+    out = {}
+    for i in named:
+        if i.sensor not in rig.sensors:
+            raise ParamError(
+                "inputs", f"input {i.name!r}: no sensor {i.sensor!r} in {p.calib}; it has {sorted(rig.sensors)}"
+            )
+        out[i.name] = rig[i.sensor].time_offset_ns
+    return out
 
 
 def config_from(p: Params) -> SyncConfig:
     """Params in milliseconds (what people write) to the stage's nanosecond config."""
+    offsets = _calibration_offsets(p)
     try:
         inputs = tuple(
             SyncInput(
@@ -60,7 +88,7 @@ def config_from(p: Params) -> SyncConfig:
                 mode=i.mode,  # type: ignore[arg-type]  # checked by InputConfig
                 slop_ns=int(i.slop_ms * _MS),
                 window_ns=int(i.window_ms * _MS),
-                offset_ns=int(i.offset_ms * _MS),
+                offset_ns=int(i.offset_ms * _MS) + offsets.get(i.name, 0),
                 period_ns=int(i.period_ms * _MS),
             )
             for i in p.inputs

@@ -12,6 +12,7 @@ lines the road and occludes.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -130,27 +131,34 @@ class World:
 
         Placed on a fixed grid with seeded variation, so any process gets the same clutter."""
         s = self.scenario
-        half_road = s.lanes * s.lane_width
         out: list[Box] = []
-        k0 = math.floor(x_min / s.clutter_spacing)
-        k1 = math.ceil(x_max / s.clutter_spacing)
-        for k in range(k0, k1 + 1):
-            for side in (-1, 1):
-                rng = np.random.default_rng([s.seed, k, side + 2])
-                x = k * s.clutter_spacing
-                depth = float(rng.uniform(6, 14))
-                out.append(
-                    Box(
-                        "building",
-                        (x, side * (half_road + 6 + depth / 2), 4.0),
-                        (float(rng.uniform(6, 11)), depth, float(rng.uniform(6, 14))),
-                    )
-                )
-                if rng.random() < 0.5:
-                    out.append(Box("pole", (x + 3, side * (half_road + 1.0), 3.0), (0.3, 0.3, 6.0)))
-                if rng.random() < 0.3:
-                    out.append(Box("parked_car", (x + 6, side * (half_road + 1.2), 0.8), (4.4, 1.8, 1.5)))
+        for k in range(math.floor(x_min / s.clutter_spacing), math.ceil(x_max / s.clutter_spacing) + 1):
+            out.extend(_clutter_cell(s, k))
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _clutter_cell(s: Scenario, k: int) -> tuple[Box, ...]:
+    """The clutter of one cell of the grid along the road (cached: seeding a generator per cell
+    costs more than everything else in a LiDAR sector)."""
+    half_road = s.lanes * s.lane_width
+    out: list[Box] = []
+    for side in (-1, 1):
+        rng = np.random.default_rng([s.seed, k % (1 << 63), side + 2])
+        x = k * s.clutter_spacing
+        depth = float(rng.uniform(6, 14))
+        out.append(
+            Box(
+                "building",
+                (x, side * (half_road + 6 + depth / 2), 4.0),
+                (float(rng.uniform(6, 11)), depth, float(rng.uniform(6, 14))),
+            )
+        )
+        if rng.random() < 0.5:
+            out.append(Box("pole", (x + 3, side * (half_road + 1.0), 3.0), (0.3, 0.3, 6.0)))
+        if rng.random() < 0.3:
+            out.append(Box("parked_car", (x + 6, side * (half_road + 1.2), 0.8), (4.4, 1.8, 1.5)))
+    return tuple(out)
 
 
 def _make_actors(s: Scenario) -> tuple[Actor, ...]:
@@ -214,13 +222,18 @@ def _actor_state(a: Actor, t: float, s: Scenario) -> ActorState:
         walking = phase < cross_time
         vy = a.direction * a.speed if walking else 0.0
         yaw = math.copysign(math.pi / 2, a.direction)
-        return ActorState(a, (a.start_x + 10.0, y, h), yaw, (0.0, vy))
-    # vehicles: constant speed along their lane; the road wraps every 400 m around the ego
-    x = a.start_x + a.direction * a.speed * t
-    ego_x = s.ego_speed * t
-    x = ego_x + ((x - ego_x + 150.0) % 400.0) - 150.0
+        return ActorState(a, (_around_ego(a.start_x + 10.0, t, s), y, h), yaw, (0.0, vy))
+    # vehicles: constant speed along their lane
+    x = _around_ego(a.start_x + a.direction * a.speed * t, t, s)
     yaw = 0.0 if a.direction > 0 else math.pi
     return ActorState(a, (x, a.lateral, h), yaw, (a.direction * a.speed, 0.0))
+
+
+def _around_ego(x: float, t: float, s: Scenario) -> float:
+    """The road is a 400 m loop that travels with the ego (150 m behind to 250 m ahead): actors
+    that fall far behind reappear ahead, out of sensor range, so any ``t`` has a full road."""
+    ego_x = s.ego_speed * t
+    return ego_x + ((x - ego_x + 150.0) % 400.0) - 150.0
 
 
 def ground_truth(

@@ -1,0 +1,165 @@
+"""A spinning multi-beam LiDAR, ray-cast into the simulated world.
+
+The head turns once per sweep; each column of beams fires at its own time from where the car is
+at that moment, and each point is reported in the sensor frame *of that moment*. That is exactly
+why real sweeps look smeared when the car moves, and why ``time_offset`` exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusion_stream.calib import Transform
+from fusion_stream.sim.scene import (
+    GROUND,
+    GROUND_LABEL,
+    MATERIALS,
+    NOTHING,
+    STATIC,
+    WEATHER_CLUTTER,
+    Raycaster,
+    build_mesh,
+    road_marking,
+    sensor_poses,
+    solids,
+)
+from fusion_stream.sim.world import World
+
+FIELDS = ("x", "y", "z", "intensity", "ring", "time_offset")
+
+
+# weather → (random dropout, two-way extinction per metre, fraction of rays returning off droplets)
+_WEATHER = {"clear": (0.005, 0.0, 0.0), "rain": (0.03, 0.004, 0.002), "fog": (0.05, 0.02, 0.01)}
+_PAINT_REFLECTIVITY = 0.65
+
+
+@dataclass(frozen=True)
+class LidarSpec:
+    """The unit's geometry and noise. Defaults are an HDL-32E-like sensor."""
+
+    beams: int = 32
+    columns: int = 1024
+    rate_hz: float = 10.0
+    elevation_deg: tuple[float, float] = (-30.67, 10.67)
+    max_range_m: float = 100.0
+    min_range_m: float = 0.8
+    range_noise_m: float = 0.02
+    sectors: int = 8
+    """Actors are re-posed this many times per sweep (their motion within a sector is ignored)."""
+
+    def __post_init__(self) -> None:
+        if self.beams < 1 or self.columns < 8 or self.rate_hz <= 0 or self.sectors < 1:
+            raise ValueError("beams >= 1, columns >= 8, rate_hz > 0 and sectors >= 1 are required")
+
+    @classmethod
+    def preset(cls, beams: int, rate_hz: float = 10.0) -> LidarSpec:
+        """16, 32 or 64 beams with the vertical field of view of the matching Velodyne unit."""
+        fov = {16: (-15.0, 15.0), 32: (-30.67, 10.67), 64: (-24.9, 2.0)}
+        if beams not in fov:
+            raise ValueError(f"beams must be 16, 32 or 64, got {beams}")
+        return cls(beams=beams, rate_hz=rate_hz, elevation_deg=fov[beams])
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.rate_hz
+
+    def directions(self) -> np.ndarray:
+        """Unit ray directions in the sensor frame, columns × beams × 3 (x forward, z up)."""
+        az = 2 * np.pi * np.arange(self.columns) / self.columns
+        el = np.radians(np.linspace(*self.elevation_deg, self.beams))
+        ce = np.cos(el)
+        return np.stack(
+            [
+                np.outer(np.cos(az), ce),
+                np.outer(np.sin(az), ce),
+                np.broadcast_to(np.sin(el), (self.columns, self.beams)),
+            ],
+            axis=2,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """One rotation: N×6 float32 rows of :data:`FIELDS` in the sensor frame, and what each point
+    hit (actor id ≥ 0, :data:`GROUND_LABEL`, :data:`STATIC` or :data:`WEATHER_CLUTTER`)."""
+
+    data: np.ndarray
+    label: np.ndarray
+
+
+def sweep(
+    world: World, start_s: float, mount: Transform, spec: LidarSpec, *, salt: int = 0, stamp_ns: int = 0
+) -> Sweep:
+    """The sweep that starts at scenario time ``start_s``; ``mount`` is sensor → rig.
+
+    Random effects are seeded by (scenario seed, ``salt``, ``stamp_ns``), so the same call gives
+    the same points in any process."""
+    weather = world.scenario.weather
+    dropout, extinction, clutter = _WEATHER[weather]
+    rng = np.random.default_rng([world.scenario.seed, 1, salt, stamp_ns])
+    cols = np.arange(spec.columns)
+    times = start_s + (cols + 0.5) / spec.columns * spec.period_s
+    anchor_x = world.ego_pose(start_s)[0]
+    origins, rotations = sensor_poses(world, times, anchor_x, mount)
+    dirs_sensor = spec.directions()  # C×B×3
+    dirs_local = np.einsum("cij,cbj->cbi", rotations, dirs_sensor)
+
+    distance = np.full((spec.columns, spec.beams), np.inf)
+    label = np.full((spec.columns, spec.beams), NOTHING, np.int64)
+    reflect = np.zeros((spec.columns, spec.beams))
+    cosine = np.zeros((spec.columns, spec.beams))
+    for sector in np.array_split(cols, spec.sectors):
+        t_mid = float(times[sector].mean())
+        mesh = build_mesh(solids(world, t_mid, anchor_x, radius=spec.max_range_m + 20))
+        caster = Raycaster(mesh)
+        o = np.repeat(origins[sector], spec.beams, axis=0)
+        d = dirs_local[sector].reshape(-1, 3)
+        hits = caster.cast(o, d, spec.max_range_m)
+        shape = (len(sector), spec.beams)
+        distance[sector] = hits.distance.reshape(shape)
+        cosine[sector] = np.abs(np.einsum("ij,ij->i", hits.normal, d)).reshape(shape)
+        kinds = [s.kind for s in mesh.solids]
+        # owner -1 (ground) and -2 (nothing) index the last two table entries
+        ids = np.array([s.actor_id if s.actor_id >= 0 else STATIC for s in mesh.solids] + [NOTHING, GROUND_LABEL])
+        refl = np.array([MATERIALS[k].reflectivity for k in kinds] + [0.0, MATERIALS["ground"].reflectivity])
+        owner = hits.owner
+        label[sector] = ids[owner].reshape(shape)
+        r = refl[owner]
+        on_ground = owner == GROUND
+        if on_ground.any():
+            p = o[on_ground] + d[on_ground] * hits.distance[on_ground, None]
+            paint = road_marking(p[:, 0] + anchor_x, p[:, 1], world.scenario.lanes, world.scenario.lane_width)
+            r[np.flatnonzero(on_ground)[paint]] = _PAINT_REFLECTIVITY
+        reflect[sector] = r.reshape(shape)
+
+    hit = np.isfinite(distance) & (distance >= spec.min_range_m)
+    safe = np.where(hit, distance, 1.0)
+    attenuation = np.exp(-2 * extinction * safe)
+    intensity = reflect * (0.3 + 0.7 * cosine) * attenuation
+    # a return needs enough light back: dark, far or grazing surfaces drop out, as on a real unit
+    strong = intensity / (safe / 40.0) ** 2 > 0.01
+    kept = hit & strong & (rng.random(hit.shape) >= dropout) & (rng.random(hit.shape) < attenuation)
+    rng_noise = rng.normal(0.0, spec.range_noise_m, hit.shape)
+    measured = distance + rng_noise
+    if clutter > 0:
+        spurious = ~kept & (rng.random(hit.shape) < clutter)
+        measured = np.where(spurious, rng.uniform(spec.min_range_m, 8.0, hit.shape), measured)
+        intensity = np.where(spurious, 0.02, intensity)
+        label = np.where(spurious, WEATHER_CLUTTER, label)
+        kept = kept | spurious
+    col_idx, beam_idx = np.nonzero(kept)
+    points = dirs_sensor[col_idx, beam_idx] * measured[col_idx, beam_idx, None]
+    data = np.empty((len(col_idx), len(FIELDS)), np.float32)
+    data[:, :3] = points
+    data[:, 3] = np.clip(intensity[col_idx, beam_idx] + rng.normal(0, 0.01, len(col_idx)), 0.0, 1.0)
+    data[:, 4] = beam_idx
+    data[:, 5] = times[col_idx] - start_s
+    return Sweep(data=data, label=label[col_idx, beam_idx])
+
+
+def azimuth_of(points: np.ndarray) -> np.ndarray:
+    """Azimuth (rad, 0..2π) of sensor-frame points, the column they were fired in."""
+    return np.asarray(np.mod(np.arctan2(points[:, 1], points[:, 0]), 2 * math.pi))

@@ -1,0 +1,84 @@
+"""What every simulated sensor node shares: scenario parameters, the rig, and the capture grid.
+
+Each sensor process builds the world from the same parameters and captures on a fixed grid of the
+scenario clock (by default Unix time, so processes on any host, started in any order or respawned,
+agree without talking to each other).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fusion_stream import calib
+from fusion_stream.errors import CalibrationError, ParamError
+from fusion_stream.sim.world import Scenario, World
+
+DEFAULT_RIG = "calib/sim_rig.yaml"
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """Parameters every simulated sensor node accepts (on top of its own)."""
+
+    source: str = "sim"
+    seed: int = 0
+    actors: int = 24
+    condition: str = "day"
+    weather: str = "clear"
+    calib: str = DEFAULT_RIG
+    """Rig calibration file; a relative path is looked up in the working directory, then in the
+    project directory."""
+    epoch_ns: int = 0
+    """Wall-clock time of scenario t = 0 (0: the Unix epoch, which every process agrees on)."""
+
+
+def open_world(p: SimParams) -> World:
+    """The scenario the parameters describe; a bad value is a :class:`ParamError` naming it."""
+    if p.source != "sim":
+        raise ParamError("source", f"only 'sim' is available for this node so far, got {p.source!r}")
+    try:
+        return World(Scenario(seed=p.seed, actors=p.actors, condition=p.condition, weather=p.weather))  # type: ignore[arg-type]
+    except ValueError as err:
+        key = "actors" if "actors" in str(err) else "condition" if "condition" in str(err) else "seed"
+        raise ParamError(key, str(err)) from err
+
+
+def open_sensor(p: SimParams, name: str, kind: calib.SensorType) -> calib.Sensor:
+    """Sensor ``name`` from the rig file, checked to be a ``kind``."""
+    try:
+        rig = calib.load(calib.resolve_path(p.calib))
+    except CalibrationError as err:
+        raise ParamError("calib", str(err)) from err
+    if name not in rig.sensors:
+        raise ParamError("sensor", f"no sensor {name!r} in {p.calib}; it has {sorted(rig.sensors)}")
+    sensor = rig[name]
+    if sensor.type != kind:
+        raise ParamError("sensor", f"{name!r} in {p.calib} is a {sensor.type}, not a {kind}")
+    return sensor
+
+
+@dataclass
+class FrameGrid:
+    """Capture times on a fixed grid: frame k is captured at ``epoch_ns + k·period_ns``.
+
+    :meth:`due` says which frame to produce now, and counts frames skipped because the process
+    fell behind (a real sensor drops them too; the count goes into ``/diagnostics``)."""
+
+    period_ns: int
+    epoch_ns: int = 0
+    last: int | None = None
+    skipped: int = 0
+
+    def capture_ns(self, k: int) -> int:
+        return self.epoch_ns + k * self.period_ns
+
+    def due(self, now_ns: int, ready_after_ns: int = 0) -> int | None:
+        """The newest frame whose data is complete by ``now_ns`` (captured at least
+        ``ready_after_ns`` earlier), or None if it was already produced."""
+        k = (now_ns - ready_after_ns - self.epoch_ns) // self.period_ns
+        if self.last is not None:
+            if k <= self.last:
+                return None
+            self.skipped += k - self.last - 1
+        self.last = k
+        return k

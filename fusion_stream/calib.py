@@ -300,3 +300,31 @@ def load(path: Path | str) -> Rig:
     if not isinstance(frame_id, str) or not frame_id:
         raise CalibrationError(where, "frame_id", f"must be a frame name, got {frame_id!r}")
     return Rig(str(raw.get("rig", path.stem)), frame_id, sensors, where)
+
+
+def rpy_deg(rotation: np.ndarray) -> tuple[float, float, float]:
+    """Roll, pitch, yaw (degrees, the ``rotation_rpy_deg`` convention) of a rotation matrix."""
+    pitch = math.asin(max(-1.0, min(1.0, -float(rotation[2, 0]))))
+    roll = math.atan2(float(rotation[2, 1]), float(rotation[2, 2]))
+    yaw = math.atan2(float(rotation[1, 0]), float(rotation[0, 0]))
+    return (math.degrees(roll), math.degrees(pitch), math.degrees(yaw))
+
+
+def summary(rig: Rig) -> list[tuple[str, str, str, str, str, str]]:
+    """One row of text per sensor: name, type, translation, roll/pitch/yaw, time offset, details."""
+    rows = []
+    for s in rig.sensors.values():
+        t = ", ".join(f"{v:.3f}" for v in s.extrinsics.translation)
+        rpy = ", ".join(f"{round(v, 1) + 0.0:.1f}" for v in rpy_deg(s.extrinsics.rotation))
+        if s.intrinsics is not None:
+            k = s.intrinsics
+            details = f"{k.width}x{k.height} fx={k.fx:g} fy={k.fy:g} cx={k.cx:g} cy={k.cy:g}"
+            if any(s.distortion):
+                details += " distortion=" + ",".join(f"{d:g}" for d in s.distortion)
+        elif s.microphones is not None:
+            spread = float(np.max(np.linalg.norm(s.microphones[:, None] - s.microphones[None], axis=2)))
+            details = f"{len(s.microphones)} microphones, aperture {spread:.3f} m"
+        else:
+            details = ""
+        rows.append((s.name, s.type, t, rpy, f"{s.time_offset_ns / 1e6:g}", details))
+    return rows

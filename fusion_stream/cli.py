@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from fusion_stream import tools
-from fusion_stream.errors import FusionStreamError
+from fusion_stream.errors import FusionStreamError, UsageError
 from fusion_stream.introspect import describe, to_jsonable
 from fusion_stream.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
 
@@ -116,6 +116,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scenario(args: argparse.Namespace) -> object:
+    from fusion_stream.sim import Scenario
+
+    try:
+        return Scenario(seed=args.seed, actors=args.actors, condition=args.condition, weather=args.weather)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def _cmd_sim_snapshot(args: argparse.Namespace) -> int:
+    from fusion_stream.sim.snapshot import write_snapshot
+
+    files = write_snapshot(args.output, _scenario(args), args.time, args.calib)  # type: ignore[arg-type]
+    for f in files:
+        console.print(f"wrote {f}")
+    return 0
+
+
+def _cmd_calib_check(args: argparse.Namespace) -> int:
+    from fusion_stream import calib
+    from fusion_stream.calib_check import check
+
+    rig = calib.load(calib.resolve_path(args.file))
+    table = Table("sensor", "type", "translation (m)", "roll/pitch/yaw (deg)", "time offset (ms)", "details", box=None)
+    for row in calib.summary(rig):
+        table.add_row(*row)
+    console.print(f"rig {rig.name!r} (frame {rig.frame_id}) from {args.file}")
+    console.print(table)
+    for path, stats in check(rig, args.file, args.output, _scenario(args), args.time):  # type: ignore[arg-type]
+        console.print(f"wrote {path}: {stats}")
+    return 0
+
+
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
     from fusion_stream.security import generate
 
@@ -202,6 +235,29 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("dir")
     k.add_argument("hosts", nargs="+", metavar="HOST")
     k.set_defaults(func=_cmd_keys_generate)
+
+    def scenario_args(p: argparse.ArgumentParser, time_default: float) -> None:
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--time", type=float, default=time_default, metavar="T", help="scenario time (s)")
+        p.add_argument("--actors", type=int, default=24)
+        p.add_argument("--condition", choices=["day", "night"], default="day")
+        p.add_argument("--weather", choices=["clear", "rain", "fog"], default="clear")
+
+    p = sub.add_parser("sim", help="the simulated world")
+    sim_sub = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    k = sim_sub.add_parser("snapshot", help="write one frame of every sensor plus ground truth to DIR")
+    scenario_args(k, 10.0)
+    k.add_argument("--calib", default="calib/sim_rig.yaml", help="rig file (default: %(default)s)")
+    k.add_argument("-o", "--output", required=True, metavar="DIR")
+    k.set_defaults(func=_cmd_sim_snapshot)
+
+    p = sub.add_parser("calib", help="rig calibration files")
+    calib_sub = p.add_subparsers(dest="calib_command", required=True, metavar="ACTION")
+    k = calib_sub.add_parser("check", help="validate a rig file, print it, and draw LiDAR points on each camera")
+    k.add_argument("file")
+    k.add_argument("-o", "--output", default="calib_check", metavar="DIR", help="where PNGs go (default: %(default)s)")
+    scenario_args(k, 10.0)
+    k.set_defaults(func=_cmd_calib_check)
 
     p = sub.add_parser("demo", help="run the demo graph and show rates and latency")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")

@@ -93,3 +93,11 @@ class LaunchError(FileKeyError):
 
 class CalibrationError(FileKeyError):
     """A calibration file is missing, malformed or physically impossible."""
+
+
+class FormatError(FusionStreamError):
+    """A file is not in the format its name says, or is damaged."""
+
+
+class UsageError(FusionStreamError, ValueError):
+    """A command-line value is out of range or inconsistent."""

@@ -13,6 +13,20 @@ if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; th
     exit 1
 fi
 
+# System libraries that wheels need but do not bundle: open3d loads libusb and libgomp.
+need=()
+ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || need+=(libusb-1.0-0)
+ldconfig -p 2>/dev/null | grep -q 'libgomp.so.1' || need+=(libgomp1)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing system packages: ${need[*]}" >&2
+    sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+    if command -v apt-get >/dev/null; then
+        $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "no apt-get here: install ${need[*]} with your package manager (the simulator needs them)" >&2
+    fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
     if ! "$py" -m venv .venv 2>/dev/null; then
         echo "python venv module missing; installing python3-venv" >&2
@@ -28,6 +42,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "installing fusion_stream[$extras] into .venv ..." >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
-    .venv/bin/python -c "import fusion_stream, zmq, numpy" || { echo "installation failed (see above)" >&2; exit 1; }
+    .venv/bin/python -c "import fusion_stream, zmq, numpy, open3d" || { echo "installation failed (see above)" >&2; exit 1; }
     echo "$want" > "$stamp"
 fi

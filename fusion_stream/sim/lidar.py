@@ -160,6 +160,13 @@ def sweep(
     return Sweep(data=data, label=label[col_idx, beam_idx])
 
 
+def to_rig(data: np.ndarray, mount: Transform, velocity_rig: np.ndarray) -> np.ndarray:
+    """Sweep points (rows of :data:`FIELDS`) → N×3 in the rig frame *at the sweep's stamp*,
+    undoing the ego's motion during the sweep for a constant velocity (m/s, rig frame)."""
+    xyz = mount.apply(data[:, :3].astype(np.float64))
+    return np.asarray(xyz + data[:, 5:6].astype(np.float64) * np.asarray(velocity_rig)[None, :3])
+
+
 def azimuth_of(points: np.ndarray) -> np.ndarray:
     """Azimuth (rad, 0..2π) of sensor-frame points, the column they were fired in."""
     return np.asarray(np.mod(np.arctan2(points[:, 1], points[:, 0]), 2 * math.pi))

@@ -12,6 +12,7 @@ lines the road and occludes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -192,23 +193,40 @@ def _make_actors(s: Scenario) -> tuple[Actor, ...]:
         lane = int(rng.integers(0, s.lanes))
         kerb = -(s.lanes * s.lane_width - 0.6)
         lateral = kerb if cls == "cyclist" else -direction * (lane + 0.5) * s.lane_width
-        if lane == 0 and direction == 1 and abs(start_x) < 12 and cls != "cyclist":
-            start_x += 25.0  # not on top of the ego at t = 0
         actors.append(Actor(i, cls, size, speed, start_x, lateral, direction))  # type: ignore[arg-type]
+    actors = _flow_in_lanes(actors, s, rng)
     vehicles = [a for a in actors if a.cls in ("car", "truck")]
     if vehicles and rng.random() < s.siren_probability:
         chosen = vehicles[int(rng.integers(0, len(vehicles)))]
-        actors[chosen.id] = Actor(
-            chosen.id,
-            chosen.cls,
-            chosen.size,
-            chosen.speed * 1.3,
-            chosen.start_x,
-            chosen.lateral,
-            chosen.direction,
-            siren=True,
-        )
+        actors[chosen.id] = dataclasses.replace(chosen, siren=True)
     return tuple(actors)
+
+
+def _flow_in_lanes(actors: list[Actor], s: Scenario, rng: np.random.Generator) -> list[Actor]:
+    """Traffic flows: every vehicle in a lane drives at that lane's speed (the ego's lane at the
+    ego's), spaced at least a car-length-plus-gap apart and clear of the ego, so no vehicle ever
+    drives through another or through the ego."""
+    lanes: dict[tuple[int, float], list[Actor]] = {}
+    for a in actors:
+        if a.cls != "pedestrian":
+            lanes.setdefault((a.direction, a.lateral), []).append(a)
+    ego_lateral = -s.lane_width / 2
+    out = list(actors)
+    for (direction, lateral), members in sorted(lanes.items()):
+        ego_lane = direction > 0 and abs(lateral - ego_lateral) < 1e-9
+        speed = (
+            s.ego_speed
+            if ego_lane
+            else float(rng.uniform(*_SPEEDS["cyclist" if members[0].cls == "cyclist" else "car"]))
+        )
+        x = -35.0
+        for a in sorted(members, key=lambda m: m.start_x):
+            x = max(x, a.start_x)
+            if ego_lane and -12.0 - a.size[0] / 2 < x < 12.0 + a.size[0] / 2:
+                x = 12.0 + a.size[0] / 2
+            out[a.id] = dataclasses.replace(a, speed=speed, start_x=x)
+            x += a.size[0] + float(rng.uniform(6.0, 25.0))
+    return out
 
 
 def _actor_state(a: Actor, t: float, s: Scenario) -> ActorState:

@@ -312,7 +312,7 @@ def rpy_deg(rotation: np.ndarray) -> tuple[float, float, float]:
 
 def summary(rig: Rig) -> list[tuple[str, str, str, str, str, str]]:
     """One row of text per sensor: name, type, translation, roll/pitch/yaw, time offset, details."""
-    rows = []
+    rows: list[tuple[str, str, str, str, str, str]] = []
     for s in rig.sensors.values():
         t = ", ".join(f"{v:.3f}" for v in s.extrinsics.translation)
         rpy = ", ".join(f"{round(v, 1) + 0.0:.1f}" for v in rpy_deg(s.extrinsics.rotation))

@@ -70,7 +70,7 @@ def broken(tmp_path: Path, old: str, new: str) -> Path:
             "sensors.camera_front.extrinsics.rotation_quaternion",
         ),
         ("distortion: [0.0, 0.0, 0.0, 0.0, 0.0]", "distortion: [0.0, nan]", "sensors.camera_front.distortion"),
-        ("microphones: [[0.15, 0.15, 0.0], ", "microphones: [[0.15, 0.15], ", "sensors.mic_array.microphones[0]"),
+        ("microphones: [[0.05, 0.05, 0.0], ", "microphones: [[0.05, 0.05], ", "sensors.mic_array.microphones[0]"),
         (
             "    time_offset_ms: 0\n  radar_front",
             "    time_offset_ms: soon\n  radar_front",

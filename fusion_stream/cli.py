@@ -93,17 +93,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from fusion_stream import launch
     from fusion_stream.demo import HEADERS, TopicStats, run_demo
 
     def table(stats: dict[str, TopicStats]) -> Table:
-        t = Table(*HEADERS, title="fusion-stream demo: test-pattern sensors over ZeroMQ", box=None)
+        t = Table(*HEADERS, title=f"fusion-stream demo: {args.launch or 'the simulated rig'} over ZeroMQ", box=None)
         for s in stats.values():
             t.add_row(*s.row())
         return t
 
     console.print(f"launching the demo graph for {args.duration:.0f} s ...")
     with Live(console=console, auto_refresh=False, transient=True) as live:
-        result = run_demo(args.duration, on_update=lambda s: live.update(table(s), refresh=True))
+        result = run_demo(
+            args.duration,
+            on_update=lambda s: live.update(table(s), refresh=True),
+            launch_file=args.launch,
+            args=launch.parse_args(args.args),
+        )
     console.print(table(result.topics))
     console.print("node exit codes: " + ", ".join(f"{k}={v}" for k, v in result.exit_codes.items()))
     if not result.ok:
@@ -259,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_args(k, 10.0)
     k.set_defaults(func=_cmd_calib_check)
 
-    p = sub.add_parser("demo", help="run the demo graph and show rates and latency")
+    p = sub.add_parser("demo", help="run the simulated rig (launch/sim.yaml) and show rates and latency")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
+    p.add_argument("--launch", default=None, metavar="FILE", help="another launch file (default: launch/sim.yaml)")
+    p.add_argument("args", nargs="*", metavar="NAME:=VALUE", help="launch arguments, e.g. weather:=fog seed:=7")
     p.set_defaults(func=_cmd_demo)
     return ap
 

@@ -1,9 +1,9 @@
-"""`fusion-stream demo`: run the demo launch graph for a while and show what flows.
+"""`fusion-stream demo`: run the default graph (``launch/sim.yaml``) for a while and show what flows.
 
-Until the simulated world lands, ``launch/demo.yaml`` is test-pattern sensors (camera, LiDAR,
-radar, audio) at realistic sizes and rates plus the synchronizer, each in its own process under
-the supervisor. The console shows, per topic, the rate, bandwidth, loss and the latency from
-capture stamp to arrival here, and for ``/sync/frames`` how many sets were partial.
+The simulated camera, LiDAR, radar and microphone array, ground truth and the synchronizer, each
+in its own process under the supervisor. The console shows, per topic, the rate, bandwidth, loss
+and the latency from capture stamp to arrival here, and for ``/sync/frames`` how many sets were
+partial. (The fusion node joins the graph when it lands.)
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def run_demo(
     duration_s: float = 10.0,
     on_update: Callable[[dict[str, TopicStats]], None] | None = None,
     launch_file: str | None = None,
+    args: dict[str, object] | None = None,
 ) -> DemoResult:
-    """Launch the demo graph, watch its topics for ``duration_s``, stop everything cleanly."""
-    graph = launch.load(launch_file or default_launch_dir() / "demo.yaml")
+    """Launch the graph, watch its topics for ``duration_s``, stop everything cleanly."""
+    graph = launch.load(launch_file or default_launch_dir() / "sim.yaml", args)
     registry = Registry(graph=f"{graph.graph}-{os.getpid()}")
     tail: deque[str] = deque(maxlen=40)
     sup = Supervisor(graph, registry=registry, output=tail.append)

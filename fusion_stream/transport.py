@@ -420,6 +420,7 @@ class Subscriber:
         """
         wait = self.timeout if timeout is not None and timeout < 0 else timeout
         deadline = None if wait is None else time.monotonic() + wait
+        self.refresh_if_due()  # also when polled with timeout 0, or new publishers go unseen
         while True:
             frames = self._next_frames()
             if frames is not None:

@@ -1,0 +1,95 @@
+"""`fusion-stream sim snapshot` and `calib check`: files other tools open, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fusion_stream import formats, render
+from fusion_stream.calib import load
+from fusion_stream.cli import main
+from fusion_stream.msgs import Box3D
+from fusion_stream.sim import lidar
+
+from .conftest import ROOT
+
+
+def test_snapshot_writes_files_that_other_tools_open(tmp_path: Path) -> None:
+    out = tmp_path / "snap"
+    assert main(["sim", "snapshot", "--seed", "4", "--time", "12", "--weather", "rain", "-o", str(out)]) == 0
+    image = np.asarray(Image.open(out / "camera_front.png"))
+    assert image.shape == (384, 640, 3)
+    assert Image.open(out / "bev.png").size[0] > 500
+    import open3d as o3d
+
+    cloud = o3d.t.io.read_point_cloud(str(out / "lidar_top.pcd"))
+    data, fields = formats.read_pcd(out / "lidar_top.pcd")
+    assert fields == lidar.FIELDS and len(data) > 10_000
+    assert len(cloud.point.positions) == len(data)  # Open3D reads our PCD
+    np.testing.assert_allclose(cloud.point.positions.numpy(), data[:, :3])
+    with wave.open(str(out / "mic_array.wav")) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (4, 48_000, 2)
+        assert w.getnframes() == 24_000
+    header = (out / "radar_front.csv").read_text().splitlines()[0]
+    assert header.split(",")[:5] == ["x", "y", "z", "radial_velocity", "rcs"]
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert truth["scenario"]["weather"] == "rain" and truth["boxes"]
+    assert {"label", "center", "size", "yaw", "velocity", "siren"} <= set(truth["boxes"][0])
+
+
+def test_calib_check_prints_the_rig_and_draws_points_on_objects(tmp_path: Path, capsys: object) -> None:
+    assert main(["calib", "check", str(ROOT / "calib" / "sim_rig.yaml"), "-o", str(tmp_path)]) == 0
+    text = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert "camera_front" in text and "640x384" in text and "4 microphones" in text
+    png = tmp_path / "camera_front__lidar_top.png"
+    assert png.exists()
+    share = float(text.split("points in view, ")[1].split("%")[0])
+    assert share > 90.0
+
+
+def test_calib_check_of_a_broken_file_names_the_file_and_key(tmp_path: Path, capsys: object) -> None:
+    broken = tmp_path / "rig.yaml"
+    broken.write_text(
+        (ROOT / "calib" / "sim_rig.yaml")
+        .read_text()
+        .replace("rotation_rpy_deg: [-90, 0, -90]", "rotation_rpy_deg: [-90, 0]")
+    )
+    assert main(["calib", "check", str(broken), "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert str(broken) in err and "camera_front" in err and "rotation_rpy_deg" in err
+
+
+def test_pcd_round_trip_and_damage_is_reported(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    path = formats.write_pcd(tmp_path / "a.pcd", data, ("x", "y", "z", "intensity"))
+    back, fields = formats.read_pcd(path)
+    np.testing.assert_array_equal(back, data)
+    path.write_bytes(path.read_bytes()[:-10])
+    try:
+        formats.read_pcd(path)
+    except formats.FormatError as err:
+        assert "truncated" in str(err) and str(path) in str(err)
+    else:
+        raise AssertionError("a truncated PCD must be refused")
+
+
+def test_a_projected_box_outlines_the_right_pixels() -> None:
+    camera = load(ROOT / "calib" / "sim_rig.yaml")["camera_front"]
+    image = np.zeros((384, 640, 3), np.uint8)
+    box = Box3D(center=(20.0, 0.0, 1.0), size=(4.0, 2.0, 2.0), label="car")
+    out = render.camera_overlay(image, camera, None, [box])
+    drawn = np.argwhere(out.any(axis=2))
+    corners, _ = camera.project(render.box_corners(box))
+    assert len(drawn) > 100
+    # every drawn pixel lies within the projected corners' bounding rectangle, and it is filled out
+    assert (
+        drawn[:, 1].min() >= np.floor(corners[:, 0].min()) - 1 and drawn[:, 1].max() <= np.ceil(corners[:, 0].max()) + 1
+    )
+    assert (
+        drawn[:, 0].min() >= np.floor(corners[:, 1].min()) - 1 and drawn[:, 0].max() <= np.ceil(corners[:, 1].max()) + 1
+    )
+    assert tuple(out[drawn[0][0], drawn[0][1]]) == render.CLASS_COLORS["car"]

@@ -67,6 +67,7 @@ def test_pcd_round_trip_and_damage_is_reported(tmp_path: Path) -> None:
     data = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
     path = formats.write_pcd(tmp_path / "a.pcd", data, ("x", "y", "z", "intensity"))
     back, fields = formats.read_pcd(path)
+    assert fields == ("x", "y", "z", "intensity")
     np.testing.assert_array_equal(back, data)
     path.write_bytes(path.read_bytes()[:-10])
     try:

@@ -35,6 +35,9 @@ _CAR_PAINT = np.array(
 )
 _SHIRTS = np.array([[200, 90, 60], [60, 120, 200], [230, 200, 60], [120, 60, 150], [240, 240, 240]], float)
 _KIND_CODE = {kind: code for code, kind in enumerate(MATERIALS)}
+_GROUND_PALETTE = np.array(
+    [[85, 110, 65], [150, 148, 140], [72, 72, 76], [235, 235, 230], [225, 190, 60]], np.float32
+)  # verge, pavement, asphalt, paint, centre line
 # weather → (visibility m, brightness factor)
 _ATMOSPHERE = {"clear": (1e6, 1.0), "rain": (180.0, 0.75), "fog": (35.0, 0.9)}
 
@@ -75,6 +78,7 @@ class CameraModel:
         self.intrinsics = intrinsics
         self._rays = pixel_rays(intrinsics, distortion)
         self._sky: tuple[bytes, np.ndarray] | None = None
+        self._rays_at: tuple[bytes, np.ndarray] | None = None
         bank = np.random.default_rng(12345).standard_normal((2, intrinsics.height, intrinsics.width, 3))
         self._noise_bank = bank.astype(np.float32)
 
@@ -87,6 +91,15 @@ class CameraModel:
             int(rng.integers(self.intrinsics.width)),
         )
         return np.roll(self._noise_bank[which], (dy, dx), axis=(0, 1))
+
+    def _ray_buffer(self, rotation: np.ndarray) -> np.ndarray:
+        """N×6 rays for this camera orientation; directions are kept while it does not turn."""
+        key = rotation.tobytes()
+        if self._rays_at is None or self._rays_at[0] != key:
+            buffer = np.empty((len(self._rays), 6), np.float32)
+            buffer[:, 3:] = rotate(self._rays, rotation)
+            self._rays_at = (key, buffer)
+        return self._rays_at[1]
 
     def _sky_colors(self, dirs: np.ndarray, rotation: np.ndarray, condition: str) -> np.ndarray:
         """Sky colour of every pixel (it depends only on the ray, so it is cached per pose)."""
@@ -101,9 +114,11 @@ class CameraModel:
         s = world.scenario
         anchor_x = world.ego_pose(t)[0]
         origins, rotations = sensor_poses(world, np.array([t]), anchor_x, mount)
-        dirs = rotate(self._rays, rotations[0]).astype(np.float32)
+        rays = self._ray_buffer(rotations[0])
+        rays[:, :3] = origins[0]
+        dirs = rays[:, 3:]
         mesh = build_mesh(solids(world, t, anchor_x, radius=150.0))
-        hits = Raycaster(mesh).cast(np.broadcast_to(origins[0], dirs.shape), dirs)
+        hits = Raycaster(mesh).cast_rays(rays)
         points = origins[0].astype(np.float32) + dirs * np.where(hits.hit, hits.distance, 0.0)[:, None]
         rng = np.random.default_rng([s.seed, 2, salt, stamp_ns])
 
@@ -152,15 +167,12 @@ def _sky(up: np.ndarray, condition: str) -> np.ndarray:
 
 def _ground(x: np.ndarray, y: np.ndarray, lanes: int, lane_width: float) -> np.ndarray:
     half_road = lanes * lane_width
-    out = np.empty((len(x), 3), np.float32)
     ay = np.abs(y)
-    out[:] = (85.0, 110.0, 65.0)  # verge
-    out[ay < half_road + 3.0] = (150.0, 148.0, 140.0)  # pavement
-    out[ay < half_road] = (72.0, 72.0, 76.0)  # asphalt
+    surface = (ay < half_road + 3.0).astype(np.int8) + (ay < half_road)  # 0 verge, 1 pavement, 2 asphalt
     paint = road_marking(x, y, lanes, lane_width)
-    out[paint] = (235.0, 235.0, 230.0)
-    out[paint & (np.abs(y) < 0.2)] = (225.0, 190.0, 60.0)  # centre line
-    return out
+    surface[paint] = 3
+    surface[paint & (ay < 0.2)] = 4  # centre line
+    return np.asarray(_GROUND_PALETTE[surface])
 
 
 def _objects(

@@ -202,7 +202,12 @@ class Raycaster:
     def cast(self, origins: np.ndarray, directions: np.ndarray, max_distance: float = math.inf) -> Hits:
         """Rays from ``origins`` along unit ``directions`` (N×3 each, local frame)."""
         rays = np.ascontiguousarray(np.concatenate([origins, directions], axis=1), dtype=np.float32)
-        out = self._scene.cast_rays(self._o3d.core.Tensor(rays))
+        return self.cast_rays(rays, max_distance)
+
+    def cast_rays(self, rays: np.ndarray, max_distance: float = math.inf) -> Hits:
+        """Rays as one contiguous N×6 float32 array (origin, unit direction): callers that cast
+        the same directions every frame keep the array and only rewrite the origins."""
+        out = self._scene.cast_rays(self._o3d.core.Tensor.from_numpy(rays))
         distance = out["t_hit"].numpy()
         hit = np.isfinite(distance) & (distance <= max_distance)
         owner = np.full(len(rays), NOTHING, np.int32)

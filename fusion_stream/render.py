@@ -104,7 +104,7 @@ def bird_eye_view(
         image = draw_points(image, px, np.full((len(px), 3), 255, np.uint8), radius=3)
         if radar_velocity is not None:
             unit = radar[:, :2] / np.maximum(np.linalg.norm(radar[:, :2], axis=1, keepdims=True), 1e-6)
-            tips = to_px(radar[:, :2] + unit * radar_velocity[:, None] * 0.5)
+            tips = to_px(radar[:, :2] + unit * radar_velocity[:, None] * 0.2)  # where it is in 0.2 s
             for a, b in zip(px, tips, strict=True):
                 draw_line(image, (a[0], a[1]), (b[0], b[1]), (255, 255, 0))
     for box in boxes:

@@ -158,3 +158,29 @@ def test_a_node_that_stops_reporting_is_killed_and_restarted(procs: Procs, runti
     assert "hanger sent no /diagnostics for" in out, out
     assert "hanger died (killed by SIGKILL)" in out
     assert out.count("started hanger") == 2
+
+
+def test_the_default_sim_graph_survives_kill_9_of_a_sensor(procs: Procs, runtime_dir: Path) -> None:
+    """launch/sim.yaml as shipped: every simulated sensor in its own process, then one killed."""
+    launch = procs.cli("launch", "launch/sim.yaml", "lidar_beams:=16")
+    registry = Registry(runtime_dir, "sim")
+    with Subscriber("/sync/frames", registry=registry, queue_size=200) as sub:
+        wait_for(lambda: registry.lookup("/sync/frames"), 60.0, "the graph to start")
+        wait_for(lambda: sum(not f.missing for f in collect_frames(sub, 1.0)) >= 3, 40.0, "complete sets")
+        [old] = node_pids(registry, "radar")
+        os.kill(old, signal.SIGKILL)
+        killed = time.monotonic()
+        during = collect_frames(sub, 0.6)
+        wait_for(lambda: node_pids(registry, "radar") - {old}, 10.0, "radar to be respawned")
+        respawned_after = time.monotonic() - killed
+        wait_for(
+            lambda: any(not f.missing and "radar" in f.members for f in collect_frames(sub, 1.0)),
+            30.0,
+            "sets with radar again",
+        )
+    assert respawned_after < 2.5, f"respawn took {respawned_after:.1f} s"
+    assert during and any("radar" in f.missing for f in during), "partial sets while the radar was down"
+    launch.send_signal(signal.SIGINT)
+    out, _ = launch.communicate(timeout=20)
+    assert launch.returncode == 0, out[-3000:]
+    assert "radar died (killed by SIGKILL)" in out

@@ -8,6 +8,7 @@ black frames, an emergency vehicle with a flashing light bar) so a network can t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,10 @@ from fusion_stream.sim.scene import (
     GROUND,
     GROUND_LABEL,
     MATERIALS,
+    NOTHING,
     SKY,
     STATIC,
+    Hits,
     Raycaster,
     Solid,
     build_mesh,
@@ -31,9 +34,10 @@ from fusion_stream.sim.world import World
 
 _SUN = np.array([-0.4, 0.3, 0.86]) / np.linalg.norm([-0.4, 0.3, 0.86])
 _CAR_PAINT = np.array(
-    [[40, 70, 160], [180, 30, 30], [200, 200, 205], [30, 30, 35], [90, 95, 100], [20, 90, 60], [210, 170, 40]], float
+    [[40, 70, 160], [180, 30, 30], [200, 200, 205], [30, 30, 35], [90, 95, 100], [20, 90, 60], [210, 170, 40]],
+    np.float32,
 )
-_SHIRTS = np.array([[200, 90, 60], [60, 120, 200], [230, 200, 60], [120, 60, 150], [240, 240, 240]], float)
+_SHIRTS = np.array([[200, 90, 60], [60, 120, 200], [230, 200, 60], [120, 60, 150], [240, 240, 240]], np.float32)
 _KIND_CODE = {kind: code for code, kind in enumerate(MATERIALS)}
 _GROUND_PALETTE = np.array(
     [[85, 110, 65], [150, 148, 140], [72, 72, 76], [235, 235, 230], [225, 190, 60]], np.float32
@@ -74,11 +78,14 @@ def pixel_rays(intrinsics: Intrinsics, distortion: tuple[float, ...]) -> np.ndar
 class CameraModel:
     """Renders frames for one camera; the per-pixel rays are computed once."""
 
-    def __init__(self, intrinsics: Intrinsics, distortion: tuple[float, ...] = ()) -> None:
+    def __init__(self, intrinsics: Intrinsics, distortion: tuple[float, ...] = (), *, adaptive: bool = True) -> None:
         self.intrinsics = intrinsics
+        self.adaptive = adaptive
+        """Cast one ray per 2×2 block where the view is smooth (see :meth:`_cast_adaptive`)."""
         self._rays = pixel_rays(intrinsics, distortion)
         self._sky: tuple[bytes, np.ndarray] | None = None
         self._rays_at: tuple[bytes, np.ndarray] | None = None
+        self._dirs = np.zeros((0, 3), np.float32)
         h, w = intrinsics.height, intrinsics.width
         self._noise_bank = np.random.default_rng(12345).standard_normal((2 * h, 2 * w, 3), dtype=np.float32)
 
@@ -96,7 +103,48 @@ class CameraModel:
             buffer = np.empty((len(self._rays), 6), np.float32)
             buffer[:, 3:] = rotate(self._rays, rotation)
             self._rays_at = (key, buffer)
+            self._dirs = np.ascontiguousarray(buffer[:, 3:])
         return self._rays_at[1]
+
+    def _cast_adaptive(self, caster: Raycaster, rays: np.ndarray) -> Hits:
+        """Every pixel's hit for about a third of the rays, exactly.
+
+        One ray per 2×2 block first. Where a block and its eight neighbours all hit the same
+        planar face, each pixel's distance follows exactly from intersecting its own ray with
+        that plane; every other block (edges, small things) is cast pixel by pixel. What it can
+        miss: an object thinner than two pixels that no block's ray hits."""
+        k = self.intrinsics
+        h, w = k.height // 2, k.width // 2
+        coarse = caster.cast_rays(np.ascontiguousarray(rays.reshape(h, 2, w, 2, 6)[:, 0, :, 0].reshape(-1, 6)))
+        assert coarse.face is not None
+        face = coarse.face.reshape(h, w)
+        pad = np.pad(face, 1, mode="edge")
+        same = np.ones((h, w), bool)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                same &= pad[dy : dy + h, dx : dx + w] == face
+
+        def up(a: np.ndarray) -> np.ndarray:  # per block → per pixel (H·W, ...)
+            a = a.reshape(h, 1, w, 1, *a.shape[1:])
+            return np.broadcast_to(a, (h, 2, w, 2, *a.shape[4:])).reshape(h * w * 4, *a.shape[4:])
+
+        origin = rays[0, :3]
+        coarse_dirs = rays.reshape(h, 2, w, 2, 6)[:, 0, :, 0, 3:].reshape(-1, 3)
+        hit_c = coarse.owner != NOTHING
+        # the plane n·x = n·p0 of each block's face, as n·(p0 - origin), then per pixel t = that / n·d
+        normal_c = np.where(hit_c[:, None], coarse.normal, 0.0).astype(np.float32)
+        offset = np.where(hit_c, coarse.distance, 0.0) * np.einsum("ij,ij->i", normal_c, coarse_dirs)
+        normal = up(normal_c)
+        denom = np.einsum("ij,ij->i", normal, self._dirs)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            distance = np.where(up(hit_c), up(offset) / denom, np.inf).astype(np.float32)
+        owner = up(coarse.owner).copy()
+        normal = normal.copy()
+        exact = np.flatnonzero(~up(same.ravel()))
+        if len(exact):
+            fine = caster.cast_rays(np.ascontiguousarray(rays[exact]))
+            distance[exact], owner[exact], normal[exact] = fine.distance, fine.owner, fine.normal
+        return Hits(distance=distance, owner=owner, normal=normal)
 
     def _sky_colors(self, dirs: np.ndarray, rotation: np.ndarray, condition: str) -> np.ndarray:
         """Sky colour of every pixel (it depends only on the ray, so it is cached per pose)."""
@@ -115,29 +163,33 @@ class CameraModel:
         rays[:, :3] = origins[0]
         dirs = rays[:, 3:]
         mesh = build_mesh(solids(world, t, anchor_x, radius=150.0))
-        hits = Raycaster(mesh).cast_rays(rays)
-        points = origins[0].astype(np.float32) + dirs * np.where(hits.hit, hits.distance, 0.0)[:, None]
+        caster = Raycaster(mesh)
+        smooth = self.adaptive and k.height % 2 == 0 and k.width % 2 == 0
+        hits = self._cast_adaptive(caster, rays) if smooth else caster.cast_rays(rays)
         rng = np.random.default_rng([s.seed, 2, salt, stamp_ns])
 
         color = self._sky_colors(dirs, rotations[0], s.condition).copy()
-        label = np.full(len(dirs), SKY, np.int64)
-        sky = ~hits.hit
-        ground = hits.owner == GROUND
-        color[ground] = _ground(points[ground, 0] + anchor_x, points[ground, 1], s.lanes, s.lane_width)
-        label[ground] = GROUND_LABEL
-        objects = hits.owner >= 0
+        label = np.full(len(dirs), SKY, np.int32)
         emissive = np.zeros(len(dirs), np.float32)
-        if objects.any():
+        hit = np.flatnonzero(hits.hit)  # shade only what was hit; the sky is cached
+        points = origins[0].astype(np.float32) + dirs[hit] * hits.distance[hit, None]
+        owner = hits.owner[hit]
+        on_ground = owner == GROUND
+        ground = hit[on_ground]
+        color[ground] = _ground(points[on_ground, 0] + anchor_x, points[on_ground, 1], s.lanes, s.lane_width)
+        label[ground] = GROUND_LABEL
+        on_object = ~on_ground
+        if on_object.any():
+            objects = hit[on_object]
             obj_color, obj_emissive, obj_label = _objects(
-                mesh.solids, hits.owner[objects], points[objects], t, s.condition
+                mesh.solids, owner[on_object], points[on_object], t, s.condition
             )
             color[objects], emissive[objects], label[objects] = obj_color, obj_emissive, obj_label
-
-        light = _lighting(hits.normal, dirs, hits.distance, s.condition)
-        light[sky] = 1.0
-        rgb = color * light[:, None]
+        color[hit] *= _lighting(hits.normal[hit], dirs[hit], hits.distance[hit], s.condition)[:, None]
+        rgb = color
         lit = np.flatnonzero(emissive)
         rgb[lit] += emissive[lit, None] * np.array([255.0, 240.0, 200.0], np.float32)
+        sky = ~hits.hit
         visibility, brightness = _ATMOSPHERE[s.weather]
         if s.weather != "clear":
             fog_color = np.array([185.0, 185.0, 190.0] if s.condition == "day" else [28.0, 28.0, 34.0], np.float32)
@@ -173,79 +225,85 @@ def _ground(x: np.ndarray, y: np.ndarray, lanes: int, lane_width: float) -> np.n
     return np.asarray(_GROUND_PALETTE[surface])
 
 
+# What a pixel on a solid shows: one code per pixel, then one palette lookup (far cheaper than
+# painting the image one masked float assignment per feature).
+(_BODY, _GLASS, _WHEEL, _CARGO, _SHIRT, _TROUSERS, _HEAD, _FRAME, _SPOKES, _WALL, _WINDOW, _LIT_WINDOW,
+ _POLE, _EV_WHITE, _EV_STRIPE, _BAR_RED, _BAR_BLUE, _HEADLAMP, _TAILLIGHT) = range(19)  # fmt: skip
+_PALETTE = np.array(
+    [[0, 0, 0], [45, 55, 65], [15, 15, 15], [215, 215, 205], [0, 0, 0], [40, 42, 70], [225, 185, 150],
+     [20, 20, 20], [90, 90, 90], [0, 0, 0], [50, 65, 90], [50, 65, 90], [110, 112, 118], [235, 235, 235],
+     [200, 20, 20], [255, 30, 30], [30, 60, 255], [250, 250, 240], [255, 20, 20]],
+    np.float32,
+)  # fmt: skip
+_EMISSIVE = np.zeros(len(_PALETTE), np.float32)
+_EMISSIVE[[_LIT_WINDOW, _BAR_RED, _BAR_BLUE, _HEADLAMP, _TAILLIGHT]] = (0.55, 0.6, 0.6, 1.0, 0.3)
+
+
 def _objects(
     items: tuple[Solid, ...], owner: np.ndarray, points: np.ndarray, t: float, condition: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Colour, emitted light and label of pixels on solids, from where on the box each one is."""
-    centers = np.array([s.center for s in items])[owner]
-    sizes = np.array([s.size for s in items])[owner]
-    yaws = np.array([s.yaw for s in items])[owner]
-    kinds = np.array([_KIND_CODE[s.kind] for s in items], np.int8)[owner]
-    ids = np.array([s.actor_id for s in items])[owner]
-    sirens = np.array([s.siren for s in items])[owner]
-    c, s = np.cos(yaws), np.sin(yaws)
-    d = points - centers
-    # position on the box, each axis in -0.5..0.5 (x along the length, z up)
-    u = np.stack(
-        [(c * d[:, 0] + s * d[:, 1]) / sizes[:, 0], (-s * d[:, 0] + c * d[:, 1]) / sizes[:, 1], d[:, 2] / sizes[:, 2]],
-        1,
-    )
-    color = np.zeros((len(owner), 3), np.float32)
-    emissive = np.zeros(len(owner), np.float32)
-    key = np.where(ids >= 0, ids, np.abs(np.round(centers[:, 0] * 7 + centers[:, 1] * 3)).astype(np.int64))
+    # per-solid values first (a few hundred), then one gather per pixel
+    per = np.array([(*s.center, *s.size, math.cos(s.yaw), math.sin(s.yaw)) for s in items], np.float32)[owner]
+    kind_of = np.array([_KIND_CODE[s.kind] for s in items], np.int8)
+    ids_of = np.array([s.actor_id for s in items], np.int64)
+    key_of = np.where(ids_of >= 0, ids_of, np.arange(len(items)) * 7 + 3)
+    kinds, key = kind_of[owner], key_of[owner]
+    siren = np.array([s.siren for s in items], bool)[owner]
+    dx, dy = points[:, 0] - per[:, 0], points[:, 1] - per[:, 1]
+    c, s = per[:, 6], per[:, 7]
+    ux = (c * dx + s * dy) / per[:, 3]  # position on the box, -0.5..0.5 along its length
+    uy = (c * dy - s * dx) / per[:, 4]
+    uz = (points[:, 2] - per[:, 2]) / per[:, 5]
     night = condition == "night"
+    code = np.full(len(owner), _POLE, np.int8)
 
     car = (kinds == _KIND_CODE["car"]) | (kinds == _KIND_CODE["parked_car"])
-    color[car] = _CAR_PAINT[key[car] % len(_CAR_PAINT)]
-    color[car & (u[:, 2] > 0.07)] = (45.0, 55.0, 65.0)  # glass
-    color[car & (u[:, 2] < -0.32) & (np.abs(np.abs(u[:, 0]) - 0.3) < 0.09)] = (15.0, 15.0, 15.0)  # wheels
-
     truck = kinds == _KIND_CODE["truck"]
-    color[truck] = (215.0, 215.0, 205.0)
-    cab = truck & (u[:, 0] > 0.26)
-    color[cab] = _CAR_PAINT[key[cab] % len(_CAR_PAINT)]
-    color[cab & (u[:, 2] > 0.05)] = (45.0, 55.0, 65.0)
-    color[truck & (u[:, 2] < -0.4) & (np.abs(u[:, 0]) > 0.3)] = (15.0, 15.0, 15.0)
+    vehicle = car | truck
+    wheel_zone = np.abs(np.abs(ux) - 0.3)
+    code[vehicle] = _BODY
+    code[truck & (ux <= 0.26)] = _CARGO
+    code[vehicle & (uz > np.where(truck, 0.05, 0.07)) & ~(truck & (ux <= 0.26))] = _GLASS
+    code[car & (uz < -0.32) & (wheel_zone < 0.09)] = _WHEEL
+    code[truck & (uz < -0.4) & (np.abs(ux) > 0.3)] = _WHEEL
 
-    ped = kinds == _KIND_CODE["pedestrian"]
     rider = kinds == _KIND_CODE["cyclist"]
-    person = ped | rider
-    color[person] = _SHIRTS[key[person] % len(_SHIRTS)]
-    color[person & (u[:, 2] < -0.05)] = (40.0, 42.0, 70.0)  # trousers
-    color[person & (u[:, 2] > 0.37)] = (225.0, 185.0, 150.0)  # head
-    bike = rider & (u[:, 2] < -0.1)
-    color[bike] = (20.0, 20.0, 20.0)
-    color[bike & (np.abs(np.abs(u[:, 0]) - 0.3) < 0.12)] = (90.0, 90.0, 90.0)  # wheels
+    person = (kinds == _KIND_CODE["pedestrian"]) | rider
+    code[person] = np.where(uz[person] > 0.37, _HEAD, np.where(uz[person] < -0.05, _TROUSERS, _SHIRT))
+    bike = rider & (uz < -0.1)
+    code[bike] = np.where(wheel_zone[bike] < 0.12, _SPOKES, _FRAME)
 
     building = kinds == _KIND_CODE["building"]
-    tint = (key[building] % 5)[:, None] * np.array([12.0, 9.0, 7.0])
-    color[building] = np.array([120.0, 105.0, 95.0]) + tint
-    along = points[building, 0] + points[building, 1]
-    window = (np.mod(along, 3.0) > 1.0) & (np.mod(points[building, 2], 3.2) > 1.2) & (points[building, 2] > 1.0)
-    idx = np.flatnonzero(building)[window]
-    color[idx] = (50.0, 65.0, 90.0)
+    code[building] = _WALL
+    along = points[:, 0] + points[:, 1]
+    window = building & (np.mod(along, 3.0) > 1.0) & (np.mod(points[:, 2], 3.2) > 1.2) & (points[:, 2] > 1.0)
+    code[window] = _WINDOW
     if night:
-        lit = (np.floor(along[window] / 3.0).astype(np.int64) * 7 + key[idx]) % 3 == 0
-        emissive[idx[lit]] = 0.55
+        lit = window & ((np.floor(along / 3.0).astype(np.int64) * 7 + key) % 3 == 0)
+        code[lit] = _LIT_WINDOW
 
-    color[kinds == _KIND_CODE["pole"]] = (110.0, 112.0, 118.0)
+    ev = siren & vehicle
+    code[ev & (uz <= 0.07)] = _EV_WHITE
+    code[ev & (np.abs(uz + 0.15) < 0.06)] = _EV_STRIPE
+    bar = ev & (uz > 0.46)
+    red_side = (uy > 0) == ((t * 2.0) % 1.0 < 0.5)
+    code[bar] = np.where(red_side[bar], _BAR_RED, _BAR_BLUE)
+    if night:  # head- and tail-lights
+        lamp = vehicle & (uz < -0.15) & (uz > -0.35) & (np.abs(uy) > 0.3)
+        code[lamp & (ux > 0.49)] = _HEADLAMP
+        code[lamp & (ux < -0.49)] = _TAILLIGHT
 
-    siren = sirens & (truck | car)
-    color[siren & (u[:, 2] <= 0.07)] = (235.0, 235.0, 235.0)
-    color[siren & (np.abs(u[:, 2] + 0.15) < 0.06)] = (200.0, 20.0, 20.0)
-    bar = siren & (u[:, 2] > 0.46)
-    red_phase = (t * 2.0) % 1.0 < 0.5
-    color[bar & ((u[:, 1] > 0) == red_phase)] = (255.0, 30.0, 30.0)
-    color[bar & ((u[:, 1] > 0) != red_phase)] = (30.0, 60.0, 255.0)
-    emissive[bar] = 0.6
-
-    if night:  # head- and tail-lights on vehicles
-        lamp = (car | truck) & (u[:, 2] < -0.15) & (u[:, 2] > -0.35) & (np.abs(u[:, 1]) > 0.3)
-        emissive[lamp & (u[:, 0] > 0.49)] = 1.0
-        tail = lamp & (u[:, 0] < -0.49)
-        color[tail] = (255.0, 20.0, 20.0)
-        emissive[tail] = 0.3
-    return color, emissive, np.where(ids >= 0, ids, STATIC)
+    color = _PALETTE[code]
+    body = np.flatnonzero(code == _BODY)
+    color[body] = _CAR_PAINT[key[body] % len(_CAR_PAINT)]
+    shirt = np.flatnonzero(code == _SHIRT)
+    color[shirt] = _SHIRTS[key[shirt] % len(_SHIRTS)]
+    wall = np.flatnonzero(code == _WALL)
+    color[wall] = np.array([120.0, 105.0, 95.0], np.float32) + (key[wall] % 5)[:, None] * np.array(
+        [12.0, 9.0, 7.0], np.float32
+    )
+    return color, _EMISSIVE[code], np.where(ids_of >= 0, ids_of, STATIC)[owner]
 
 
 def _lighting(normal: np.ndarray, dirs: np.ndarray, distance: np.ndarray, condition: str) -> np.ndarray:

@@ -182,6 +182,8 @@ class Hits:
     distance: np.ndarray
     owner: np.ndarray
     normal: np.ndarray
+    face: np.ndarray | None = None
+    """Which planar face was hit (its two triangles share one id); -1 for nothing."""
 
     @property
     def hit(self) -> np.ndarray:
@@ -216,7 +218,8 @@ class Raycaster:
         facing = np.einsum("ij,ij->i", normal, rays[:, 3:]) > 0
         normal[facing] *= -1
         distance[~hit] = np.inf
-        return Hits(distance=distance, owner=owner, normal=normal)
+        face = np.where(hit, out["primitive_ids"].numpy().astype(np.int64) // 2, -1)  # quads are triangle pairs
+        return Hits(distance=distance, owner=owner, normal=normal, face=face)
 
 
 def rotate(vectors: np.ndarray, rotation: np.ndarray) -> np.ndarray:

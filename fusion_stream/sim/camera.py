@@ -128,7 +128,6 @@ class CameraModel:
             a = a.reshape(h, 1, w, 1, *a.shape[1:])
             return np.broadcast_to(a, (h, 2, w, 2, *a.shape[4:])).reshape(h * w * 4, *a.shape[4:])
 
-        origin = rays[0, :3]
         coarse_dirs = rays.reshape(h, 2, w, 2, 6)[:, 0, :, 0, 3:].reshape(-1, 3)
         hit_c = coarse.owner != NOTHING
         # the plane n·x = n·p0 of each block's face, as n·(p0 - origin), then per pixel t = that / n·d

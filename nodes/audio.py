@@ -36,6 +36,8 @@ def setup(node: Node, p: Params) -> None:
     sensor = open_sensor(p, p.sensor, "microphones")
     assert sensor.microphones is not None  # calib.load guarantees it
     samples = round(p.sample_rate * p.chunk_ms / 1000)
+    if samples <= 0:
+        raise ParamError("chunk_ms", f"{p.chunk_ms} ms is less than one sample at {p.sample_rate} Hz")
     if samples * 1_000_000_000 % p.sample_rate:
         raise ParamError("chunk_ms", f"{p.chunk_ms} ms is not a whole number of nanoseconds at {p.sample_rate} Hz")
     try:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fusion_stream.errors import ParamError
 from fusion_stream.launch import NodeTopics
+from fusion_stream.msgs import Detections
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import ground_truth
-from fusion_stream.sim.sensors import FrameGrid, SimParams, open_world
+from fusion_stream.sim.sensors import SimParams, open_world, publish_on_grid
 
 
 @dataclass(frozen=True)
@@ -29,19 +29,11 @@ def topics(p: Params) -> NodeTopics:
 
 def setup(node: Node, p: Params) -> None:
     world = open_world(p)
-    if p.rate_hz <= 0:
-        raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
-    pub = node.publisher(p.topic)
-    grid = FrameGrid(round(1e9 / p.rate_hz), p.epoch_ns)
 
-    def tick() -> None:
-        k = grid.due(node.clock.now_ns())
-        if k is None:
-            return
-        stamp = grid.capture_ns(k)
-        pub.publish(ground_truth(world, (stamp - p.epoch_ns) / 1e9, stamp, p.radius_m, p.frame_id))
+    def capture(at: int) -> Detections:
+        return ground_truth(world, (at - p.epoch_ns) / 1e9, at, p.radius_m, p.frame_id)
 
-    node.timer(grid.period_ns / 1e9, tick, phase_ns=p.epoch_ns)
+    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from fusion_stream.msgs import PointCloud
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import lidar
-from fusion_stream.sim.sensors import FrameGrid, SimParams, open_sensor, open_world
+from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
 
 
 @dataclass(frozen=True)
@@ -35,21 +35,14 @@ def setup(node: Node, p: Params) -> None:
         spec = lidar.LidarSpec.preset(p.beams, p.rate_hz)
     except ValueError as err:
         raise ParamError("beams" if "beams" in str(err) else "rate_hz", str(err)) from err
-    pub = node.publisher(p.topic)
-    grid = FrameGrid(round(1e9 / p.rate_hz), p.epoch_ns)
-    node.add_diagnostics(lambda: {"frames_skipped": grid.skipped})
 
-    def tick() -> None:
-        # a sweep is complete one period after it started
-        k = grid.due(node.clock.now_ns(), ready_after_ns=grid.period_ns)
-        if k is None:
-            return
-        start = grid.capture_ns(k)
+    def capture(start: int) -> PointCloud:
         sweep = lidar.sweep(world, (start - p.epoch_ns) / 1e9, sensor.extrinsics, spec, stamp_ns=start)
         stamp = start - sensor.time_offset_ns
-        pub.publish(PointCloud(stamp_ns=stamp, frame_id=sensor.name, data=sweep.data, fields=lidar.FIELDS))
+        return PointCloud(stamp_ns=stamp, frame_id=sensor.name, data=sweep.data, fields=lidar.FIELDS)
 
-    node.timer(grid.period_ns / 1e9, tick, phase_ns=p.epoch_ns)
+    # a sweep is complete one period after it started
+    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture, ready_after_ns=round(1e9 / p.rate_hz))
 
 
 if __name__ == "__main__":

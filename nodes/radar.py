@@ -13,7 +13,7 @@ from fusion_stream.msgs import RadarScan
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import radar
-from fusion_stream.sim.sensors import FrameGrid, SimParams, open_sensor, open_world
+from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
 
 
 @dataclass(frozen=True)
@@ -35,20 +35,13 @@ def setup(node: Node, p: Params) -> None:
         spec = radar.RadarSpec(rate_hz=p.rate_hz, false_alarms=p.false_alarms)
     except ValueError as err:
         raise ParamError("rate_hz", str(err)) from err
-    pub = node.publisher(p.topic)
-    grid = FrameGrid(round(1e9 / p.rate_hz), p.epoch_ns)
-    node.add_diagnostics(lambda: {"frames_skipped": grid.skipped})
 
-    def tick() -> None:
-        k = grid.due(node.clock.now_ns())
-        if k is None:
-            return
-        capture = grid.capture_ns(k)
-        result = radar.scan(world, (capture - p.epoch_ns) / 1e9, sensor.extrinsics, spec, stamp_ns=capture)
-        stamp = capture - sensor.time_offset_ns
-        pub.publish(RadarScan(stamp_ns=stamp, frame_id=sensor.name, data=result.data, fields=radar.FIELDS))
+    def capture(at: int) -> RadarScan:
+        result = radar.scan(world, (at - p.epoch_ns) / 1e9, sensor.extrinsics, spec, stamp_ns=at)
+        stamp = at - sensor.time_offset_ns
+        return RadarScan(stamp_ns=stamp, frame_id=sensor.name, data=result.data, fields=radar.FIELDS)
 
-    node.timer(grid.period_ns / 1e9, tick, phase_ns=p.epoch_ns)
+    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture)
 
 
 if __name__ == "__main__":

@@ -94,3 +94,37 @@ def test_a_projected_box_outlines_the_right_pixels() -> None:
         drawn[:, 0].min() >= np.floor(corners[:, 1].min()) - 1 and drawn[:, 0].max() <= np.ceil(corners[:, 1].max()) + 1
     )
     assert tuple(out[drawn[0][0], drawn[0][1]]) == render.CLASS_COLORS["car"]
+
+
+def test_snapshot_refuses_an_impossible_scenario_and_writes_nothing(tmp_path: Path, capsys: object) -> None:
+    out = tmp_path / "snap"
+    assert main(["sim", "snapshot", "--actors", "0", "-o", str(out)]) == 2
+    assert "actors must be in 1..200, got 0" in capsys.readouterr().err  # type: ignore[attr-defined]
+    assert not out.exists()
+
+
+def test_calib_check_needs_a_camera_and_a_lidar(tmp_path: Path, capsys: object) -> None:
+    text = (ROOT / "calib" / "sim_rig.yaml").read_text()
+    rig = tmp_path / "no_lidar.yaml"
+    rig.write_text(text.replace("  lidar_top:\n    type: lidar\n", "  lidar_top:\n    type: radar\n"))
+    assert main(["calib", "check", str(rig), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert str(rig) in err and "needs at least one camera and one lidar" in err
+
+
+def test_pcd_headers_that_are_not_supported_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "b.pcd"
+    cases = {
+        b"VERSION 0.7\nFIELDS x\nSIZE 4\nTYPE F\nCOUNT 1\nPOINTS 1\n": "no DATA line",
+        b"FIELDS x\nSIZE 8\nTYPE F\nCOUNT 1\nPOINTS 1\nDATA binary\n": "only float32 fields",
+        b"FIELDS x\nSIZE 4\nTYPE F\nCOUNT 1\nPOINTS 1\nDATA binary_compressed\n": "binary_compressed is not supported",
+        b"SIZE 4\nTYPE F\nPOINTS 1\nDATA ascii\n1\n": "missing or has a bad",
+    }
+    for raw, message in cases.items():
+        path.write_bytes(raw)
+        try:
+            formats.read_pcd(path)
+        except formats.FormatError as err:
+            assert message in str(err) and str(path) in str(err), str(err)
+        else:
+            raise AssertionError(f"accepted {raw!r}")

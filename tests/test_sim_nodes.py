@@ -112,3 +112,6 @@ def test_a_sensor_node_with_a_bad_rig_exits_2_naming_the_key(procs: Procs, tmp_p
     wrong = procs.python("-m", "nodes.lidar", "-p", "sensor:=camera_front")
     _, err = wrong.communicate(timeout=60)
     assert wrong.returncode == 2 and "'camera_front'" in err and "not a lidar" in err
+    tiny = procs.python("-m", "nodes.audio", "-p", "chunk_ms:=0.001")
+    _, err = tiny.communicate(timeout=60)
+    assert tiny.returncode == 2 and "chunk_ms" in err and "less than one sample" in err

@@ -27,19 +27,17 @@ class Material:
     """LiDAR reflectance, 0..1."""
     rcs_dbsm: float
     """Radar cross-section of a whole object (dBsm); for buildings, of one facet."""
-    color: tuple[int, int, int]
-    """Base colour in the camera (actors vary around it)."""
 
 
 MATERIALS: dict[str, Material] = {
-    "car": Material(0.55, 10.0, (40, 70, 160)),
-    "truck": Material(0.45, 20.0, (200, 200, 190)),
-    "pedestrian": Material(0.25, -5.0, (200, 90, 60)),
-    "cyclist": Material(0.35, 0.0, (60, 170, 70)),
-    "building": Material(0.2, 15.0, (150, 130, 115)),
-    "pole": Material(0.7, 5.0, (120, 120, 125)),
-    "parked_car": Material(0.55, 10.0, (110, 30, 30)),
-    "ground": Material(0.08, -20.0, (70, 70, 75)),
+    "car": Material(0.55, 10.0),
+    "truck": Material(0.45, 20.0),
+    "pedestrian": Material(0.25, -5.0),
+    "cyclist": Material(0.35, 0.0),
+    "building": Material(0.2, 15.0),
+    "pole": Material(0.7, 5.0),
+    "parked_car": Material(0.55, 10.0),
+    "ground": Material(0.08, -20.0),
 }
 
 GROUND = -1
@@ -68,12 +66,6 @@ class Solid:
     """World-frame velocity (m/s); static objects are at rest."""
     actor_id: int = -1
     siren: bool = False
-
-    def to_box(self, points: np.ndarray) -> np.ndarray:
-        """Local-frame points → this box's frame (x along its length), in metres."""
-        c, s = math.cos(self.yaw), math.sin(self.yaw)
-        d = points - np.asarray(self.center)
-        return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2]], axis=1)
 
 
 def solids(world: World, t: float, anchor_x: float, radius: float = 120.0) -> list[Solid]:
@@ -227,12 +219,6 @@ def rotate(vectors: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     cost twice the CPU (measured on the camera: 145 vs 70 ms per frame) in processes that share
     a few cores."""
     return np.asarray(np.einsum("ij,kj->ik", vectors, rotation))
-
-
-def rig_pose(world: World, t: float, anchor_x: float) -> Transform:
-    """Rig (base_link) → local frame at time ``t``."""
-    x, y, yaw = world.ego_pose(t)
-    return Transform.from_rpy((x - anchor_x, y, 0.0), (0.0, 0.0, yaw))
 
 
 def sensor_poses(world: World, times: np.ndarray, anchor_x: float, mount: Transform) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,12 @@ agree without talking to each other).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from fusion_stream import calib
+from fusion_stream import calib, msgs
 from fusion_stream.errors import CalibrationError, ParamError
+from fusion_stream.node import Node
 from fusion_stream.sim.world import Scenario, World
 
 DEFAULT_RIG = "calib/sim_rig.yaml"
@@ -82,3 +84,29 @@ class FrameGrid:
             self.skipped += k - self.last - 1
         self.last = k
         return k
+
+
+def publish_on_grid(
+    node: Node,
+    topic: str,
+    rate_hz: float,
+    epoch_ns: int,
+    capture: Callable[[int], msgs.Message],
+    *,
+    ready_after_ns: int = 0,
+) -> FrameGrid:
+    """Publish ``capture(capture_ns)`` for each frame of the grid once it is due (its data is
+    complete ``ready_after_ns`` after capture); frames skipped go into ``/diagnostics``."""
+    if rate_hz <= 0:
+        raise ParamError("rate_hz", f"must be > 0, got {rate_hz}")
+    pub = node.publisher(topic)
+    grid = FrameGrid(round(1e9 / rate_hz), epoch_ns)
+    node.add_diagnostics(lambda: {"frames_skipped": grid.skipped})
+
+    def tick() -> None:
+        k = grid.due(node.clock.now_ns(), ready_after_ns=ready_after_ns)
+        if k is not None:
+            pub.publish(capture(grid.capture_ns(k)))
+
+    node.timer(grid.period_ns / 1e9, tick, phase_ns=epoch_ns)
+    return grid

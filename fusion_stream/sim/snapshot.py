@@ -15,6 +15,7 @@ import numpy as np
 
 from fusion_stream import calib, render
 from fusion_stream.formats import write_pcd, write_wav
+from fusion_stream.msgs import Box3D
 from fusion_stream.sim import audio, lidar, radar
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.scene import ego_velocity
@@ -95,10 +96,7 @@ def write_snapshot(out_dir: Path | str, scenario: Scenario, t: float, rig_path: 
     return written
 
 
-def _box(b: object) -> dict[str, object]:
-    from fusion_stream.msgs import Box3D
-
-    assert isinstance(b, Box3D)
+def _box(b: Box3D) -> dict[str, object]:
     return {
         "label": b.label,
         "center": list(b.center),

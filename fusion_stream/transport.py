@@ -57,6 +57,7 @@ def _recv_parts(sock: zmq.Socket[Any]) -> list[Any]:
 
 
 _REFRESH_S: Final = 0.2  # how often a waiting subscriber looks for new publishers
+_DISCONNECT_GRACE_S: Final = 2.0  # how long a link outlives its publisher's registry entry
 
 
 def _context() -> zmq.Context[zmq.Socket[bytes]]:
@@ -287,6 +288,7 @@ class Subscriber:
         self._registry = registry if registry is not None else Registry()
         self._discover = endpoints is None
         self._connected: set[str] = set()
+        self._leaving: dict[str, float] = {}  # endpoint -> when it left the registry
         self._last_seq: dict[int, int] = {}
         self._next_refresh = 0.0
         self._curve = curve
@@ -342,12 +344,21 @@ class Subscriber:
         current = set(wanted)
         for ep in current - self._connected:
             self._connect(ep, wanted[ep])
+        now = time.monotonic()
+        for ep in current:
+            self._leaving.pop(ep, None)
+        # A publisher unregisters as it exits, often right after its last words (a STALE
+        # report). Disconnecting at once would discard what is still queued from it, so
+        # the link is only dropped after a grace period.
         for ep in self._connected - current:
+            if now - self._leaving.setdefault(ep, now) < _DISCONNECT_GRACE_S:
+                continue
             try:
                 self._socket.disconnect(ep)
             except zmq.ZMQError:
                 log.debug("disconnect from %s: already gone", ep)
             self._connected.discard(ep)
+            del self._leaving[ep]
 
     def refresh_if_due(self) -> None:
         """Look for new publishers if it is time to (the pump does this itself in latest mode)."""

@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launch", default=None, metavar="FILE", help="another launch file (default: launch/sim.yaml)")
     p.add_argument("args", nargs="*", metavar="NAME:=VALUE", help="launch arguments, e.g. weather:=fog seed:=7")
     p.set_defaults(func=_cmd_demo)
+
+    from fusion_stream import cli_model
+
+    cli_model.add_parsers(sub)
     return ap
 
 
@@ -277,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
+        if hasattr(args, "model_cmd"):
+            return int(args.model_cmd(args, console))
         return int(args.func(args))
     except FusionStreamError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,7 +3,8 @@
 The simulated camera, LiDAR, radar and microphone array, ground truth and the synchronizer, each
 in its own process under the supervisor. The console shows, per topic, the rate, bandwidth, loss
 and the latency from capture stamp to arrival here, and for ``/sync/frames`` how many sets were
-partial. (The fusion node joins the graph when it lands.)
+partial; for ``/detections``, detections per frame, and its stamp→here latency is the end-to-end
+latency from the sensor capture stamp to the detections arriving here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fusion_stream.supervisor import Supervisor, default_launch_dir
 from fusion_stream.transport import Subscriber
 
 SYNC_TOPIC = "/sync/frames"
+DETECTIONS_TOPIC = "/detections"
 
 
 @dataclass
@@ -33,12 +35,15 @@ class TopicStats:
     count: int = 0
     lost: int = 0
     partial: int = 0
+    boxes: int = 0
 
     def row(self) -> tuple[str, str, str, str, str, str]:
         rate = self.meter.rate()
         lat = np.asarray(self.latency_ns[-2000:], dtype=np.float64) / 1e6
         p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if lat.size else (float("nan"),) * 2
         extra = f"{self.lost}" + (f" ({self.partial} partial)" if self.topic == SYNC_TOPIC else "")
+        if self.topic == DETECTIONS_TOPIC and self.count:
+            extra += f" ({self.boxes / self.count:.1f} boxes/frame)"
         return (
             self.topic,
             str(self.count),
@@ -102,6 +107,8 @@ def run_demo(
                     s.latency_ns.append(time.time_ns() - env.message.stamp_ns)
                     if isinstance(env.message, msgs.SyncedFrame) and env.message.missing:
                         s.partial += 1
+                    elif isinstance(env.message, msgs.Detections):
+                        s.boxes += len(env.message.boxes)
                 sup.step()
                 if on_update and time.monotonic() >= next_update:
                     on_update(stats)

@@ -101,3 +101,11 @@ class FormatError(FusionStreamError):
 
 class UsageError(FusionStreamError, ValueError):
     """A command-line value is out of range or inconsistent."""
+
+
+class InferenceError(FusionStreamError):
+    """A model could not be exported, built, loaded or run."""
+
+
+class BackendUnavailableError(InferenceError):
+    """The requested inference backend is not installed or has no usable device here."""

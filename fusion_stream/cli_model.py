@@ -1,0 +1,181 @@
+"""`fusion-stream train | export-onnx | build-engine | eval-sim`: the fusion network's commands.
+
+Kept apart from cli.py so the other commands never import torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fusion_stream.errors import UsageError
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+    )
+
+
+def _render(progress: Progress, ds: Any, name: str, workers: int) -> None:
+    todo = len(ds.missing())
+    if todo:
+        task = progress.add_task(f"rendering {name} samples", total=todo, info=str(ds.dir))
+        for n in ds.ensure(workers):
+            progress.advance(task, n)
+
+
+def _modalities(text: str) -> tuple[str, ...]:
+    from fusion_stream.model.config import MODALITIES
+
+    chosen = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in chosen if m not in MODALITIES]
+    if bad or not chosen:
+        raise UsageError(f"--modalities: unknown {bad or 'empty'}; choose from {','.join(MODALITIES)}")
+    return chosen
+
+
+def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from fusion_stream.model import splits
+    from fusion_stream.model.config import ModelConfig
+    from fusion_stream.model.train import TrainConfig, train
+
+    if args.kitti:
+        raise UsageError(
+            "--kitti: training from a KITTI folder needs the KITTI sources of the real-sensors work, "
+            "which have not landed yet; train on the simulator for now"
+        )
+    cfg = ModelConfig(width=args.width, modalities=_modalities(args.modalities))
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    train_ds = splits.dataset("train", args.calib, per_seed=args.per_seed, seeds=args.seeds)
+    val_ds = splits.dataset("val", args.calib, seeds=args.val_seeds) if args.val_seeds else None
+    with _progress(console) as progress:
+        _render(progress, train_ds, "training", args.workers)
+        if val_ds is not None:
+            _render(progress, val_ds, "validation", args.workers)
+        task = progress.add_task("training", total=None, info="")
+
+        def on_step(step: int, total: int, losses: dict[str, float]) -> None:
+            progress.update(task, completed=step, total=total, info=f"loss {losses['total']:.3f}")
+            if not console.is_terminal and step % 50 == 0:  # a log file gets a line now and then
+                console.print(f"step {step}/{total}: loss {losses['total']:.3f}")
+
+        def on_epoch(epoch: int, record: dict[str, float]) -> None:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k != "epoch")
+            progress.console.print(f"epoch {epoch}: {shown}")
+
+        history = train(
+            cfg,
+            tc,
+            train_ds,
+            val_ds,
+            Path(args.out),
+            on_step=on_step,
+            on_epoch=on_epoch,
+            initial=Path(args.init) if args.init else None,
+        )
+    console.print(f"wrote {args.out} ({len(train_ds)} samples, {tc.epochs} epochs, {history.seconds / 60:.1f} min)")
+    return 0
+
+
+def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
+    from fusion_stream.eval.report import evaluate_split
+
+    with _progress(console) as progress:
+        from fusion_stream.model import splits
+
+        ds = splits.dataset(args.split, args.calib, seeds=args.seeds)
+        _render(progress, ds, args.split, args.workers)
+        task = progress.add_task(f"evaluating on {args.split}", total=len(ds), info="")
+        result = evaluate_split(
+            args.weights,
+            ds,
+            backend=args.backend,
+            drop=tuple(args.drop or ()),
+            on_frame=lambda: progress.advance(task),
+        )
+    table = Table("class", "AP", "ATE m", "ASE", "AOE rad", "AVE m/s", "AAE", box=None)
+    for cls, row in result["per_class"].items():
+        table.add_row(
+            cls, *(f"{row[k]:.3f}" if row[k] == row[k] else "-" for k in ("ap", "ate", "ase", "aoe", "ave", "aae"))
+        )
+    console.print(table)
+    console.print(
+        f"mAP {result['mAP']:.3f}  NDS {result['NDS']:.3f}  siren accuracy {result['siren_accuracy']:.3f} "
+        f"({result['siren_matches']} audible emergency vehicles)  frames {result['frames']}"
+    )
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1))
+        console.print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace, console: Console) -> int:
+    from fusion_stream.infer.export import export_onnx
+
+    path = export_onnx(args.weights, args.output, opset=args.opset)
+    console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_build_engine(args: argparse.Namespace, console: Console) -> int:
+    from fusion_stream.infer.tensorrt_backend import build_engine
+
+    path, built = build_engine(args.onnx, cache_dir=args.cache_dir, precision=args.precision)
+    console.print(f"{'built' if built else 'cached engine is current'}: {path}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    from fusion_stream.model.train import DEFAULT_WEIGHTS
+
+    p = sub.add_parser("train", help="train the fusion network on simulated data (cached) and save weights")
+    p.add_argument("-o", "--out", default=str(DEFAULT_WEIGHTS), help="weights file to write")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=32, help="backbone channels")
+    p.add_argument("--modalities", default="lidar,camera,radar,audio", help="e.g. lidar for a LiDAR-only model")
+    p.add_argument("--seeds", type=int, default=None, help="use only the first N training scenarios")
+    p.add_argument("--per-seed", type=int, default=8, help="samples per scenario")
+    p.add_argument("--val-seeds", type=int, default=5, help="held-out scenarios for validation loss (0: none)")
+    p.add_argument("--workers", type=int, default=2, help="processes rendering samples")
+    p.add_argument("--calib", default="calib/sim_rig.yaml")
+    p.add_argument("--init", default=None, metavar="WEIGHTS", help="start from these weights")
+    p.add_argument("--kitti", default=None, metavar="DIR", help="train from a KITTI object folder (not yet)")
+    p.set_defaults(model_cmd=cmd_train)
+
+    p = sub.add_parser("eval-sim", help="score a model on held-out simulated scenarios (nuScenes-style mAP/NDS)")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--split", default="val", help="val, fog, rain, clear or night (held-out scenarios)")
+    p.add_argument("--seeds", type=int, default=None, help="only the first N held-out scenarios")
+    p.add_argument("--backend", default="torch", help="auto, tensorrt, onnxruntime or torch")
+    p.add_argument("--drop", nargs="*", metavar="MODALITY", help="run without these modalities, e.g. radar")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--calib", default="calib/sim_rig.yaml")
+    p.add_argument("-o", "--output", default=None, help="write the metrics as JSON")
+    p.set_defaults(model_cmd=cmd_eval_sim)
+
+    p = sub.add_parser("export-onnx", help="export the fusion network to ONNX (static shapes, decode included)")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("-o", "--output", default="fusion.onnx")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(model_cmd=cmd_export_onnx)
+
+    p = sub.add_parser("build-engine", help="build (or reuse) a TensorRT engine from an ONNX file")
+    p.add_argument("onnx")
+    p.add_argument("--cache-dir", default=None, help="engine cache (default ~/.cache/fusion_stream/engines)")
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
+    p.set_defaults(model_cmd=cmd_build_engine)

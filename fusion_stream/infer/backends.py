@@ -1,0 +1,165 @@
+"""Inference backends behind one interface: ``run(inputs) -> outputs`` on batched numpy arrays.
+
+``load(model, backend="auto")`` tries TensorRT, then ONNX Runtime (TensorRT, CUDA, CPU execution
+providers), then torch, and says why each one it skipped was unusable."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fusion_stream.errors import BackendUnavailableError, InferenceError
+from fusion_stream.model.config import ModelConfig
+from fusion_stream.model.preprocess import INPUT_NAMES
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+Arrays = Mapping[str, np.ndarray]
+
+
+class Backend(Protocol):
+    name: str
+    device: str
+    config: ModelConfig
+
+    def run(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        """Batched inputs by name (see ``preprocess.INPUT_NAMES``) → outputs by name
+        (``boxes, scores, labels, siren, audio_siren``)."""
+        ...
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("FUSION_STREAM_CACHE") or Path.home() / ".cache" / "fusion_stream"
+    return Path(root)
+
+
+def onnx_for(weights: Path) -> Path:
+    """The ONNX export of a weights file, made once and cached by the weights' hash."""
+    from fusion_stream.infer.export import export_onnx
+
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    path = _cache_root() / "onnx" / f"{weights.stem}-{digest}.onnx"
+    if not path.exists():
+        log.info("exporting %s to %s", weights, path)
+        export_onnx(weights, path)
+    return path
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, weights: Path, device: str = "cpu") -> None:
+        import torch
+
+        from fusion_stream.model.train import load_weights
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailableError(f"torch: device {device!r} asked for, but torch sees no CUDA GPU")
+        net, _ = load_weights(weights)
+        self.config = net.cfg
+        self.device = device
+        self._torch = torch
+        self._net = net.to(device)
+
+    def run(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        from fusion_stream.infer.export import OUTPUT_NAMES
+
+        torch = self._torch
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device) for n in INPUT_NAMES]
+            out = self._net.detect(*args)
+        return {n: t.cpu().numpy() for n, t in zip(OUTPUT_NAMES, out, strict=True)}
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, config: ModelConfig, device: str = "cpu", threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort  # type: ignore[import-untyped]
+        except ImportError as err:
+            raise BackendUnavailableError("onnxruntime: the onnxruntime package is not installed") from err
+        available = ort.get_available_providers()
+        wanted = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+            if not wanted:
+                raise BackendUnavailableError(
+                    f"onnxruntime: device {device!r} asked for, but only {available} are available "
+                    "(install onnxruntime-gpu)"
+                )
+            wanted.append("CPUExecutionProvider")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(str(onnx_path), opts, providers=wanted)
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            raise InferenceError(f"onnxruntime could not load {onnx_path}: {err}") from err
+        self.providers = self._session.get_providers()
+        self.config = config
+        self.device = device
+
+    def run(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        outs = self._session.run(None, {n: np.ascontiguousarray(inputs[n]) for n in INPUT_NAMES})
+        names = [o.name for o in self._session.get_outputs()]
+        return dict(zip(names, outs, strict=True))
+
+
+def _config_of(weights: Path) -> ModelConfig:
+    from fusion_stream.model.train import load_weights
+
+    return load_weights(weights)[0].cfg
+
+
+def load(model: Path | str, backend: str = "auto", device: str = "auto") -> Backend:
+    """A ready backend for a weights file (``.pt``).
+
+    ``device``: ``cpu``, ``cuda`` / ``cuda:N``, or ``auto`` (the GPU where there is one).
+    ``backend="auto"`` takes the first of TensorRT, ONNX Runtime and torch that works here."""
+    weights = Path(model)
+    if not weights.exists():
+        raise InferenceError(f"{weights}: no such weights file (train one with `fusion-stream train`)")
+    if backend not in ("auto", *BACKENDS):
+        raise InferenceError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+    if device == "auto":
+        device = "cuda" if _cuda_available() else "cpu"
+    order = BACKENDS if backend == "auto" else (backend,)
+    reasons = []
+    for name in order:
+        try:
+            return _open(name, weights, device)
+        except BackendUnavailableError as err:
+            if backend != "auto":
+                raise
+            reasons.append(str(err))
+            log.info("backend %s skipped: %s", name, err)
+    raise BackendUnavailableError("no inference backend works here: " + "; ".join(reasons))
+
+
+def _open(name: str, weights: Path, device: str) -> Backend:
+    if name == "torch":
+        return TorchBackend(weights, device)
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(onnx_for(weights), _config_of(weights), device)
+    from fusion_stream.infer.tensorrt_backend import TensorRTBackend
+
+    if not device.startswith("cuda"):
+        raise BackendUnavailableError("tensorrt: needs an NVIDIA GPU (device is cpu)")
+    return TensorRTBackend(onnx_for(weights), _config_of(weights), device)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())

@@ -1,0 +1,179 @@
+"""Weights → ONNX: the network with its top-K decode, static shapes, standard ops only."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from fusion_stream.errors import InferenceError
+from fusion_stream.model.config import ModelConfig
+from fusion_stream.model.net import FusionNet
+from fusion_stream.model.preprocess import INPUT_NAMES, batch, empty_inputs
+from fusion_stream.model.train import load_weights
+
+OUTPUT_NAMES: tuple[str, ...] = ("boxes", "scores", "labels", "siren", "audio_siren")
+
+# Operators TensorRT's ONNX parser (onnx-tensorrt, TensorRT 10) supports natively, restricted to
+# those a network like ours could emit. An op outside this set would need a plugin.
+TENSORRT_OPS = frozenset(
+    [
+        "Abs",
+        "Add",
+        "And",
+        "ArgMax",
+        "ArgMin",
+        "Atan",
+        "Cast",
+        "Ceil",
+        "Clip",
+        "Concat",
+        "Constant",
+        "ConstantOfShape",
+        "Conv",
+        "ConvTranspose",
+        "Cos",
+        "Div",
+        "Equal",
+        "Erf",
+        "Exp",
+        "Expand",
+        "Flatten",
+        "Floor",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "Gemm",
+        "Greater",
+        "GreaterOrEqual",
+        "GridSample",
+        "Identity",
+        "If",
+        "Less",
+        "LessOrEqual",
+        "Log",
+        "MatMul",
+        "Max",
+        "MaxPool",
+        "Min",
+        "Mod",
+        "Mul",
+        "Neg",
+        "Not",
+        "Or",
+        "Pad",
+        "Pow",
+        "Range",
+        "Reciprocal",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceMin",
+        "ReduceSum",
+        "Relu",
+        "Reshape",
+        "Resize",
+        "ScatterElements",
+        "ScatterND",
+        "Shape",
+        "Sigmoid",
+        "Sin",
+        "Slice",
+        "Softmax",
+        "Split",
+        "Sqrt",
+        "Squeeze",
+        "Sub",
+        "Tanh",
+        "Tile",
+        "TopK",
+        "Transpose",
+        "Unsqueeze",
+        "Where",
+        "BatchNormalization",
+        "Sum",
+        "Atan2",
+    ]
+)
+
+
+class _Deployable(nn.Module):
+    """The network as deployed: inputs in, decoded detections out."""
+
+    def __init__(self, net: FusionNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        return self.net.detect(*inputs)
+
+
+def example_inputs(cfg: ModelConfig, batch_size: int = 1) -> tuple[Tensor, ...]:
+    frames = batch([empty_inputs(cfg)] * batch_size)
+    return tuple(torch.from_numpy(frames[name]) for name in INPUT_NAMES)
+
+
+def export_onnx(weights: Path | str, output: Path | str, *, opset: int = 17) -> Path:
+    """Write the ONNX graph of the weights' network (batch 1) and check it."""
+    if opset < 17:
+        raise InferenceError(f"opset {opset} is too old: GridSample and the decode need opset >= 17")
+    net, _ = load_weights(weights)
+    return export_net(net, output, opset=opset)
+
+
+def export_net(net: FusionNet, output: Path | str, *, opset: int = 17) -> Path:
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about Python floats in shapes
+        torch.onnx.export(
+            _Deployable(net.eval()),
+            example_inputs(net.cfg),
+            str(tmp),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    import onnx
+
+    model = onnx.load(str(tmp))
+    onnx.checker.check_model(model)
+    foreign = unsupported_ops(model)
+    if foreign:
+        tmp.unlink()
+        raise InferenceError(f"the exported graph uses ops TensorRT cannot parse without plugins: {sorted(foreign)}")
+    tmp.replace(out)
+    return out
+
+
+def graph_ops(model: object) -> set[str]:
+    return {node.op_type for node in model.graph.node}  # type: ignore[attr-defined]
+
+
+def unsupported_ops(model: object) -> set[str]:
+    return graph_ops(model) - TENSORRT_OPS
+
+
+def file_digest(path: Path | str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def to_fp16(onnx_path: Path | str, output: Path | str) -> Path:
+    """A copy of the graph computing in half precision, with fp32 inputs and outputs kept (what a
+    strongly typed TensorRT network builds as an FP16 engine)."""
+    try:
+        from onnxconverter_common import float16  # type: ignore[import-untyped]
+    except ImportError as err:
+        raise InferenceError(
+            "fp16 engines need the onnxconverter-common package (pip install 'fusion_stream[tensorrt]')"
+        ) from err
+    import onnx
+
+    model = float16.convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
+    onnx.save(model, str(output))
+    return Path(output)

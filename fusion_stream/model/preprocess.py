@@ -1,0 +1,285 @@
+"""Sensor messages → the fusion network's fixed-shape input tensors (pure numpy, deterministic).
+
+Pillarization happens here rather than in the graph so the exported model uses standard ops only
+and the same points always give the same tensors. The calibration enters as data (the camera's
+projection matrix, the microphones' positions), so a new rig needs no retraining of the geometry.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusion_stream import calib, msgs
+from fusion_stream.model.config import MODALITIES, ModelConfig
+
+SPEED_OF_SOUND = 343.0
+INPUT_NAMES: tuple[str, ...] = (
+    "lidar_pillars",
+    "lidar_index",
+    "radar_pillars",
+    "radar_index",
+    "image",
+    "cam_proj",
+    "audio",
+    "present",
+)
+LIDAR_FEATURES = 10
+RADAR_FEATURES = 10
+
+Inputs = dict[str, np.ndarray]
+"""One frame's network inputs by name (no batch axis)."""
+
+
+@dataclass(frozen=True)
+class RigGeometry:
+    """What pre-processing needs from the calibration, resolved once per rig."""
+
+    lidar: calib.Sensor | None
+    camera: calib.Sensor | None
+    radar: calib.Sensor | None
+    microphones: np.ndarray | None
+    """M×3 microphone positions in the rig frame."""
+
+    @classmethod
+    def from_rig(cls, rig: calib.Rig) -> RigGeometry:
+        def first(kind: calib.SensorType) -> calib.Sensor | None:
+            found = rig.of_type(kind)
+            return found[0] if found else None
+
+        mic = first("microphones")
+        mics = None if mic is None or mic.microphones is None else mic.extrinsics.apply(mic.microphones)
+        return cls(first("lidar"), first("camera"), first("radar"), mics)
+
+
+# --------------------------------------------------------------------------- pillars
+
+
+def pillarize(
+    xy: np.ndarray, features: np.ndarray, cfg: ModelConfig, max_pillars: int, max_points: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group points into BEV cells: (pillars P×N×F, flat cell index P, cell centres P×2).
+
+    Unused pillar slots point at the dummy cell ``nx·ny`` and hold zeros. When there are more
+    occupied cells than ``max_pillars``, the fullest are kept (ties by cell index), and within a
+    cell the first ``max_points`` points in input order — so the result never depends on hashing
+    or threads."""
+    nx, ny = cfg.grid
+    n_features = features.shape[1]
+    pillars = np.zeros((max_pillars, max_points, n_features), np.float32)
+    index = np.full(max_pillars, nx * ny, np.int64)
+    centres = np.zeros((max_pillars, 2), np.float32)
+    ix = np.floor((xy[:, 0] - cfg.x_range[0]) / cfg.cell).astype(np.int64)
+    iy = np.floor((xy[:, 1] - cfg.y_range[0]) / cfg.cell).astype(np.int64)
+    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    if not inside.any():
+        return pillars, index, centres
+    cell = (ix * ny + iy)[inside]
+    feats = features[inside]
+    order = np.argsort(cell, kind="stable")
+    cell, feats = cell[order], feats[order]
+    cells, starts, counts = np.unique(cell, return_index=True, return_counts=True)
+    if len(cells) > max_pillars:
+        keep = np.lexsort((cells, -counts))[:max_pillars]
+        keep.sort()
+    else:
+        keep = np.arange(len(cells))
+    slot = np.full(len(cells), -1, np.int64)
+    slot[keep] = np.arange(len(keep))
+    rank = np.arange(len(cell)) - np.repeat(starts, counts)
+    point_slot = np.repeat(slot, counts)
+    ok = (point_slot >= 0) & (rank < max_points)
+    pillars[point_slot[ok], rank[ok]] = feats[ok]
+    index[: len(keep)] = cells[keep]
+    centres[: len(keep), 0] = cfg.x_range[0] + (cells[keep] // ny + 0.5) * cfg.cell
+    centres[: len(keep), 1] = cfg.y_range[0] + (cells[keep] % ny + 0.5) * cfg.cell
+    return pillars, index, centres
+
+
+def _with_pillar_offsets(pillars: np.ndarray, centres: np.ndarray, xyz_cols: int) -> None:
+    """Fill the offset columns (to the pillar's mean point, then to its centre) in place.
+
+    Layout of the last axis: [own features..., dx_mean, dy_mean, dz_mean?, dx_centre, dy_centre, valid]."""
+    valid = pillars[..., -1:]
+    count = np.maximum(valid.sum(axis=1, keepdims=True), 1.0)
+    mean = (pillars[..., :xyz_cols] * valid).sum(axis=1, keepdims=True) / count
+    off = pillars.shape[-1] - 1 - 2 - xyz_cols
+    pillars[..., off : off + xyz_cols] = (pillars[..., :xyz_cols] - mean) * valid
+    pillars[..., off + xyz_cols : off + xyz_cols + 2] = (pillars[..., :2] - centres[:, None, :]) * valid
+
+
+def lidar_inputs(points_rig: np.ndarray, intensity: np.ndarray, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """LiDAR points (rig frame) → pillars [P, N, 10] and their cells [P].
+
+    Point features: x, y, z, intensity, offsets to the pillar mean (3) and centre (2), valid."""
+    feats = np.zeros((len(points_rig), LIDAR_FEATURES), np.float32)
+    feats[:, :3] = points_rig
+    feats[:, 3] = intensity
+    feats[:, -1] = 1.0
+    pillars, index, centres = pillarize(points_rig[:, :2], feats, cfg, cfg.lidar_pillars, cfg.lidar_points_per_pillar)
+    _with_pillar_offsets(pillars, centres, 3)
+    return pillars, index
+
+
+def radar_inputs(
+    points_rig: np.ndarray, radial_velocity: np.ndarray, rcs: np.ndarray, origin: np.ndarray, cfg: ModelConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Radar detections (rig frame) → pillars [P, N, 10] and their cells [P].
+
+    Point features: x, y, z, radial velocity, RCS/10, the radial velocity as a vector along the
+    line of sight (2), offsets to the pillar centre (2), valid."""
+    los = points_rig[:, :2] - origin[:2]
+    los /= np.maximum(np.linalg.norm(los, axis=1, keepdims=True), 1e-6)
+    feats = np.zeros((len(points_rig), RADAR_FEATURES), np.float32)
+    feats[:, :3] = points_rig
+    feats[:, 3] = radial_velocity
+    feats[:, 4] = rcs / 10.0
+    feats[:, 5:7] = los * radial_velocity[:, None]
+    feats[:, -1] = 1.0
+    pillars, index, centres = pillarize(points_rig[:, :2], feats, cfg, cfg.radar_pillars, cfg.radar_points_per_pillar)
+    valid = pillars[..., -1:]
+    pillars[..., 7:9] = (pillars[..., :2] - centres[:, None, :]) * valid
+    return pillars, index
+
+
+# --------------------------------------------------------------------------- camera
+
+
+def camera_inputs(rgb: np.ndarray, camera: calib.Sensor, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """An H×W×3 uint8 image → a 3×h×w float image in [0, 1] at the model's size, and the 3×4
+    matrix projecting rig points to pixels of that resized image (u in [0, w) across)."""
+    assert camera.intrinsics is not None
+    h, w = cfg.image_size
+    src_h, src_w = rgb.shape[:2]
+    if (src_h, src_w) == (2 * h, 2 * w):
+        small = rgb.reshape(h, 2, w, 2, 3).mean(axis=(1, 3), dtype=np.float32)
+    elif (src_h, src_w) == (h, w):
+        small = rgb.astype(np.float32)
+    else:
+        from PIL import Image as PILImage
+
+        small = np.asarray(PILImage.fromarray(rgb).resize((w, h), PILImage.Resampling.BILINEAR), np.float32)
+    image = np.ascontiguousarray(small.transpose(2, 0, 1)) / np.float32(255.0)
+    k = camera.intrinsics
+    scale = np.diag([w / k.width, h / k.height, 1.0])
+    rig_to_cam = camera.extrinsics.inverse().matrix[:3, :]
+    return image.astype(np.float32), (scale @ k.matrix @ rig_to_cam).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def audio_inputs(samples: np.ndarray, sample_rate: int, microphones_rig: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """C×S microphone samples → [SRP-PHAT over azimuth bins (normalised 0..1), log band energies
+    (mean removed), log level, SRP peak-to-mean ratio].
+
+    SRP-PHAT: the phase-transform cross-spectra of every microphone pair, steered over horizontal
+    directions; the direction of a siren gives the highest response."""
+    n = cfg.audio_samples
+    x = np.zeros((samples.shape[0], n), np.float64)
+    take = min(n, samples.shape[1])
+    x[:, :take] = samples[:, -take:]
+    x -= x.mean(axis=1, keepdims=True)
+    spec = np.fft.rfft(x * np.hanning(n), axis=1)
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    band = (freqs >= 300.0) & (freqs <= 4000.0)
+    az = np.arange(cfg.azimuth_bins) * (2 * np.pi / cfg.azimuth_bins)
+    dirs = np.stack([np.cos(az), np.sin(az), np.zeros_like(az)], axis=1)
+    mics = microphones_rig - microphones_rig.mean(axis=0)
+    delay = -(dirs @ mics.T) / SPEED_OF_SOUND  # arrival delay per direction and microphone
+    srp = np.zeros(cfg.azimuth_bins)
+    f = freqs[band]
+    for i in range(len(mics)):
+        for j in range(i + 1, len(mics)):
+            cross = spec[i, band] * np.conj(spec[j, band])
+            cross /= np.maximum(np.abs(cross), 1e-12)
+            tau = delay[:, i] - delay[:, j]
+            srp += np.real(np.exp(2j * np.pi * np.outer(tau, f)) @ cross)
+    lo, hi = srp.min(), srp.max()
+    srp_norm = (srp - lo) / (hi - lo) if hi > lo else np.zeros_like(srp)
+    peak = float((hi - srp.mean()) / (np.abs(srp).mean() + 1e-9)) if hi > lo else 0.0
+    power = np.abs(spec).mean(axis=0) ** 2
+    edges = np.geomspace(250.0, 4000.0, cfg.audio_bands + 1)
+    bands = np.array([power[(freqs >= a) & (freqs < b)].mean() for a, b in itertools.pairwise(edges)])
+    log_bands = np.log10(bands + 1e-12)
+    level = float(np.log10(power.mean() + 1e-12))
+    out = np.concatenate([srp_norm, log_bands - log_bands.mean(), [level / 10.0, min(peak, 10.0) / 10.0]])
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- a whole frame
+
+
+def empty_inputs(cfg: ModelConfig) -> Inputs:
+    """Inputs with every modality absent (all zeros, dummy pillar cells)."""
+    nx, ny = cfg.grid
+    h, w = cfg.image_size
+    return {
+        "lidar_pillars": np.zeros((cfg.lidar_pillars, cfg.lidar_points_per_pillar, LIDAR_FEATURES), np.float32),
+        "lidar_index": np.full(cfg.lidar_pillars, nx * ny, np.int64),
+        "radar_pillars": np.zeros((cfg.radar_pillars, cfg.radar_points_per_pillar, RADAR_FEATURES), np.float32),
+        "radar_index": np.full(cfg.radar_pillars, nx * ny, np.int64),
+        "image": np.zeros((3, h, w), np.float32),
+        "cam_proj": np.zeros((3, 4), np.float32),
+        "audio": np.zeros(cfg.audio_features, np.float32),
+        "present": np.zeros(len(MODALITIES), np.float32),
+    }
+
+
+def _field(msg: msgs.PointCloud | msgs.RadarScan, name: str) -> np.ndarray:
+    return np.asarray(msg.data[:, msg.fields.index(name)], np.float64)
+
+
+def prepare(
+    members: Mapping[str, Sequence[msgs.SensorMessage]],
+    geometry: RigGeometry,
+    cfg: ModelConfig,
+) -> Inputs:
+    """A synced set's members (keyed lidar/camera/radar/audio) → network inputs.
+
+    A modality that is missing, empty, not in ``cfg.modalities`` or lacks its calibration is
+    fed as zeros with its ``present`` flag at 0."""
+    out = empty_inputs(cfg)
+
+    def use(name: str) -> bool:
+        return name in cfg.modalities and bool(members.get(name))
+
+    if use("lidar") and geometry.lidar is not None:
+        cloud = members["lidar"][-1]
+        if isinstance(cloud, msgs.PointCloud) and len(cloud.data):
+            xyz = np.stack([_field(cloud, c) for c in ("x", "y", "z")], axis=1)
+            intensity = _field(cloud, "intensity") if "intensity" in cloud.fields else np.zeros(len(xyz))
+            out["lidar_pillars"], out["lidar_index"] = lidar_inputs(
+                geometry.lidar.extrinsics.apply(xyz), intensity, cfg
+            )
+            out["present"][0] = 1.0
+    if use("camera") and geometry.camera is not None:
+        image = members["camera"][-1]
+        if isinstance(image, msgs.Image) and image.encoding == "rgb8":
+            out["image"], out["cam_proj"] = camera_inputs(image.data, geometry.camera, cfg)
+            out["present"][1] = 1.0
+    if use("radar") and geometry.radar is not None:
+        scan = members["radar"][-1]
+        if isinstance(scan, msgs.RadarScan | msgs.PointCloud) and len(scan.data):
+            xyz = np.stack([_field(scan, c) for c in ("x", "y", "z")], axis=1)
+            vr = _field(scan, "radial_velocity")
+            rcs = _field(scan, "rcs") if "rcs" in scan.fields else np.zeros(len(xyz))
+            out["radar_pillars"], out["radar_index"] = radar_inputs(
+                geometry.radar.extrinsics.apply(xyz), vr, rcs, geometry.radar.extrinsics.translation, cfg
+            )
+            out["present"][2] = 1.0
+    if use("audio") and geometry.microphones is not None:
+        chunks = sorted((c for c in members["audio"] if isinstance(c, msgs.AudioChunk)), key=lambda c: c.first_sample)
+        if chunks and chunks[0].data.shape[0] == len(geometry.microphones):
+            samples = np.concatenate([c.data for c in chunks], axis=1)
+            out["audio"] = audio_inputs(samples, chunks[0].sample_rate, geometry.microphones, cfg)
+            out["present"][3] = 1.0
+    return out
+
+
+def batch(frames: Sequence[Inputs]) -> Inputs:
+    """Stack frames along a new leading batch axis."""
+    return {name: np.stack([f[name] for f in frames]) for name in INPUT_NAMES}

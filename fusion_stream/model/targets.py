@@ -1,0 +1,115 @@
+"""Training targets and losses for the CenterPoint-style head.
+
+Targets are numpy (built once per sample in the data loader); losses are torch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from fusion_stream.model.config import ModelConfig
+from fusion_stream.model.net import HEAD_CHANNELS
+from fusion_stream.msgs import Box3D
+
+REGRESS = sum(HEAD_CHANNELS.values())
+
+
+def in_range(box: Box3D, cfg: ModelConfig) -> bool:
+    """Whether a box's centre lies on the model's grid (boxes outside are neither learnt nor scored)."""
+    x, y = box.center[0], box.center[1]
+    return cfg.x_range[0] <= x < cfg.x_range[1] and cfg.y_range[0] <= y < cfg.y_range[1]
+
+
+def gaussian_radius(length: float, width: float, cell: float, min_overlap: float = 0.1) -> int:
+    """CenterNet's radius (in cells) within which a shifted box still overlaps ``min_overlap``."""
+    h, w = length / cell, width / cell
+    b1 = h + w
+    c1 = w * h * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + math.sqrt(b1**2 - 4 * c1)) / 2
+    b2 = 2 * (h + w)
+    c2 = (1 - min_overlap) * w * h
+    r2 = (b2 + math.sqrt(b2**2 - 16 * c2)) / 2
+    a3 = 4 * min_overlap
+    b3 = -2 * min_overlap * (h + w)
+    c3 = (min_overlap - 1) * w * h
+    r3 = (b3 + math.sqrt(b3**2 - 4 * a3 * c3)) / 2
+    return max(1, int(min(r1, r2, r3)))
+
+
+def build(boxes: Sequence[Box3D], cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """Heatmap [classes, hx, hy], regression targets [R, hx, hy] and their mask [hx, hy]."""
+    hx, hy = cfg.head_grid
+    cell = cfg.head_cell
+    heat = np.zeros((len(cfg.classes), hx, hy), np.float32)
+    reg = np.zeros((REGRESS, hx, hy), np.float32)
+    mask = np.zeros((hx, hy), np.float32)
+    gx = np.arange(hx)[:, None]
+    gy = np.arange(hy)[None, :]
+    for box in boxes:
+        if box.label not in cfg.classes or not in_range(box, cfg):
+            continue
+        fx = (box.center[0] - cfg.x_range[0]) / cell
+        fy = (box.center[1] - cfg.y_range[0]) / cell
+        ix, iy = int(fx), int(fy)
+        r = gaussian_radius(box.size[0], box.size[1], cell)
+        sigma = (2 * r + 1) / 6
+        g = np.exp(-((gx - ix) ** 2 + (gy - iy) ** 2) / (2 * sigma * sigma)).astype(np.float32)
+        g[np.abs(gx - ix).repeat(hy, 1) > r] = 0
+        g[np.abs(gy - iy).repeat(hx, 0) > r] = 0
+        k = cfg.classes.index(box.label)
+        np.maximum(heat[k], g, out=heat[k])
+        length, width, height = (max(s, 0.05) for s in box.size)
+        reg[:, ix, iy] = (
+            fx - ix,
+            fy - iy,
+            box.center[2],
+            math.log(length),
+            math.log(width),
+            math.log(height),
+            math.sin(box.yaw),
+            math.cos(box.yaw),
+            box.velocity[0],
+            box.velocity[1],
+            float(bool(box.attributes.get("siren", False))),
+        )
+        mask[ix, iy] = 1.0
+    return {"heatmap": heat, "regress": reg, "mask": mask}
+
+
+def focal_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """CenterNet's penalty-reduced focal loss, normalised by the number of objects."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    neg_w = torch.pow(1 - target, 4)
+    pos_loss = torch.log(p) * torch.pow(1 - p, 2) * pos
+    neg_loss = torch.log(1 - p) * torch.pow(p, 2) * neg_w * (1 - pos)
+    n = pos.sum().clamp(min=1.0)
+    return -(pos_loss.sum() + neg_loss.sum()) / n
+
+
+_WEIGHTS = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5])
+
+
+def loss(out: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Heatmap focal loss, masked L1 on box regressions, BCE on the siren attribute and on the
+    audio branch's siren-present output."""
+    hm = focal_loss(out["heatmap"], target["heatmap"])
+    mask = target["mask"].unsqueeze(1)
+    n = mask.sum().clamp(min=1.0)
+    reg = out["regress"]
+    l1 = (torch.abs(reg[:, :10] - target["regress"][:, :10]) * mask).sum(dim=(0, 2, 3)) / n
+    box = (l1 * _WEIGHTS.to(l1.device)).sum()
+    siren = (
+        F.binary_cross_entropy_with_logits(reg[:, 10:11], target["regress"][:, 10:11], reduction="none") * mask
+    ).sum() / n
+    heard = target["audio_present"]
+    audio = (
+        F.binary_cross_entropy_with_logits(out["audio_siren"], target["audio_siren"], reduction="none") * heard
+    ).sum() / heard.sum().clamp(min=1.0)
+    total = hm + box + 0.5 * siren + 0.2 * audio
+    return {"total": total, "heatmap": hm, "box": box, "siren": siren, "audio": audio}

@@ -1,0 +1,205 @@
+"""Training loop for the fusion network (CPU-friendly: small model, cached data, a few epochs).
+
+``fusion-stream train`` calls :func:`train`; the weights file holds the state dict, the model
+config and the training record, so the fusion node needs nothing else."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fusion_stream import calib, msgs
+from fusion_stream.errors import FormatError
+from fusion_stream.model import preprocess, targets
+from fusion_stream.model.config import ModelConfig
+from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
+from fusion_stream.model.net import FusionNet
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_sim.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    drop_modality: float = 0.15
+    """Chance of dropping each non-LiDAR modality (LiDAR: half that) per sample, so the model
+    learns to work on partial sets."""
+    seed: int = 0
+    threads: int = 0
+    """torch threads (0: torch's default)."""
+
+
+class FrameDataset(Dataset[dict[str, np.ndarray]]):
+    """Cached samples → network inputs and targets, with optional modality dropout."""
+
+    def __init__(self, data: SimDataset, cfg: ModelConfig, drop: float = 0.0, seed: int = 0) -> None:
+        self.data = data
+        self.cfg = cfg
+        self.drop = drop
+        self.seed = seed
+        self.epoch = 0
+        self.rig = calib.load(data.rig_path)
+        self.geometry = preprocess.RigGeometry.from_rig(self.rig)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        sample = self.data.load(i)
+        members: dict[str, tuple[msgs.SensorMessage, ...]] = members_of(sample, self.rig)
+        if self.drop > 0:
+            rng = random.Random(self.seed * 1_000_003 + self.epoch * 10_007 + i)
+            for name in list(members):
+                if rng.random() < (self.drop / 2 if name == "lidar" else self.drop):
+                    del members[name]
+        inputs = preprocess.prepare(members, self.geometry, self.cfg)
+        boxes = boxes_from_array(sample["boxes"])
+        target = targets.build(boxes, self.cfg)
+        target["audio_siren"] = np.asarray(any(b.attributes.get("siren") for b in boxes), np.float32)
+        return {**inputs, **{f"t_{k}": np.asarray(v) for k, v in target.items()}}
+
+
+def collate(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
+
+
+def run_batch(net: FusionNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = net(*[batch[k] for k in preprocess.INPUT_NAMES])
+    target = {k[2:]: v for k, v in batch.items() if k.startswith("t_")}
+    target["audio_present"] = batch["present"][:, 3]
+    return targets.loss(out, target)
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train(
+    cfg: ModelConfig,
+    tc: TrainConfig,
+    train_data: SimDataset,
+    val_data: SimDataset | None,
+    out_path: Path,
+    *,
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    initial: Path | None = None,
+) -> History:
+    """Train, validate each epoch, and write the weights to ``out_path`` after every epoch."""
+    torch.manual_seed(tc.seed)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    net = FusionNet(cfg)
+    if initial is not None:
+        net.load_state_dict(load_weights(initial)[0].state_dict())
+    ds = FrameDataset(train_data, cfg, tc.drop_modality, tc.seed)
+    loader = DataLoader(
+        ds,
+        batch_size=tc.batch_size,
+        shuffle=True,
+        num_workers=1,
+        collate_fn=collate,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(tc.seed),
+        persistent_workers=False,
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    steps = tc.epochs * len(loader)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, tc.lr, total_steps=max(steps, 1), pct_start=0.15)
+    history = History()
+    start = time.monotonic()
+    step = 0
+    for epoch in range(tc.epochs):
+        ds.epoch = epoch
+        net.train()
+        sums: dict[str, float] = {}
+        for batch in loader:
+            losses = run_batch(net, batch)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            opt.step()
+            sched.step()
+            step += 1
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if on_step is not None:
+                on_step(step, steps, values)
+        record = {f"train_{k}": v / max(len(loader), 1) for k, v in sums.items()}
+        if val_data is not None:
+            record.update({f"val_{k}": v for k, v in validate(net, val_data, cfg).items()})
+        record["epoch"] = epoch + 1
+        history.epochs.append(record)
+        history.seconds = time.monotonic() - start
+        save_weights(out_path, net, cfg, {"history": history.epochs, "seconds": history.seconds, "train": tc.__dict__})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, record)
+    return history
+
+
+@torch.no_grad()
+def validate(net: FusionNet, data: SimDataset, cfg: ModelConfig) -> dict[str, float]:
+    """Mean validation losses (no dropout)."""
+    net.eval()
+    loader = DataLoader(FrameDataset(data, cfg), batch_size=8, num_workers=1, collate_fn=collate)
+    sums: dict[str, float] = {}
+    n = 0
+    for batch in loader:
+        for k, v in run_batch(net, batch).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+# --------------------------------------------------------------------------- weights files
+
+
+def save_weights(path: Path, net: FusionNet, cfg: ModelConfig, record: dict[str, Any]) -> None:
+    """State dict (fp32), config and training record; written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(
+        {
+            "format": "fusion_stream.weights/1",
+            "config": cfg.to_dict(),
+            "state": net.state_dict(),
+            "record": json.loads(json.dumps(record)),
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def load_weights(path: Path | str) -> tuple[FusionNet, dict[str, Any]]:
+    """The network (in eval mode) and its training record; a bad file is a :class:`FormatError`."""
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(f"{path}: no such weights file (train one with `fusion-stream train`)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise FormatError(f"{path}: not a fusion_stream weights file ({type(err).__name__}: {err})") from err
+    if not isinstance(blob, dict) or blob.get("format") != "fusion_stream.weights/1":
+        raise FormatError(f"{path}: not a fusion_stream weights file (no 'format: fusion_stream.weights/1')")
+    cfg = ModelConfig.from_dict(blob["config"])
+    net = FusionNet(cfg)
+    try:
+        net.load_state_dict(blob["state"])
+    except RuntimeError as err:
+        raise FormatError(f"{path}: weights do not fit the model config: {err}") from err
+    return net.eval(), dict(blob.get("record", {}))

@@ -1,0 +1,116 @@
+"""Fusion node: ``/sync/frames`` → the fusion network → ``Detections`` on ``/detections``.
+
+It always works on the newest synced set and drops older ones rather than queueing (a late
+detection is worth less than a fresh one); partial sets run with the missing branches zeroed.
+``/diagnostics`` carries per-stage latency (pre-process, inference, decode), end-to-end latency
+from the sensor stamp to publish (p50/p99), the backend, and how many sets were dropped."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fusion_stream import calib, msgs
+from fusion_stream.errors import CalibrationError, FusionStreamError, ParamError
+from fusion_stream.launch import NodeTopics
+from fusion_stream.node import Node
+from fusion_stream.runner import run_node
+from fusion_stream.wire import Envelope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Params:
+    weights: str = "weights/fusion_sim.pt"
+    """Trained weights; a relative path is looked up in the working directory, then the project."""
+    backend: str = "auto"
+    device: str = "auto"
+    calib: str = "calib/sim_rig.yaml"
+    input: str = "/sync/frames"
+    output: str = "/detections"
+    threshold: float = 0.3
+    frame_id: str = "base_link"
+    threads: int = 0
+    """CPU threads for inference (0: the backend's default)."""
+    inputs: dict[str, str] = field(default_factory=dict)
+    """Model modality → synced-set input name, where they differ (e.g. {lidar: top_lidar})."""
+
+
+def topics(p: Params) -> NodeTopics:
+    return NodeTopics(inputs=(p.input,), outputs=(p.output,))
+
+
+def setup(node: Node, p: Params) -> None:
+    from fusion_stream.infer.backends import load
+    from fusion_stream.infer.pipeline import FusionPipeline
+
+    if not 0.0 <= p.threshold <= 1.0:
+        raise ParamError("threshold", f"must be within [0, 1], got {p.threshold}")
+    try:
+        rig = calib.load(calib.resolve_path(p.calib))
+    except CalibrationError as err:
+        raise ParamError("calib", str(err)) from err
+    if p.threads:
+        import torch
+
+        torch.set_num_threads(p.threads)
+    try:
+        backend = load(calib.resolve_path(p.weights), backend=p.backend, device=p.device)
+    except FusionStreamError as err:
+        raise ParamError("weights" if "weights" in str(err) else "backend", str(err)) from err
+    log.info("fusion model %s on %s (%s)", p.weights, backend.name, backend.device)
+    pipeline = FusionPipeline(backend, rig, threshold=p.threshold, inputs=p.inputs, frame_id=p.frame_id)
+    pub = node.publisher(p.output)
+    window: collections.deque[tuple[float, float, float, float, int, int]] = collections.deque(maxlen=100)
+    counts = {"frames": 0, "partial": 0, "failed": 0}
+
+    def on_frame(env: Envelope) -> None:
+        frame = env.message
+        if not isinstance(frame, msgs.SyncedFrame):
+            return
+        try:
+            det, times = pipeline.process(frame)
+        except FusionStreamError as err:
+            counts["failed"] += 1
+            log.warning("set at %d ns skipped: %s", frame.stamp_ns, err)
+            return
+        pub.publish(det)
+        counts["frames"] += 1
+        counts["partial"] += bool(frame.missing)
+        sensor_stamp = min((m.stamp_ns for ms in frame.members.values() for m in ms), default=frame.stamp_ns)
+        e2e = (node.clock.now_ns() - sensor_stamp) / 1e6
+        window.append((times.preprocess_ms, times.inference_ms, times.decode_ms, e2e, len(det.boxes), 0))
+
+    sub = node.subscribe(p.input, on_frame, latest=True)
+
+    def report() -> dict[str, msgs.ScalarValue]:
+        values: dict[str, msgs.ScalarValue] = {
+            "backend": backend.name,
+            "frames": counts["frames"],
+            "partial_sets": counts["partial"],
+            "failed_sets": counts["failed"],
+            "dropped_sets": sub.stats.superseded,
+        }
+        if window:
+            a = np.array(window)
+            values.update(
+                {
+                    "preprocess_ms_p50": round(float(np.percentile(a[:, 0], 50)), 2),
+                    "inference_ms_p50": round(float(np.percentile(a[:, 1], 50)), 2),
+                    "decode_ms_p50": round(float(np.percentile(a[:, 2], 50)), 2),
+                    "e2e_ms_p50": round(float(np.percentile(a[:, 3], 50)), 1),
+                    "e2e_ms_p99": round(float(np.percentile(a[:, 3], 99)), 1),
+                    "detections_per_frame": round(float(a[:, 4].mean()), 2),
+                }
+            )
+        return values
+
+    node.add_diagnostics(report)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_node("fusion", Params, setup))

@@ -1,0 +1,153 @@
+"""Export, backends and the engine cache, with the shipped weights on real simulated data."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from fusion_stream import calib, msgs
+from fusion_stream.errors import BackendUnavailableError, FormatError, InferenceError
+from fusion_stream.infer import backends
+from fusion_stream.infer.export import TENSORRT_OPS, export_onnx, graph_ops, to_fp16
+from fusion_stream.infer.pipeline import FusionPipeline
+from fusion_stream.infer.tensorrt_backend import EngineKey, cached_engine, engine_key
+from fusion_stream.model import dataset, preprocess
+from fusion_stream.model.decode import to_boxes
+from fusion_stream.model.train import DEFAULT_WEIGHTS, load_weights
+
+RIG = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+SPEC = dataset.SampleSpec(seed=105, t=455.7, actors=37)  # held-out scenario, siren nearby
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUSION_STREAM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@cache
+def frame_inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    s = dataset.simulate(SPEC, RIG)
+    inputs = preprocess.prepare(dataset.members_of(s, RIG), preprocess.RigGeometry.from_rig(RIG), load_cfg())
+    return preprocess.batch([inputs]), s
+
+
+@cache
+def load_cfg():  # type: ignore[no-untyped-def]
+    return load_weights(DEFAULT_WEIGHTS)[0].cfg
+
+
+def test_export_is_static_opset_17_and_uses_only_tensorrt_ops(tmp_path: Path) -> None:
+    path = export_onnx(DEFAULT_WEIGHTS, tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    assert model.opset_import[0].version >= 17
+    ops = graph_ops(model)
+    assert ops <= TENSORRT_OPS, ops - TENSORRT_OPS
+    assert {"ScatterND", "GridSample", "TopK"} <= ops  # pillar scatter, camera lift, decode in-graph
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        assert all(d.dim_value > 0 for d in dims), f"{value.name} has a dynamic dimension"
+    # the fp16 variant for TensorRT keeps fp32 inputs and outputs
+    half = onnx.load(str(to_fp16(path, tmp_path / "m16.onnx")))
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
+
+
+def test_onnxruntime_and_torch_give_the_same_detections() -> None:
+    inputs, sample = frame_inputs()
+    torch_be = backends.load(DEFAULT_WEIGHTS, backend="torch", device="cpu")
+    ort_be = backends.load(DEFAULT_WEIGHTS, backend="onnxruntime", device="cpu")
+    a, b = torch_be.run(inputs), ort_be.run(inputs)
+    # tolerance: 1e-3 on scores, 1 cm on positions (float32 kernels differ in summation order)
+    da, db = to_boxes(a, torch_be.config), to_boxes(b, ort_be.config)
+    assert len(da) == len(db) > 0
+    for x, y in zip(da, db, strict=True):
+        assert x.label == y.label
+        assert abs(x.score - y.score) < 1e-3
+        assert np.allclose(x.center, y.center, atol=0.01) and np.allclose(x.size, y.size, atol=0.01)
+        assert x.attributes["siren"] == y.attributes["siren"]
+    # and the shipped model finds objects that are really there
+    gt = dataset.boxes_from_array(sample["boxes"])
+    near = [g for g in gt if abs(g.center[0]) < 25 and abs(g.center[1]) < 25]
+    hits = sum(any(np.hypot(d.center[0] - g.center[0], d.center[1] - g.center[1]) < 2 for d in da) for g in near)
+    assert hits >= len(near) // 2
+
+
+def test_auto_picks_onnxruntime_on_a_cpu_machine_and_explains_tensorrt() -> None:
+    be = backends.load(DEFAULT_WEIGHTS, backend="auto", device="cpu")
+    assert be.name == "onnxruntime"
+    with pytest.raises(BackendUnavailableError, match="tensorrt"):
+        backends.load(DEFAULT_WEIGHTS, backend="tensorrt", device="cpu")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailableError, match="not installed"):
+            backends.load(DEFAULT_WEIGHTS, backend="tensorrt", device="cuda")
+    with pytest.raises(InferenceError, match="unknown backend"):
+        backends.load(DEFAULT_WEIGHTS, backend="tflite")
+
+
+def test_bad_weights_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(InferenceError, match="no such weights file"):
+        backends.load(tmp_path / "nope.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(FormatError, match=r"junk\.pt"):
+        load_weights(junk)
+
+
+def test_engine_cache_key_changes_with_onnx_tensorrt_gpu_and_precision(tmp_path: Path) -> None:
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"graph one")
+    key = engine_key(onnx_file, "10.3.0", "NVIDIA H200", "fp16")
+    assert key.file_name().endswith("-trt10.3.0-nvidia-h200-fp16.engine")
+    cache_dir = tmp_path / "engines"
+    cache_dir.mkdir()
+    path, why = cached_engine(cache_dir, key)
+    assert why is not None and "no cached engine" in why
+    # an engine built for another GPU: rebuild, and say what changed
+    other = EngineKey(key.onnx_sha256, "10.3.0", "NVIDIA A100-SXM4-80GB", "fp16")
+    (cache_dir / other.file_name()).write_bytes(b"engine")
+    (cache_dir / other.file_name()).with_suffix(".json").write_text(json.dumps(other.__dict__))
+    _, why = cached_engine(cache_dir, key)
+    assert why is not None and "gpu NVIDIA A100-SXM4-80GB -> NVIDIA H200" in why
+    # once built for this setup, it is reused
+    path.write_bytes(b"engine")
+    path.with_suffix(".json").write_text(json.dumps(key.__dict__))
+    assert cached_engine(cache_dir, key) == (path, None)
+    for changed in (
+        engine_key(onnx_file, "10.4.0", "NVIDIA H200", "fp16"),
+        engine_key(onnx_file, "10.3.0", "NVIDIA H200", "fp32"),
+    ):
+        assert changed.file_name() != key.file_name()
+    onnx_file.write_bytes(b"graph two")
+    assert engine_key(onnx_file, "10.3.0", "NVIDIA H200", "fp16").file_name() != key.file_name()
+    with pytest.raises(InferenceError, match="precision"):
+        engine_key(onnx_file, "10.3.0", "NVIDIA H200", "int4")
+
+
+def test_pipeline_runs_partial_sets_and_keeps_the_reference_stamp() -> None:
+    s = dataset.simulate(SPEC, RIG)
+    members = dataset.members_of(s, RIG)
+    be = backends.load(DEFAULT_WEIGHTS, backend="torch", device="cpu")
+    pipe = FusionPipeline(be, RIG)
+    full = msgs.SyncedFrame(stamp_ns=123, frame_id="base_link", members=members)
+    det, times = pipe.process(full)
+    assert det.stamp_ns == 123 and len(det.boxes) > 0 and times.inference_ms > 0
+    lidar_only = msgs.SyncedFrame(
+        stamp_ns=124, frame_id="base_link", members={"lidar": members["lidar"]}, missing=("camera", "radar", "audio")
+    )
+    det2, _ = pipe.process(lidar_only)
+    assert det2.stamp_ns == 124
+    no_lidar = msgs.SyncedFrame(
+        stamp_ns=125,
+        frame_id="base_link",
+        members={k: v for k, v in members.items() if k != "lidar"},
+        missing=("lidar",),
+    )
+    det3, _ = pipe.process(no_lidar)  # runs; camera and radar alone still see something close by
+    assert det3.stamp_ns == 125

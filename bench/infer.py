@@ -28,7 +28,7 @@ from fusion_stream.infer.pipeline import FusionPipeline, StageTimes
 from fusion_stream.model import dataset
 from fusion_stream.model.train import DEFAULT_WEIGHTS, load_weights
 
-console = Console()
+console = Console(width=150)
 
 
 def frames(n: int, rig: calib.Rig) -> list[msgs.SyncedFrame]:

@@ -95,7 +95,7 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
     with _progress(console) as progress:
         from fusion_stream.model import splits
 
-        ds = splits.dataset(args.split, args.calib, seeds=args.seeds)
+        ds = splits.dataset(args.split, args.calib, seeds=args.seeds, per_seed=args.per_seed)
         _render(progress, ds, args.split, args.workers)
         task = progress.add_task(f"evaluating on {args.split}", total=len(ds), info="")
         result = evaluate_split(
@@ -113,7 +113,7 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     console.print(
         f"mAP {result['mAP']:.3f}  NDS {result['NDS']:.3f}  siren accuracy {result['siren_accuracy']:.3f} "
-        f"({result['siren_matches']} audible emergency vehicles)  frames {result['frames']}"
+        f"(over {result['siren_matches']} detected cars/trucks where a siren sounds)  frames {result['frames']}"
     )
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1))
@@ -161,6 +161,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--split", default="val", help="val, fog, rain, clear or night (held-out scenarios)")
     p.add_argument("--seeds", type=int, default=None, help="only the first N held-out scenarios")
+    p.add_argument("--per-seed", type=int, default=8, help="samples per scenario")
     p.add_argument("--backend", default="torch", help="auto, tensorrt, onnxruntime or torch")
     p.add_argument("--drop", nargs="*", metavar="MODALITY", help="run without these modalities, e.g. radar")
     p.add_argument("--workers", type=int, default=2)

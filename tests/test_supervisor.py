@@ -164,15 +164,27 @@ def test_the_default_sim_graph_survives_kill_9_of_a_sensor(procs: Procs, runtime
     """launch/sim.yaml as shipped: every simulated sensor in its own process, then one killed."""
     launch = procs.cli("launch", "launch/sim.yaml", "lidar_beams:=16")
     registry = Registry(runtime_dir, "sim")
-    with Subscriber("/sync/frames", registry=registry, queue_size=200) as sub:
+    with (
+        Subscriber("/sync/frames", registry=registry, queue_size=200) as sub,
+        Subscriber("/detections", registry=registry, queue_size=200) as dets,
+    ):
         wait_for(lambda: registry.lookup("/sync/frames"), 60.0, "the graph to start")
         wait_for(lambda: sum(not f.missing for f in collect_frames(sub, 1.0)) >= 3, 40.0, "complete sets")
+        wait_for(lambda: dets.recv(timeout=0.5) is not None, 60.0, "detections from the fusion node")
         [old] = node_pids(registry, "radar")
+        while dets.recv(timeout=0) is not None:
+            pass
         os.kill(old, signal.SIGKILL)
-        killed = time.monotonic()
+        killed, killed_ns = time.monotonic(), time.time_ns()
         during = collect_frames(sub, 0.6)
         wait_for(lambda: node_pids(registry, "radar") - {old}, 10.0, "radar to be respawned")
         respawned_after = time.monotonic() - killed
+        partial_stamps = {f.stamp_ns for f in during if "radar" in f.missing}
+        detected = []
+        while (m := dets.recv(timeout=0.5)) is not None:
+            detected.append(m.stamp_ns)
+        assert partial_stamps & set(detected), "the fusion node kept publishing on the partial sets"
+        assert min(detected) >= killed_ns - 1_000_000_000
         wait_for(
             lambda: any(not f.missing and "radar" in f.members for f in collect_frames(sub, 1.0)),
             30.0,

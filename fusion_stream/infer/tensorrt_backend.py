@@ -41,9 +41,10 @@ class EngineKey:
         gpu = re.sub(r"[^A-Za-z0-9]+", "-", self.gpu).strip("-").lower()
         return f"fusion-{self.onnx_sha256[:16]}-trt{self.tensorrt}-{gpu}-{self.precision}.engine"
 
-    def differences(self, other: EngineKey) -> list[str]:
-        mine, theirs = asdict(self), asdict(other)
-        return [f"{k} {theirs[k]} -> {mine[k]}" for k in mine if mine[k] != theirs[k]]
+    def differences(self, before: EngineKey) -> list[str]:
+        """What changed from ``before`` to this key, as 'field old -> new'."""
+        now, old = asdict(self), asdict(before)
+        return [f"{k} {old[k]} -> {now[k]}" for k in now if now[k] != old[k]]
 
 
 def engine_key(onnx_path: Path | str, tensorrt_version: str, gpu_name: str, precision: str) -> EngineKey:
@@ -63,7 +64,7 @@ def cached_engine(cache_dir: Path, key: EngineKey) -> tuple[Path, str | None]:
             old = EngineKey(**json.loads(meta.read_text()))
         except (TypeError, ValueError):
             continue
-        stale.append(", ".join(old.differences(key)))
+        stale.append(", ".join(key.differences(old)))
     if stale:
         return path, f"cached engine was built for another setup ({'; '.join(stale)}): rebuilding"
     return path, "no cached engine for this model: building (this takes a minute or two)"

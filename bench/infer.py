@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -26,7 +25,7 @@ from fusion_stream.errors import BackendUnavailableError
 from fusion_stream.infer import backends
 from fusion_stream.infer.pipeline import FusionPipeline, StageTimes
 from fusion_stream.model import dataset
-from fusion_stream.model.train import DEFAULT_WEIGHTS, load_weights
+from fusion_stream.model.train import DEFAULT_WEIGHTS
 
 console = Console(width=150)
 
@@ -57,10 +56,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0: default)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     rig = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
     sets = frames(args.frames, rig)
     table = Table(
@@ -77,14 +72,7 @@ def main() -> None:
     baseline = None
     for name in ("torch", "onnxruntime", "tensorrt"):
         try:
-            be: backends.Backend
-            if name == "onnxruntime" and args.threads:
-                weights = Path(args.weights)
-                be = backends.OnnxRuntimeBackend(
-                    backends.onnx_for(weights), load_weights(weights)[0].cfg, args.device, threads=args.threads
-                )
-            else:
-                be = backends.load(args.weights, backend=name, device=args.device)
+            be = backends.load(args.weights, backend=name, device=args.device, threads=args.threads)
         except BackendUnavailableError as err:
             console.print(f"[dim]{name}: {err}[/dim]")
             continue

@@ -51,17 +51,22 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from fusion_stream.model.config import ModelConfig
     from fusion_stream.model.train import TrainConfig, train
 
+    modalities = _modalities(args.modalities)
+    train_ds: Any
+    val_ds: Any
     if args.kitti:
-        raise UsageError(
-            "--kitti: training from a KITTI folder needs the KITTI sources of the real-sensors work, "
-            "which have not landed yet; train on the simulator for now"
-        )
-    cfg = ModelConfig(width=args.width, modalities=_modalities(args.modalities))
+        from fusion_stream.model.train import KittiSource
+
+        modalities = tuple(m for m in modalities if m in ("lidar", "camera"))  # KITTI has no radar or audio
+        train_ds, val_ds = KittiSource(Path(args.kitti)), None
+    else:
+        train_ds = splits.dataset("train", args.calib, per_seed=args.per_seed, seeds=args.seeds)
+        val_ds = splits.dataset("val", args.calib, seeds=args.val_seeds) if args.val_seeds else None
+    cfg = ModelConfig(width=args.width, modalities=modalities)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    train_ds = splits.dataset("train", args.calib, per_seed=args.per_seed, seeds=args.seeds)
-    val_ds = splits.dataset("val", args.calib, seeds=args.val_seeds) if args.val_seeds else None
     with _progress(console) as progress:
-        _render(progress, train_ds, "training", args.workers)
+        if not args.kitti:
+            _render(progress, train_ds, "training", args.workers)
         if val_ds is not None:
             _render(progress, val_ds, "validation", args.workers)
         task = progress.add_task("training", total=None, info="")
@@ -85,7 +90,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             on_epoch=on_epoch,
             initial=Path(args.init) if args.init else None,
         )
-    console.print(f"wrote {args.out} ({len(train_ds)} samples, {tc.epochs} epochs, {history.seconds / 60:.1f} min)")
+    console.print(f"wrote {args.out} ({len(train_ds)} frames, {tc.epochs} epochs, {history.seconds / 60:.1f} min)")
     return 0
 
 
@@ -154,7 +159,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=2, help="processes rendering samples")
     p.add_argument("--calib", default="calib/sim_rig.yaml")
     p.add_argument("--init", default=None, metavar="WEIGHTS", help="start from these weights")
-    p.add_argument("--kitti", default=None, metavar="DIR", help="train from a KITTI object folder (not yet)")
+    p.add_argument(
+        "--kitti", default=None, metavar="DIR", help="train on a KITTI object folder (LiDAR + camera) instead"
+    )
     p.set_defaults(model_cmd=cmd_train)
 
     p = sub.add_parser("eval-sim", help="score a model on held-out simulated scenarios (nuScenes-style mAP/NDS)")

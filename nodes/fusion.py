@@ -34,8 +34,9 @@ class Params:
     output: str = "/detections"
     threshold: float = 0.3
     frame_id: str = "base_link"
-    threads: int = 0
-    """CPU threads for inference (0: the backend's default)."""
+    threads: int = 1
+    """CPU threads for inference (0: the backend's default, every core). One leaves the other
+    cores to the sensor processes on a small machine; raise it where inference has cores of its own."""
     inputs: dict[str, str] = field(default_factory=dict)
     """Model modality → synced-set input name, where they differ (e.g. {lidar: top_lidar})."""
 
@@ -54,12 +55,8 @@ def setup(node: Node, p: Params) -> None:
         rig = calib.load(calib.resolve_path(p.calib))
     except CalibrationError as err:
         raise ParamError("calib", str(err)) from err
-    if p.threads:
-        import torch
-
-        torch.set_num_threads(p.threads)
     try:
-        backend = load(calib.resolve_path(p.weights), backend=p.backend, device=p.device)
+        backend = load(calib.resolve_path(p.weights), backend=p.backend, device=p.device, threads=p.threads)
     except FusionStreamError as err:
         raise ParamError("weights" if "weights" in str(err) else "backend", str(err)) from err
     log.info("fusion model %s on %s (%s)", p.weights, backend.name, backend.device)

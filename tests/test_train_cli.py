@@ -16,7 +16,11 @@ from fusion_stream.model.train import load_weights
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fusion_stream.cli", *args], capture_output=True, text=True, env=env, timeout=600,
+        [sys.executable, "-m", "fusion_stream.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
         check=False,
     )
 
@@ -28,8 +32,24 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 def test_train_then_evaluate_then_export(tmp_path: Path, env: dict[str, str]) -> None:
     weights = tmp_path / "w.pt"
-    r = cli("train", "--seeds", "1", "--per-seed", "3", "--epochs", "2", "--batch-size", "3", "--val-seeds", "1",
-            "--modalities", "lidar,radar", "-o", str(weights), env=env)
+    r = cli(
+        "train",
+        "--seeds",
+        "1",
+        "--per-seed",
+        "3",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "3",
+        "--val-seeds",
+        "1",
+        "--modalities",
+        "lidar,radar",
+        "-o",
+        str(weights),
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
     assert "epoch 2:" in r.stdout and f"wrote {weights}" in r.stdout
     net, record = load_weights(weights)
@@ -60,3 +80,16 @@ def test_bad_arguments_say_what_is_wrong(tmp_path: Path, env: dict[str, str]) ->
     assert r.returncode != 0 and "missing.pt" in r.stderr
     r = cli("build-engine", str(tmp_path / "m.onnx"), env=env)
     assert r.returncode != 0 and ("tensorrt" in r.stderr.lower() or "TensorRT" in r.stderr)
+
+
+KITTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti"
+
+
+@pytest.mark.skipif(not KITTI.exists(), reason="../shared/data/kitti not present")
+def test_train_on_a_kitti_folder(tmp_path: Path, env: dict[str, str]) -> None:
+    weights = tmp_path / "kitti.pt"
+    r = cli("train", "--kitti", str(KITTI), "--epochs", "1", "--batch-size", "3", "-o", str(weights), env=env)
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    assert "3 frames" in r.stdout
+    net, _ = load_weights(weights)
+    assert net.cfg.modalities == ("lidar", "camera")  # KITTI has neither radar nor audio

@@ -99,6 +99,10 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            # idle worker threads spin by default: on a small machine shared with the sensor
+            # processes that burns the cores they need
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self._session = ort.InferenceSession(str(onnx_path), opts, providers=wanted)
@@ -120,11 +124,12 @@ def _config_of(weights: Path) -> ModelConfig:
     return load_weights(weights)[0].cfg
 
 
-def load(model: Path | str, backend: str = "auto", device: str = "auto") -> Backend:
+def load(model: Path | str, backend: str = "auto", device: str = "auto", threads: int = 0) -> Backend:
     """A ready backend for a weights file (``.pt``).
 
     ``device``: ``cpu``, ``cuda`` / ``cuda:N``, or ``auto`` (the GPU where there is one).
-    ``backend="auto"`` takes the first of TensorRT, ONNX Runtime and torch that works here."""
+    ``backend="auto"`` takes the first of TensorRT, ONNX Runtime and torch that works here.
+    ``threads``: CPU threads for inference (0: the library's default, usually every core)."""
     weights = Path(model)
     if not weights.exists():
         raise InferenceError(f"{weights}: no such weights file (train one with `fusion-stream train`)")
@@ -136,7 +141,7 @@ def load(model: Path | str, backend: str = "auto", device: str = "auto") -> Back
     reasons = []
     for name in order:
         try:
-            return _open(name, weights, device)
+            return _open(name, weights, device, threads)
         except BackendUnavailableError as err:
             if backend != "auto":
                 raise
@@ -145,11 +150,15 @@ def load(model: Path | str, backend: str = "auto", device: str = "auto") -> Back
     raise BackendUnavailableError("no inference backend works here: " + "; ".join(reasons))
 
 
-def _open(name: str, weights: Path, device: str) -> Backend:
+def _open(name: str, weights: Path, device: str, threads: int) -> Backend:
     if name == "torch":
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         return TorchBackend(weights, device)
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(onnx_for(weights), _config_of(weights), device)
+        return OnnxRuntimeBackend(onnx_for(weights), _config_of(weights), device, threads)
     from fusion_stream.infer.tensorrt_backend import TensorRTBackend
 
     if not device.startswith("cuda"):

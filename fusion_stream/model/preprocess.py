@@ -7,7 +7,6 @@ projection matrix, the microphones' positions), so a new rig needs no retraining
 
 from __future__ import annotations
 
-import itertools
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -200,9 +199,7 @@ def _audio_plan(mics_key: bytes, n_mics: int, sample_rate: int, n: int, bins: in
     centred = mics - mics.mean(axis=0)
     delay = -(dirs @ centred.T) / SPEED_OF_SOUND  # arrival delay per direction and microphone
     pairs = tuple((i, j) for i in range(n_mics) for j in range(i + 1, n_mics))
-    steering = np.stack(
-        [np.exp(2j * np.pi * np.outer(delay[:, i] - delay[:, j], freqs[band])) for i, j in pairs]
-    )
+    steering = np.stack([np.exp(2j * np.pi * np.outer(delay[:, i] - delay[:, j], freqs[band])) for i, j in pairs])
     edges = np.searchsorted(freqs, np.geomspace(250.0, 4000.0, bands + 1))
     return _AudioPlan(np.hanning(n), band, pairs, steering, edges)
 

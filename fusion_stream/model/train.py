@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,31 +41,69 @@ class TrainConfig:
     """torch threads (0: torch's default)."""
 
 
-class FrameDataset(Dataset[dict[str, np.ndarray]]):
-    """Cached samples → network inputs and targets, with optional modality dropout."""
+class Source(Protocol):
+    """Where training frames come from: the simulator's cache or a KITTI folder."""
 
-    def __init__(self, data: SimDataset, cfg: ModelConfig, drop: float = 0.0, seed: int = 0) -> None:
+    def __len__(self) -> int: ...
+
+    def get(self, i: int) -> tuple[Members, tuple[msgs.Box3D, ...], preprocess.RigGeometry]: ...
+
+
+Members = dict[str, tuple[msgs.SensorMessage, ...]]
+
+
+class SimSource:
+    def __init__(self, data: SimDataset) -> None:
         self.data = data
-        self.cfg = cfg
-        self.drop = drop
-        self.seed = seed
-        self.epoch = 0
         self.rig = calib.load(data.rig_path)
         self.geometry = preprocess.RigGeometry.from_rig(self.rig)
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    def get(self, i: int) -> tuple[Members, tuple[msgs.Box3D, ...], preprocess.RigGeometry]:
         sample = self.data.load(i)
-        members: dict[str, tuple[msgs.SensorMessage, ...]] = members_of(sample, self.rig)
+        return members_of(sample, self.rig), boxes_from_array(sample["boxes"]), self.geometry
+
+
+class KittiSource:
+    """A KITTI object folder (LiDAR + camera; every frame has its own calibration)."""
+
+    def __init__(self, root: Path) -> None:
+        from fusion_stream.kitti import KittiFolder
+
+        self.folder = KittiFolder(root)
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def get(self, i: int) -> tuple[Members, tuple[msgs.Box3D, ...], preprocess.RigGeometry]:
+        frame = self.folder.load(i)
+        return frame.members, frame.boxes, preprocess.RigGeometry.from_rig(frame.rig)
+
+
+class FrameDataset(Dataset[dict[str, np.ndarray]]):
+    """Frames → network inputs and targets, with optional modality dropout."""
+
+    def __init__(self, source: Source | SimDataset, cfg: ModelConfig, drop: float = 0.0, seed: int = 0) -> None:
+        self.source: Source = SimSource(source) if isinstance(source, SimDataset) else source
+        self.cfg = cfg
+        self.drop = drop
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        members, boxes, geometry = self.source.get(i)
+        members = dict(members)
         if self.drop > 0:
             rng = random.Random(self.seed * 1_000_003 + self.epoch * 10_007 + i)
             for name in list(members):
                 if rng.random() < (self.drop / 2 if name == "lidar" else self.drop):
                     del members[name]
-        inputs = preprocess.prepare(members, self.geometry, self.cfg)
-        boxes = boxes_from_array(sample["boxes"])
+        inputs = preprocess.prepare(members, geometry, self.cfg)
         target = targets.build(boxes, self.cfg)
         target["audio_siren"] = np.asarray(any(b.attributes.get("siren") for b in boxes), np.float32)
         return {**inputs, **{f"t_{k}": np.asarray(v) for k, v in target.items()}}
@@ -91,8 +129,8 @@ class History:
 def train(
     cfg: ModelConfig,
     tc: TrainConfig,
-    train_data: SimDataset,
-    val_data: SimDataset | None,
+    train_data: Source | SimDataset,
+    val_data: Source | SimDataset | None,
     out_path: Path,
     *,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
@@ -153,7 +191,7 @@ def train(
 
 
 @torch.no_grad()
-def validate(net: FusionNet, data: SimDataset, cfg: ModelConfig) -> dict[str, float]:
+def validate(net: FusionNet, data: Source | SimDataset, cfg: ModelConfig) -> dict[str, float]:
     """Mean validation losses (no dropout)."""
     net.eval()
     loader = DataLoader(FrameDataset(data, cfg), batch_size=8, num_workers=1, collate_fn=collate)

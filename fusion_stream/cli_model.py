@@ -109,6 +109,7 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
             backend=args.backend,
             drop=tuple(args.drop or ()),
             on_frame=lambda: progress.advance(task),
+            render_dir=args.render,
         )
     table = Table("class", "AP", "ATE m", "ASE", "AOE rad", "AVE m/s", "AAE", box=None)
     for cls, row in result["per_class"].items():
@@ -123,6 +124,8 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1))
         console.print(f"wrote {args.output}")
+    if args.render:
+        console.print(f"pictures in {args.render}/")
     return 0
 
 
@@ -174,6 +177,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--calib", default="calib/sim_rig.yaml")
     p.add_argument("-o", "--output", default=None, help="write the metrics as JSON")
+    p.add_argument("--render", default=None, metavar="DIR", help="draw a few frames with their detections here")
     p.set_defaults(model_cmd=cmd_eval_sim)
 
     p = sub.add_parser("export-onnx", help="export the fusion network to ONNX (static shapes, decode included)")

@@ -21,6 +21,7 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "pedestrian": (255, 40, 90),
     "cyclist": (80, 230, 80),
 }
+_GROUND_TRUTH_COLOR = (150, 150, 150)
 _DEFAULT_COLOR = (230, 230, 230)
 
 
@@ -78,12 +79,13 @@ def bird_eye_view(
     radar: np.ndarray | None = None,
     radar_velocity: np.ndarray | None = None,
     *,
+    ground_truth: Iterable[Box3D] = (),
     extent_m: float = 60.0,
     pixels_per_m: float = 8.0,
 ) -> np.ndarray:
     """Top view around the rig origin (x up the image, y to the left): LiDAR points by height,
     radar returns as white squares with radial-velocity ticks, boxes outlined in class colours
-    with a heading line."""
+    with a heading line; ``ground_truth`` boxes (to compare detections with) in grey beneath."""
     size = int(2 * extent_m * pixels_per_m)
     image = np.full((size, size, 3), 18, np.uint8)
 
@@ -107,8 +109,9 @@ def bird_eye_view(
             tips = to_px(radar[:, :2] + unit * radar_velocity[:, None] * 0.2)  # where it is in 0.2 s
             for a, b in zip(px, tips, strict=True):
                 draw_line(image, (a[0], a[1]), (b[0], b[1]), (255, 255, 0))
-    for box in boxes:
-        color = CLASS_COLORS.get(box.label, _DEFAULT_COLOR)
+    drawn = [(box, _GROUND_TRUTH_COLOR) for box in ground_truth]
+    drawn += [(box, CLASS_COLORS.get(box.label, _DEFAULT_COLOR)) for box in boxes]
+    for box, color in drawn:
         corners = to_px(box_corners(box)[:4, :2])
         for i in range(4):
             a, b = corners[i], corners[(i + 1) % 4]

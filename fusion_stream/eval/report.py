@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import calib
+from fusion_stream import calib, render
 from fusion_stream.eval.metrics import FrameResult, detection_metrics, siren_accuracy
 from fusion_stream.infer.backends import load
 from fusion_stream.model import preprocess
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
-from fusion_stream.model.decode import to_boxes
+from fusion_stream.model.decode import DEFAULT_THRESHOLD, to_boxes
 from fusion_stream.model.targets import in_range
+from fusion_stream.msgs import Box3D
 
 EVAL_THRESHOLD = 0.05
 """Detections scored for AP go down to this score (the PR curve needs the low-confidence tail)."""
@@ -28,9 +29,13 @@ def evaluate_split(
     backend: str = "torch",
     drop: Sequence[str] = (),
     on_frame: Callable[[], None] | None = None,
+    render_dir: Path | str | None = None,
+    render_count: int = 4,
 ) -> dict[str, Any]:
     """Metrics of ``weights`` on every sample of ``data`` (ground truth limited to the model's
-    grid), with the modalities in ``drop`` withheld."""
+    grid), with the modalities in ``drop`` withheld. With ``render_dir``, ``render_count`` frames
+    spread over the split are drawn there (camera with detections; bird's-eye view with LiDAR,
+    radar, detections and the ground truth in grey)."""
     model = load(weights, backend=backend, device="cpu" if backend != "tensorrt" else "cuda")
     cfg = model.config
     rig = calib.load(data.rig_path)
@@ -46,6 +51,9 @@ def evaluate_split(
         times.append(time.perf_counter() - t0)
         gt = [b for b in boxes_from_array(sample["boxes"]) if in_range(b, cfg)]
         frames.append(FrameResult(gt, to_boxes(out, cfg, threshold=EVAL_THRESHOLD)))
+        if render_dir is not None and i % max(1, len(data) // max(render_count, 1)) == 0:
+            shown = [d for d in frames[-1].detections if d.score >= DEFAULT_THRESHOLD]
+            _render_frame(Path(render_dir) / f"frame_{i:04d}", members, rig, gt, shown)
         if on_frame is not None:
             on_frame()
     result = detection_metrics(frames, cfg.classes)
@@ -65,3 +73,21 @@ def evaluate_split(
         }
     )
     return result
+
+
+def _render_frame(
+    stem: Path, members: dict[str, Any], rig: calib.Rig, gt: Sequence[Box3D], detections: Sequence[Box3D]
+) -> None:
+    lidar_sensor, camera, radar_sensor = (rig.of_type(k)[0] for k in ("lidar", "camera", "radar"))  # type: ignore[arg-type]
+    cloud = members["lidar"][0] if members.get("lidar") else None
+    points = None if cloud is None else lidar_sensor.extrinsics.apply(cloud.data[:, :3])
+    if members.get("camera"):
+        image = render.camera_overlay(members["camera"][0].data, camera, None, detections)
+        render.save_png(image, stem.with_name(stem.name + "_camera.png"))
+    radar_xyz = radar_v = None
+    if members.get("radar"):
+        scan = members["radar"][0]
+        radar_xyz = radar_sensor.extrinsics.apply(scan.data[:, :3])
+        radar_v = scan.data[:, scan.fields.index("radial_velocity")]
+    bev = render.bird_eye_view(points, detections, radar_xyz, radar_v, ground_truth=gt, extent_m=35.0)
+    render.save_png(bev, stem.with_name(stem.name + "_bev.png"))

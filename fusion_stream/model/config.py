@@ -37,6 +37,10 @@ class ModelConfig:
     audio_bands: int = 16
     width: int = 32
     top_k: int = 64
+    peak_window: int = 3
+    """Decode keeps cells that are the maximum of this window (CenterPoint's NMS-free decode)."""
+    class_agnostic_peaks: bool = True
+    """One box per peak over all classes (else per class, which can stack a car and a truck)."""
     classes: tuple[str, ...] = CLASSES
     modalities: tuple[str, ...] = MODALITIES
     """Modalities this model was trained with; the others are always fed as absent."""

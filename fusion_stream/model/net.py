@@ -196,13 +196,21 @@ def decode(
     the top K over all classes, and the regressions gathered at those cells."""
     b, ncls, hx, hy = heatmap.shape
     heat = torch.sigmoid(heatmap)
-    peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat).to(heat.dtype)
-    scores, top = torch.topk(peaks.reshape(b, ncls * hx * hy), cfg.top_k, dim=1)
-    # integer division through float32 (exact below 2**24): the int64 floor-division export
-    # would bring in Xor, which TensorRT's parser lacks
-    labels = torch.floor(top.to(torch.float32) / (hx * hy)).to(top.dtype)
-    cell = top - labels * (hx * hy)
-    ix = torch.floor(cell.to(torch.float32) / hy).to(top.dtype)
+    k = cfg.peak_window
+    if cfg.class_agnostic_peaks:
+        # one object per peak whatever its class: a car-or-truck cell yields one box, not two
+        best, best_label = heat.max(dim=1)
+        peaks = best * (F.max_pool2d(best[:, None], k, 1, k // 2)[:, 0] == best).to(heat.dtype)
+        scores, cell = torch.topk(peaks.reshape(b, hx * hy), cfg.top_k, dim=1)
+        labels = torch.gather(best_label.reshape(b, hx * hy), 1, cell)
+    else:
+        peaks = heat * (F.max_pool2d(heat, k, 1, k // 2) == heat).to(heat.dtype)
+        scores, top = torch.topk(peaks.reshape(b, ncls * hx * hy), cfg.top_k, dim=1)
+        # integer division through float32 (exact below 2**24): the int64 floor-division export
+        # would bring in Xor, which TensorRT's parser lacks
+        labels = torch.floor(top.to(torch.float32) / (hx * hy)).to(top.dtype)
+        cell = top - labels * (hx * hy)
+    ix = torch.floor(cell.to(torch.float32) / hy).to(cell.dtype)
     iy = cell - ix * hy
     reg = regress.reshape(b, regress.shape[1], hx * hy)
     picked = torch.gather(reg, 2, cell.unsqueeze(1).expand(-1, reg.shape[1], -1))  # b × R × K

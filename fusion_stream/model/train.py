@@ -192,16 +192,34 @@ def train(
 
 @torch.no_grad()
 def validate(net: FusionNet, data: Source | SimDataset, cfg: ModelConfig) -> dict[str, float]:
-    """Mean validation losses (no dropout)."""
+    """Mean validation losses (no dropout), and the detection metrics (mAP, NDS) on the same frames."""
+    from fusion_stream.eval.metrics import FrameResult, detection_metrics
+    from fusion_stream.model.decode import to_boxes
+
     net.eval()
-    loader = DataLoader(FrameDataset(data, cfg), batch_size=8, num_workers=1, collate_fn=collate)
+    ds = FrameDataset(data, cfg)
+    loader = DataLoader(ds, batch_size=8, num_workers=1, collate_fn=collate)
     sums: dict[str, float] = {}
     n = 0
+    frames: list[FrameResult] = []
+    names = ("boxes", "scores", "labels", "siren", "audio_siren")
     for batch in loader:
         for k, v in run_batch(net, batch).items():
             sums[k] = sums.get(k, 0.0) + float(v)
+        out = dict(
+            zip(names, (t.numpy() for t in net.detect(*[batch[k] for k in preprocess.INPUT_NAMES])), strict=True)
+        )
+        for b in range(len(batch["present"])):
+            _, boxes, _ = ds.source.get(len(frames))
+            gt = [g for g in boxes if targets.in_range(g, cfg)]
+            frames.append(FrameResult(gt, to_boxes(out, cfg, b, threshold=0.05)))
         n += 1
-    return {k: v / max(n, 1) for k, v in sums.items()}
+    result = {k: v / max(n, 1) for k, v in sums.items()}
+    metrics = detection_metrics(frames, cfg.classes)
+    result["mAP"] = float(metrics["mAP"])  # type: ignore[arg-type]
+    result["NDS"] = float(metrics["NDS"])  # type: ignore[arg-type]
+    net.train()
+    return result
 
 
 # --------------------------------------------------------------------------- weights files

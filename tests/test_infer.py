@@ -151,3 +151,39 @@ def test_pipeline_runs_partial_sets_and_keeps_the_reference_stamp() -> None:
     )
     det3, _ = pipe.process(no_lidar)  # runs; camera and radar alone still see something close by
     assert det3.stamp_ns == 125
+
+
+def test_the_siren_goes_to_the_vehicle_it_is_heard_from() -> None:
+    from fusion_stream.model.decode import assign_siren
+
+    def car(x: float, y: float, label: str = "car") -> msgs.Box3D:
+        return msgs.Box3D(center=(x, y, 0.8), size=(4.5, 1.9, 1.6), label=label, score=0.9)
+
+    boxes = (car(20, 0), car(10, 10), car(5, -8, "pedestrian"), car(-15, 2))
+    srp = np.zeros(72, np.float32)
+    srp[9] = 1.0  # 45°: towards (10, 10) from an array at the origin
+    out = assign_siren(boxes, srp, 0.9, (0.0, 0.0), 72)
+    assert [b.attributes["siren"] for b in out] == [False, True, False, False]
+    assert out[1].attributes["siren_probability"] == pytest.approx(0.9)
+    # nothing heard: nobody has a siren, whatever the directions say
+    assert not any(b.attributes["siren"] for b in assign_siren(boxes, srp, 0.1, (0.0, 0.0), 72))
+    # a pedestrian never gets it, even when it is the loudest direction
+    srp2 = np.zeros(72, np.float32)
+    srp2[round(np.degrees(np.arctan2(-8, 5)) / 5) % 72] = 1.0
+    only_ped = assign_siren((car(5, -8, "pedestrian"),), srp2, 0.9, (0.0, 0.0), 72)
+    assert not only_ped[0].attributes["siren"]
+
+
+def test_on_a_real_frame_the_emergency_vehicle_gets_the_siren() -> None:
+    s = dataset.simulate(SPEC, RIG)
+    members = dataset.members_of(s, RIG)
+    pipe = FusionPipeline(backends.load(DEFAULT_WEIGHTS, backend="onnxruntime", device="cpu"), RIG)
+    det, _ = pipe.process(msgs.SyncedFrame(stamp_ns=1, frame_id="base_link", members=members))
+    siren_gt = next(b for b in dataset.boxes_from_array(s["boxes"]) if b.attributes["siren"])
+    marked = [d for d in det.boxes if d.attributes["siren"]]
+    assert len(marked) == 1
+    assert np.hypot(marked[0].center[0] - siren_gt.center[0], marked[0].center[1] - siren_gt.center[1]) < 2.0
+    # without the microphones nobody is marked
+    silent = {k: v for k, v in members.items() if k != "audio"}
+    det2, _ = pipe.process(msgs.SyncedFrame(stamp_ns=2, frame_id="base_link", members=silent, missing=("audio",)))
+    assert not any(d.attributes["siren"] for d in det2.boxes)

@@ -99,7 +99,7 @@ def test_audio_features_point_at_the_siren() -> None:
     mic_x, mic_y = RIG["mic_array"].extrinsics.translation[:2]
     truth = math.degrees(math.atan2(siren.center[1] - mic_y, siren.center[0] - mic_x))
     found = int(np.argmax(feats[: CFG.azimuth_bins])) * 360 / CFG.azimuth_bins
-    assert abs(math.remainder(found - truth, 360)) < 20
+    assert abs(math.remainder(found - truth, 360)) <= 5  # one 5° bin (all bins, road noise included: 7° off)
     # the siren band stands out of the spectrum; road noise alone is flat
     quiet = dataset.simulate(dataset.SampleSpec(seed=100, t=120.0, actors=24), RIG)
     if not any(b.attributes["siren"] for b in dataset.boxes_from_array(quiet["boxes"])):

@@ -12,7 +12,7 @@ from fusion_stream import calib, msgs
 from fusion_stream.infer.backends import Backend
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import MODALITIES
-from fusion_stream.model.decode import DEFAULT_THRESHOLD, to_boxes
+from fusion_stream.model.decode import DEFAULT_THRESHOLD, assign_siren, to_boxes
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,11 @@ class FusionPipeline:
         out = self.backend.run(inputs)
         t2 = time.perf_counter()
         boxes = to_boxes(out, cfg, threshold=self.threshold)
+        if inputs["present"][0, 3] > 0 and self.geometry.microphones is not None:
+            origin = self.geometry.microphones.mean(axis=0)
+            boxes = assign_siren(
+                boxes, inputs["audio"][0], float(out["audio_siren"][0]), (origin[0], origin[1]), cfg.azimuth_bins
+            )
         det = msgs.Detections(stamp_ns=frame.stamp_ns, frame_id=self.frame_id, boxes=boxes)
         t3 = time.perf_counter()
         return det, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -37,4 +39,46 @@ def to_boxes(
                 attributes={"siren": bool(siren[i] > 0.5), "siren_probability": round(float(siren[i]), 4)},
             )
         )
+    return tuple(out)
+
+
+SIREN_CLASSES = ("car", "truck")
+
+
+def assign_siren(
+    boxes: tuple[Box3D, ...],
+    audio_features: np.ndarray,
+    siren_probability: float,
+    array_xy: tuple[float, float],
+    azimuth_bins: int,
+    threshold: float = 0.5,
+) -> tuple[Box3D, ...]:
+    """Give the siren attribute to the car or truck the siren is heard from.
+
+    When the audio branch hears a siren (``siren_probability`` ≥ ``threshold``), the detection
+    whose direction from the microphone array has the strongest SRP-PHAT response gets
+    ``siren=True``; every other box ``siren=False``. (The head's per-box siren output does not
+    separate emergency vehicles from their neighbours yet, so the sound's direction decides.)"""
+    srp = np.asarray(audio_features[:azimuth_bins], np.float64)
+    best = -1
+    if siren_probability >= threshold:
+        responses = [
+            srp[
+                round(
+                    math.degrees(math.atan2(b.center[1] - array_xy[1], b.center[0] - array_xy[0])) * azimuth_bins / 360
+                )
+                % azimuth_bins
+            ]
+            if b.label in SIREN_CLASSES
+            else -1.0
+            for b in boxes
+        ]
+        if responses and max(responses) >= 0:
+            best = int(np.argmax(responses))
+    out = []
+    for i, b in enumerate(boxes):
+        attrs = dict(b.attributes)
+        attrs["siren"] = i == best
+        attrs["siren_probability"] = round(float(siren_probability), 4) if i == best else 0.0
+        out.append(dataclasses.replace(b, attributes=attrs))
     return tuple(out)

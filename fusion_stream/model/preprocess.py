@@ -17,6 +17,8 @@ from fusion_stream import calib, msgs
 from fusion_stream.model.config import MODALITIES, ModelConfig
 
 SPEED_OF_SOUND = 343.0
+STRONG_BIN_FACTOR = 10.0
+MIN_STRONG_BINS = 3
 INPUT_NAMES: tuple[str, ...] = (
     "lidar_pillars",
     "lidar_index",
@@ -222,6 +224,14 @@ def audio_inputs(samples: np.ndarray, sample_rate: int, microphones_rig: np.ndar
     i, j = np.array(plan.pairs).T
     cross = inband[i] * np.conj(inband[j])
     cross /= np.maximum(np.abs(cross), 1e-12)
+    # PHAT gives every frequency bin the same weight, so the many bins holding only road noise
+    # (partly common to all microphones: a zero-delay "source") would outvote a siren's few
+    # tonal bins and pull the peak ~10° off. Steer only the bins that stand well above the
+    # in-band noise floor, when there are any.
+    bin_power = np.mean(np.abs(inband) ** 2, axis=0)
+    loud = bin_power > STRONG_BIN_FACTOR * np.median(bin_power)
+    if loud.sum() >= MIN_STRONG_BINS:
+        cross = cross * loud
     srp = np.einsum("pkf,pf->k", plan.steering, cross).real
     lo, hi = srp.min(), srp.max()
     srp_norm = (srp - lo) / (hi - lo) if hi > lo else np.zeros_like(srp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def export_onnx(weights: Path | str, output: Path | str, *, opset: int = 17) -> 
 def export_net(net: FusionNet, output: Path | str, *, opset: int = 17) -> Path:
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # two nodes may export at once
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about Python floats in shapes
         torch.onnx.export(

@@ -62,7 +62,7 @@ def setup(node: Node, p: Params) -> None:
     log.info("fusion model %s on %s (%s)", p.weights, backend.name, backend.device)
     pipeline = FusionPipeline(backend, rig, threshold=p.threshold, inputs=p.inputs, frame_id=p.frame_id)
     pub = node.publisher(p.output)
-    window: collections.deque[tuple[float, float, float, float, int, int]] = collections.deque(maxlen=100)
+    window: collections.deque[tuple[float, float, float, float, int]] = collections.deque(maxlen=100)
     counts = {"frames": 0, "partial": 0, "failed": 0}
 
     def on_frame(env: Envelope) -> None:
@@ -80,7 +80,7 @@ def setup(node: Node, p: Params) -> None:
         counts["partial"] += bool(frame.missing)
         sensor_stamp = min((m.stamp_ns for ms in frame.members.values() for m in ms), default=frame.stamp_ns)
         e2e = (node.clock.now_ns() - sensor_stamp) / 1e6
-        window.append((times.preprocess_ms, times.inference_ms, times.decode_ms, e2e, len(det.boxes), 0))
+        window.append((times.preprocess_ms, times.inference_ms, times.decode_ms, e2e, len(det.boxes)))
 
     sub = node.subscribe(p.input, on_frame, latest=True)
 

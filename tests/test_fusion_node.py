@@ -26,6 +26,13 @@ def test_fusion_node_detects_on_synced_sets_and_reports_stage_latency(procs: Pro
         Subscriber("/diagnostics", registry=registry, timeout=5.0) as diag,
     ):
         dets.wait_for_publishers(60.0)
+        # first a set the node cannot use (a plain cloud on the radar input): skipped and counted
+        radar = members["radar"][0]
+        bad_radar = msgs.PointCloud(
+            stamp_ns=1, frame_id="radar_front", data=radar.data[:, :4], fields=("x", "y", "z", "intensity")
+        )
+        pub.publish(msgs.SyncedFrame(stamp_ns=1, frame_id="base_link", members={**members, "radar": (bad_radar,)}))
+        time.sleep(0.5)
         got: list[msgs.Detections] = []
         stamps = []
         deadline = time.monotonic() + 60
@@ -66,6 +73,7 @@ def test_fusion_node_detects_on_synced_sets_and_reports_stage_latency(procs: Pro
             assert float(report.values[key]) > 0, key
         assert report.values["backend"] == "onnxruntime"
         assert int(report.values["partial_sets"]) >= 1
+        assert int(report.values["failed_sets"]) == 1  # the malformed one, and the node went on
 
 
 def test_fusion_node_with_missing_weights_exits_2_naming_the_file(registry: Registry) -> None:
@@ -78,3 +86,11 @@ def test_fusion_node_with_missing_weights_exits_2_naming_the_file(registry: Regi
     )
     assert proc.returncode == 2
     assert "/nonexistent/w.pt" in proc.stderr and "weights" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "nodes.fusion", "--name", "fusion", "-p", "threshold:=1.5"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "threshold" in proc.stderr

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fusion_stream import calib, msgs
+from fusion_stream.errors import FormatError
 from fusion_stream.model import dataset, preprocess, targets
 from fusion_stream.model.config import ModelConfig
 from fusion_stream.sim import audio
@@ -148,6 +149,15 @@ def test_missing_modalities_are_zeroed_and_flagged() -> None:
     empty_cloud = msgs.PointCloud(stamp_ns=1, frame_id="lidar_top", data=cloud.data[:0], fields=cloud.fields)
     inputs = preprocess.prepare({**members, "lidar": (empty_cloud,)}, GEOMETRY, CFG)
     assert inputs["present"][0] == 0.0
+    # a malformed member is a clear error naming the sensor, not a crash deep in numpy
+    scan = members["radar"][0]
+    assert isinstance(scan, msgs.RadarScan)
+    # a plain point cloud remapped onto the radar input: no Doppler to read
+    no_doppler = msgs.PointCloud(
+        stamp_ns=1, frame_id="radar_front", data=scan.data[:, :4], fields=("x", "y", "z", "intensity")
+    )
+    with pytest.raises(FormatError, match=r"'radar_front' has no 'radial_velocity' field"):
+        preprocess.prepare({**members, "radar": (no_doppler,)}, GEOMETRY, CFG)
     # a LiDAR-only model ignores the other sensors even when they are there
     lidar_only = ModelConfig(modalities=("lidar",))
     assert preprocess.prepare(members, GEOMETRY, lidar_only)["present"].tolist() == [1.0, 0.0, 0.0, 0.0]

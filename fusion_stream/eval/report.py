@@ -12,9 +12,10 @@ import numpy as np
 from fusion_stream import calib, render
 from fusion_stream.eval.metrics import FrameResult, detection_metrics, siren_accuracy
 from fusion_stream.infer.backends import load
+from fusion_stream.infer.pipeline import decode_frame
 from fusion_stream.model import preprocess
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
-from fusion_stream.model.decode import DEFAULT_THRESHOLD, assign_siren, to_boxes
+from fusion_stream.model.decode import DEFAULT_THRESHOLD
 from fusion_stream.model.targets import in_range
 from fusion_stream.msgs import Box3D
 
@@ -50,18 +51,7 @@ def evaluate_split(
         out = model.run(inputs)
         times.append(time.perf_counter() - t0)
         gt = [b for b in boxes_from_array(sample["boxes"]) if in_range(b, cfg)]
-        detections = to_boxes(out, cfg, threshold=EVAL_THRESHOLD)
-        if inputs["present"][0, 3] > 0 and geometry.microphones is not None:
-            origin = geometry.microphones.mean(axis=0)
-            confident = assign_siren(
-                tuple(d for d in detections if d.score >= DEFAULT_THRESHOLD),
-                inputs["audio"][0],
-                float(out["audio_siren"][0]),
-                (origin[0], origin[1]),
-                cfg.azimuth_bins,
-            )
-            detections = confident + tuple(d for d in detections if d.score < DEFAULT_THRESHOLD)
-        frames.append(FrameResult(gt, detections))
+        frames.append(FrameResult(gt, decode_frame(out, inputs, geometry, cfg, EVAL_THRESHOLD)))
         if render_dir is not None and i % max(1, len(data) // max(render_count, 1)) == 0:
             shown = [d for d in frames[-1].detections if d.score >= DEFAULT_THRESHOLD]
             _render_frame(Path(render_dir) / f"frame_{i:04d}", members, rig, gt, shown)

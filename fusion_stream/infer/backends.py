@@ -6,16 +6,17 @@ providers), then torch, and says why each one it skipped was unusable."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from fusion_stream.cache import cache_root
 from fusion_stream.errors import BackendUnavailableError, InferenceError
-from fusion_stream.model.config import ModelConfig
+from fusion_stream.model.config import OUTPUT_NAMES, ModelConfig
 from fusion_stream.model.preprocess import INPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -35,21 +36,36 @@ class Backend(Protocol):
         ...
 
 
-def _cache_root() -> Path:
-    root = os.environ.get("FUSION_STREAM_CACHE") or Path.home() / ".cache" / "fusion_stream"
-    return Path(root)
+EXPORT_VERSION = 2
+"""Bumped when what an export contains changes, so older cached exports are not reused."""
+CONFIG_KEY = "fusion_stream.config"
+"""ONNX metadata entry holding the model config (JSON)."""
 
 
 def onnx_for(weights: Path) -> Path:
-    """The ONNX export of a weights file, made once and cached by the weights' hash."""
-    from fusion_stream.infer.export import export_onnx
-
+    """The ONNX export of a weights file, made once and cached by the weights' hash (torch is
+    only imported when the export has to be made)."""
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    path = _cache_root() / "onnx" / f"{weights.stem}-{digest}.onnx"
+    path = cache_root() / "onnx" / f"{weights.stem}-{digest}-v{EXPORT_VERSION}.onnx"
     if not path.exists():
+        from fusion_stream.infer.export import export_onnx
+
         log.info("exporting %s to %s", weights, path)
         export_onnx(weights, path)
     return path
+
+
+def config_from_metadata(metadata: Mapping[str, str], source: Path) -> ModelConfig:
+    if CONFIG_KEY not in metadata:
+        raise InferenceError(f"{source}: no {CONFIG_KEY} metadata; export it again with `fusion-stream export-onnx`")
+    return ModelConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+
+
+def config_from_onnx(path: Path) -> ModelConfig:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return config_from_metadata({p.key: p.value for p in model.metadata_props}, path)
 
 
 class TorchBackend:
@@ -69,8 +85,6 @@ class TorchBackend:
         self._net = net.to(device)
 
     def run(self, inputs: Arrays) -> dict[str, np.ndarray]:
-        from fusion_stream.infer.export import OUTPUT_NAMES
-
         torch = self._torch
         with torch.inference_mode():
             args = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device) for n in INPUT_NAMES]
@@ -81,7 +95,7 @@ class TorchBackend:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, config: ModelConfig, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, onnx_path: Path, device: str = "cpu", threads: int = 0) -> None:
         try:
             import onnxruntime as ort  # type: ignore[import-untyped]
         except ImportError as err:
@@ -109,19 +123,13 @@ class OnnxRuntimeBackend:
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise InferenceError(f"onnxruntime could not load {onnx_path}: {err}") from err
         self.providers = self._session.get_providers()
-        self.config = config
+        self.config = config_from_metadata(self._session.get_modelmeta().custom_metadata_map, onnx_path)
         self.device = device
 
     def run(self, inputs: Arrays) -> dict[str, np.ndarray]:
         outs = self._session.run(None, {n: np.ascontiguousarray(inputs[n]) for n in INPUT_NAMES})
         names = [o.name for o in self._session.get_outputs()]
         return dict(zip(names, outs, strict=True))
-
-
-def _config_of(weights: Path) -> ModelConfig:
-    from fusion_stream.model.train import load_weights
-
-    return load_weights(weights)[0].cfg
 
 
 def load(model: Path | str, backend: str = "auto", device: str = "auto", threads: int = 0) -> Backend:
@@ -158,12 +166,13 @@ def _open(name: str, weights: Path, device: str, threads: int) -> Backend:
             torch.set_num_threads(threads)
         return TorchBackend(weights, device)
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(onnx_for(weights), _config_of(weights), device, threads)
+        return OnnxRuntimeBackend(onnx_for(weights), device, threads)
     from fusion_stream.infer.tensorrt_backend import TensorRTBackend
 
     if not device.startswith("cuda"):
         raise BackendUnavailableError("tensorrt: needs an NVIDIA GPU (device is cpu)")
-    return TensorRTBackend(onnx_for(weights), _config_of(weights), device)
+    onnx_path = onnx_for(weights)
+    return TensorRTBackend(onnx_path, config_from_onnx(onnx_path), device)
 
 
 def _cuda_available() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -11,12 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from fusion_stream.errors import InferenceError
-from fusion_stream.model.config import ModelConfig
+from fusion_stream.infer.backends import CONFIG_KEY
+from fusion_stream.model.config import OUTPUT_NAMES, ModelConfig
 from fusion_stream.model.net import FusionNet
 from fusion_stream.model.preprocess import INPUT_NAMES, batch, empty_inputs
 from fusion_stream.model.train import load_weights
-
-OUTPUT_NAMES: tuple[str, ...] = ("boxes", "scores", "labels", "siren", "audio_siren")
 
 # Operators TensorRT's ONNX parser (onnx-tensorrt, TensorRT 10) supports natively, restricted to
 # those a network like ours could emit. An op outside this set would need a plugin.
@@ -143,6 +143,10 @@ def export_net(net: FusionNet, output: Path | str, *, opset: int = 17) -> Path:
     import onnx
 
     model = onnx.load(str(tmp))
+    # the config travels with the graph, so running it needs neither torch nor the weights file
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CONFIG_KEY, json.dumps(net.cfg.to_dict())
+    onnx.save(model, str(tmp))
     onnx.checker.check_model(model)
     foreign = unsupported_ops(model)
     if foreign:

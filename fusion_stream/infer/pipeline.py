@@ -8,10 +8,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from fusion_stream import calib, msgs
 from fusion_stream.infer.backends import Backend
 from fusion_stream.model import preprocess
-from fusion_stream.model.config import MODALITIES
+from fusion_stream.model.config import MODALITIES, ModelConfig
 from fusion_stream.model.decode import DEFAULT_THRESHOLD, assign_siren, to_boxes
 
 
@@ -24,6 +26,27 @@ class StageTimes:
     @property
     def total_ms(self) -> float:
         return self.preprocess_ms + self.inference_ms + self.decode_ms
+
+
+def decode_frame(
+    out: Mapping[str, np.ndarray],
+    inputs: Mapping[str, np.ndarray],
+    geometry: preprocess.RigGeometry,
+    cfg: ModelConfig,
+    threshold: float,
+) -> tuple[msgs.Box3D, ...]:
+    """Batch item 0's detections down to ``threshold``, best first, the siren attribute given
+    (among those scoring at least the default threshold) to the vehicle the siren is heard from."""
+    boxes = to_boxes(out, cfg, threshold=threshold)
+    if inputs["present"][0, 3] == 0 or geometry.microphones is None:
+        return boxes
+    origin = geometry.microphones.mean(axis=0)
+    confident = tuple(b for b in boxes if b.score >= DEFAULT_THRESHOLD)
+    rest = boxes[len(confident) :]  # boxes are sorted by score
+    heard = assign_siren(
+        confident, inputs["audio"][0], float(out["audio_siren"][0]), (origin[0], origin[1]), cfg.azimuth_bins
+    )
+    return heard + rest
 
 
 class FusionPipeline:
@@ -55,12 +78,7 @@ class FusionPipeline:
         t1 = time.perf_counter()
         out = self.backend.run(inputs)
         t2 = time.perf_counter()
-        boxes = to_boxes(out, cfg, threshold=self.threshold)
-        if inputs["present"][0, 3] > 0 and self.geometry.microphones is not None:
-            origin = self.geometry.microphones.mean(axis=0)
-            boxes = assign_siren(
-                boxes, inputs["audio"][0], float(out["audio_siren"][0]), (origin[0], origin[1]), cfg.azimuth_bins
-            )
+        boxes = decode_frame(out, inputs, self.geometry, cfg, self.threshold)
         det = msgs.Detections(stamp_ns=frame.stamp_ns, frame_id=self.frame_id, boxes=boxes)
         t3 = time.perf_counter()
         return det, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion_stream.cache import cache_root
 from fusion_stream.errors import BackendUnavailableError, InferenceError
 from fusion_stream.infer.export import file_digest
 from fusion_stream.model.config import ModelConfig
@@ -90,9 +91,7 @@ def _gpu_name(device: str) -> str:
 
 
 def default_cache_dir() -> Path:
-    from fusion_stream.infer.backends import _cache_root
-
-    return _cache_root() / "engines"
+    return cache_root() / "engines"
 
 
 def build_engine(

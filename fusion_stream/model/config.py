@@ -15,6 +15,8 @@ CLASSES: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist")
 MODALITIES: tuple[str, ...] = ("lidar", "camera", "radar", "audio")
 BOX_FIELDS: tuple[str, ...] = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
 """Columns of the network's ``boxes`` output, in the rig frame."""
+OUTPUT_NAMES: tuple[str, ...] = ("boxes", "scores", "labels", "siren", "audio_siren")
+"""What ``FusionNet.detect`` returns, in order; the exported graph's output names."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusion_stream import calib, msgs
+from fusion_stream.errors import FormatError
 from fusion_stream.model.config import MODALITIES, ModelConfig
 
 SPEED_OF_SOUND = 343.0
@@ -265,6 +266,10 @@ def empty_inputs(cfg: ModelConfig) -> Inputs:
 
 
 def _field(msg: msgs.PointCloud | msgs.RadarScan, name: str) -> np.ndarray:
+    if name not in msg.fields:
+        raise FormatError(
+            f"{type(msg).__name__} from {msg.frame_id!r} has no {name!r} field (it has {list(msg.fields)})"
+        )
     return np.asarray(msg.data[:, msg.fields.index(name)], np.float64)
 
 
@@ -276,7 +281,8 @@ def prepare(
     """A synced set's members (keyed lidar/camera/radar/audio) → network inputs.
 
     A modality that is missing, empty, not in ``cfg.modalities`` or lacks its calibration is
-    fed as zeros with its ``present`` flag at 0."""
+    fed as zeros with its ``present`` flag at 0. A point cloud on the radar input without the radar
+    fields (radial_velocity) is a :class:`FormatError` naming it (messages check their own shapes)."""
     out = empty_inputs(cfg)
 
     def use(name: str) -> bool:

@@ -3,10 +3,10 @@ held-out scenarios are worlds the model has never seen."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from fusion_stream import calib
+from fusion_stream.cache import cache_root
 from fusion_stream.model.dataset import SampleSpec, SimDataset, plan
 
 TRAIN_SEEDS = range(1000, 1375)
@@ -15,9 +15,8 @@ PER_SEED = 8
 
 
 def cache_dir() -> Path:
-    """Where rendered samples are cached ($FUSION_STREAM_CACHE, else ~/.cache/fusion_stream)."""
-    root = os.environ.get("FUSION_STREAM_CACHE") or Path.home() / ".cache" / "fusion_stream"
-    return Path(root) / "sim"
+    """Where rendered samples are cached."""
+    return cache_root() / "sim"
 
 
 def specs(split: str, per_seed: int = PER_SEED, seeds: int | None = None) -> list[SampleSpec]:

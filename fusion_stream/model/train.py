@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 from fusion_stream import calib, msgs
 from fusion_stream.errors import FormatError
 from fusion_stream.model import preprocess, targets
-from fusion_stream.model.config import ModelConfig
+from fusion_stream.model.config import OUTPUT_NAMES, ModelConfig
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
-from fusion_stream.model.net import FusionNet
+from fusion_stream.model.net import FusionNet, decode
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_sim.pt"
 
@@ -96,6 +96,10 @@ class FrameDataset(Dataset[dict[str, np.ndarray]]):
         return len(self.source)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return self.item(i)[0]
+
+    def item(self, i: int) -> tuple[dict[str, np.ndarray], tuple[msgs.Box3D, ...]]:
+        """Inputs and targets of frame ``i``, and its ground-truth boxes."""
         members, boxes, geometry = self.source.get(i)
         members = dict(members)
         if self.drop > 0:
@@ -106,7 +110,7 @@ class FrameDataset(Dataset[dict[str, np.ndarray]]):
         inputs = preprocess.prepare(members, geometry, self.cfg)
         target = targets.build(boxes, self.cfg)
         target["audio_siren"] = np.asarray(any(b.attributes.get("siren") for b in boxes), np.float32)
-        return {**inputs, **{f"t_{k}": np.asarray(v) for k, v in target.items()}}
+        return {**inputs, **{f"t_{k}": np.asarray(v) for k, v in target.items()}}, boxes
 
 
 def collate(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -114,7 +118,10 @@ def collate(items: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
 
 
 def run_batch(net: FusionNet, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = net(*[batch[k] for k in preprocess.INPUT_NAMES])
+    return batch_loss(net(*[batch[k] for k in preprocess.INPUT_NAMES]), batch)
+
+
+def batch_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     target = {k[2:]: v for k, v in batch.items() if k.startswith("t_")}
     target["audio_present"] = batch["present"][:, 3]
     return targets.loss(out, target)
@@ -198,19 +205,18 @@ def validate(net: FusionNet, data: Source | SimDataset, cfg: ModelConfig) -> dic
 
     net.eval()
     ds = FrameDataset(data, cfg)
-    loader = DataLoader(ds, batch_size=8, num_workers=1, collate_fn=collate)
     sums: dict[str, float] = {}
     n = 0
     frames: list[FrameResult] = []
-    names = ("boxes", "scores", "labels", "siren", "audio_siren")
-    for batch in loader:
-        for k, v in run_batch(net, batch).items():
+    for start in range(0, len(ds), 8):
+        items = [ds.item(i) for i in range(start, min(start + 8, len(ds)))]
+        batch = collate([inputs for inputs, _ in items])
+        maps = net(*[batch[k] for k in preprocess.INPUT_NAMES])
+        for k, v in batch_loss(maps, batch).items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        out = dict(
-            zip(names, (t.numpy() for t in net.detect(*[batch[k] for k in preprocess.INPUT_NAMES])), strict=True)
-        )
-        for b in range(len(batch["present"])):
-            _, boxes, _ = ds.source.get(len(frames))
+        decoded = decode(maps["heatmap"], maps["regress"], maps["audio_siren"], cfg)
+        out = {name: t.numpy() for name, t in zip(OUTPUT_NAMES, decoded, strict=True)}
+        for b, (_, boxes) in enumerate(items):
             gt = [g for g in boxes if targets.in_range(g, cfg)]
             frames.append(FrameResult(gt, to_boxes(out, cfg, b, threshold=0.05)))
         n += 1

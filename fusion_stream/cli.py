@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from rich.table import Table
 from fusion_stream import tools
 from fusion_stream.errors import FusionStreamError, UsageError
 from fusion_stream.introspect import describe, to_jsonable
+from fusion_stream.registry import ENV_GRAPH
 from fusion_stream.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
 
 # Piped output (logs, CI, tests) gets wide lines rather than rich's 80-column wrapping.
@@ -200,6 +202,12 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fusion-stream", description="streaming sensor fusion over ZeroMQ")
     ap.add_argument("--log-level", default="WARNING")
+    ap.add_argument(
+        "--graph",
+        default=None,
+        metavar="NAME",
+        help="the running graph to talk to (a launch file's `graph:`; default: $FUSION_STREAM_GRAPH, else 'default')",
+    )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("topics", help="list the topics published in the running graph")
@@ -271,14 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="NAME:=VALUE", help="launch arguments, e.g. weather:=fog seed:=7")
     p.set_defaults(func=_cmd_demo)
 
-    from fusion_stream import cli_model
+    from fusion_stream import cli_bag, cli_model
 
     cli_model.add_parsers(sub)
+    cli_bag.add_parsers(sub)
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.graph:
+        os.environ[ENV_GRAPH] = args.graph
     setup_logging(args.log_level)
     try:
         if hasattr(args, "model_cmd"):

@@ -54,7 +54,7 @@ def evaluate_split(
         frames.append(FrameResult(gt, decode_frame(out, inputs, geometry, cfg, EVAL_THRESHOLD)))
         if render_dir is not None and i % max(1, len(data) // max(render_count, 1)) == 0:
             shown = [d for d in frames[-1].detections if d.score >= DEFAULT_THRESHOLD]
-            _render_frame(Path(render_dir) / f"frame_{i:04d}", members, rig, gt, shown)
+            render_frame(Path(render_dir) / f"frame_{i:04d}", members, rig, gt, shown)
         if on_frame is not None:
             on_frame()
     result = detection_metrics(frames, cfg.classes)
@@ -76,7 +76,7 @@ def evaluate_split(
     return result
 
 
-def _render_frame(
+def render_frame(
     stem: Path, members: dict[str, Any], rig: calib.Rig, gt: Sequence[Box3D], detections: Sequence[Box3D]
 ) -> None:
     lidar_sensor, camera, radar_sensor = (rig.of_type(k)[0] for k in ("lidar", "camera", "radar"))  # type: ignore[arg-type]

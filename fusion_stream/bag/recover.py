@@ -1,0 +1,75 @@
+"""Rebuild a whole, indexed MCAP file from one whose writer died (``kill -9``, power loss).
+
+Every record up to the first damaged or missing one is read linearly; the messages of complete
+chunks (each chunk carries its own CRC and length) are written to a new file with schemas,
+channels, index and statistics. The damaged original is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+from mcap.exceptions import McapError
+from mcap.records import Channel, Message, Schema
+from mcap.stream_reader import StreamReader
+from mcap.writer import CompressionType, Writer
+
+from fusion_stream.bag.writer import LIBRARY, PROFILE
+from fusion_stream.errors import FormatError
+
+
+@dataclass(frozen=True)
+class Recovered:
+    output: Path
+    messages: int
+    channels: int
+    stopped_at: str
+    """What ended the read: ``"end of file"`` or the damage found."""
+
+
+def default_output(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.recovered.mcap")
+
+
+def recover(path: Path | str, output: Path | str | None = None) -> Recovered:
+    src = Path(path)
+    dst = Path(output) if output is not None else default_output(src)
+    if dst.resolve() == src.resolve():
+        raise FormatError(f"recover writes a new file; choose an output other than {src}")
+    if not src.is_file():
+        raise FormatError(f"{src}: no such file")
+    tmp = dst.with_name(f".{dst.name}.partial")
+    schemas: dict[int, int] = {}
+    channels: dict[int, int] = {}
+    count = 0
+    stopped = "end of file"
+    with open(src, "rb") as f, open(tmp, "wb") as out:
+        writer = Writer(out, compression=CompressionType.ZSTD)
+        writer.start(profile=PROFILE, library=LIBRARY)
+        try:
+            for record in StreamReader(f, validate_crcs=True).records:
+                if isinstance(record, Schema) and record.id not in schemas:
+                    schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+                elif isinstance(record, Channel) and record.id not in channels:
+                    sid = schemas.get(record.schema_id, 0)
+                    channels[record.id] = writer.register_channel(
+                        record.topic, record.message_encoding, sid, metadata=record.metadata
+                    )
+                elif isinstance(record, Message) and record.channel_id in channels:
+                    writer.add_message(
+                        channels[record.channel_id], record.log_time, record.data, record.publish_time, record.sequence
+                    )
+                    count += 1
+        except (McapError, EOFError, ValueError, zstandard.ZstdError) as err:  # the damage ends the read
+            stopped = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        except Exception as err:
+            if type(err).__module__.startswith(("lz4", "mcap")):
+                stopped = f"{type(err).__name__}: {err}"
+            else:
+                raise
+        writer.finish()  # type: ignore[no-untyped-call]
+    os.replace(tmp, dst)
+    return Recovered(dst, count, len(channels), stopped)

@@ -1,0 +1,419 @@
+"""`fusion-stream record | replay | bag info|recover|convert | eval`: recording and offline work.
+
+Bad input (a damaged bag, an unknown topic, a broken topic map) exits with code 2 and one line
+naming the file and the problem."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fusion_stream.errors import FileKeyError, FormatError, UsageError
+from fusion_stream.params import parse_override
+from fusion_stream.runner import EXIT_CONFIG
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _bad_input(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (FormatError, FileKeyError, UsageError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+
+    return wrapped
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _stop_on_signals(stop: Callable[[str], None]) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+# --------------------------------------------------------------------------- record
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from fusion_stream.bag.recorder import Recorder
+    from fusion_stream.bag.writer import BagWriter, check_writable
+    from fusion_stream.node import Node
+
+    out = Path(args.output)
+    check_writable(out)
+    writer = BagWriter(
+        out,
+        compression=args.compression,
+        split_bytes=None if args.split_size is None else int(args.split_size * 1e6),
+        split_s=args.split_duration,
+    )
+    node = Node("recorder", handle_signals=False)
+    _stop_on_signals(node.request_stop)
+    try:
+        recorder = Recorder(node, writer, args.topics, all_topics=args.all, exclude=args.exclude)
+        end = None if args.duration is None else time.monotonic() + args.duration
+
+        def table() -> Table:
+            stats = recorder.summary()
+            elapsed = max(time.monotonic() - stats.started, 1e-9)
+            t = Table(
+                "topic",
+                "messages",
+                "rate Hz",
+                "dropped",
+                box=None,
+                title=f"recording {out}  {_size(stats.bytes)}  {elapsed:.0f} s",
+            )
+            for topic in recorder.topics:
+                n = stats.messages.get(topic, 0)
+                t.add_row(topic, str(n), f"{n / elapsed:.1f}", str(stats.lost.get(topic, 0)))
+            return t
+
+        with Live(table(), console=err_console, refresh_per_second=2, transient=not err_console.is_terminal) as live:
+            while not node.stop_event.is_set():
+                if end is not None and time.monotonic() >= end:
+                    node.request_stop("duration elapsed")
+                    break
+                node.spin_once(0.1)
+                live.update(table())
+    finally:
+        node.close()
+        writer.close()
+    stats = recorder.summary()
+    files = ", ".join(str(p) for p in writer.stats.files) or "(nothing received: no file written)"
+    total = sum(stats.messages.values())
+    print(f"recorded {total} messages on {len(stats.messages)} topics, {_size(stats.bytes)} → {files}")
+    if stats.total_lost:
+        print(
+            f"warning: {stats.total_lost} messages were dropped before they reached the recorder: {dict(stats.lost)}",
+            file=sys.stderr,
+        )
+    if sum(stats.failed.values()):
+        print(
+            f"warning: {sum(stats.failed.values())} messages could not be written: {dict(stats.failed)}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- bag
+
+
+def _cmd_bag_info(args: argparse.Namespace) -> int:
+    from fusion_stream.bag.reader import Bag
+
+    with Bag(args.file) as bag:
+        info = bag.info()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "path": str(info.path),
+                    "format": info.format,
+                    "size_bytes": info.size_bytes,
+                    "duration_s": info.duration_s,
+                    "start_ns": info.start_ns,
+                    "end_ns": info.end_ns,
+                    "messages": info.message_count,
+                    "indexed": info.indexed,
+                    "compression": info.compression,
+                    "problem": info.problem,
+                    "topics": [
+                        {"topic": t.topic, "type": t.typename, "count": t.count, "rate_hz": t.rate_hz}
+                        for t in info.topics
+                    ],
+                }
+            )
+        )
+        return 0
+    start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.start_ns / 1e9)) if info.start_ns else "-"
+    console.print(
+        f"[bold]{info.path}[/]  {info.format}, {_size(info.size_bytes)}"
+        + (f", {info.compression}" if info.compression else "")
+    )
+    console.print(f"duration {info.duration_s:.3f} s from {start} UTC, {info.message_count} messages")
+    table = Table("topic", "type", "count", "rate Hz", box=None)
+    for t in info.topics:
+        table.add_row(t.topic, t.typename, str(t.count), "-" if t.rate_hz is None else f"{t.rate_hz:.2f}")
+    console.print(table)
+    if not info.indexed:
+        console.print(
+            f"[yellow]not finished: the file has no index (its recorder was killed?). "
+            f"{info.problem or 'All records read.'} `fusion-stream bag recover {info.path}` writes a whole file.[/]"
+        )
+    return 0
+
+
+def _cmd_bag_recover(args: argparse.Namespace) -> int:
+    from fusion_stream.bag.recover import recover
+
+    result = recover(args.file, args.output)
+    print(
+        f"recovered {result.messages} messages on {result.channels} channels → {result.output} "
+        f"(read stopped at: {result.stopped_at})"
+    )
+    return 0
+
+
+def _load_map(path: str | None) -> Any:
+    from fusion_stream.bag.mapping import TopicMap, load_map
+
+    return load_map(path) if path else TopicMap()
+
+
+def _cmd_bag_convert(args: argparse.Namespace) -> int:
+    from fusion_stream.bag.transcode import convert_bag
+
+    tmap = _load_map(args.map)
+    with _progress() as progress:
+        task = progress.add_task(f"converting {Path(args.input).name}", total=None)
+        stats = convert_bag(
+            args.input,
+            args.output,
+            topic_map=tmap,
+            compression=args.compression,
+            on_progress=lambda n, total: progress.update(task, completed=n, total=total),
+        )
+    print(
+        f"{args.output}: {sum(stats.converted.values())} messages converted to fusion_stream types "
+        f"{dict(stats.converted) or ''}, {sum(stats.copied.values())} copied as they were"
+    )
+    if stats.failed:
+        print(
+            f"warning: {sum(stats.failed.values())} messages did not convert and were left out: {dict(stats.failed)}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from fusion_stream.bag.replay import Replayer, ReplayOptions
+
+    remap = {str(k): str(v) for k, v in (parse_override(r) for r in args.remap)}
+    options = ReplayOptions(
+        rate=args.rate,
+        loop=args.loop,
+        start_s=args.start,
+        duration_s=args.duration,
+        topics=args.topics or None,
+        remap=remap,
+        lockstep=args.lockstep,
+        reference_topic=args.lockstep_topic,
+        ack_topic=args.ack_topic,
+    )
+    stop = threading.Event()
+    _stop_on_signals(lambda _reason: stop.set())
+    with Replayer(args.file, options, topic_map=_load_map(args.map)) as replayer:
+        info = replayer.info
+        if not replayer.selected:
+            raise UsageError(f"{info.path}: nothing to replay: no topic has a type fusion_stream can publish")
+        total = sum(t.count for t in info.topics if t.topic in replayer.selected)
+        with _progress() as progress:
+            task = progress.add_task(
+                f"replaying {info.path.name} ×{args.rate:g}{' lockstep' if args.lockstep else ''}", total=total
+            )
+
+            def advance(_item: object) -> None:
+                progress.advance(task)
+                if progress.tasks[task].completed >= total and options.loop:
+                    progress.reset(task)
+
+            stats = replayer.run(stop, advance)
+    sent = sum(stats.published.values())
+    print(
+        f"published {sent} messages on {len(stats.published)} topics"
+        + (f", {stats.loops} loops" if stats.loops else "")
+    )
+    if stats.stream.skipped_types:
+        print(f"skipped (no fusion_stream type): {dict(stats.stream.skipped_types)}")
+    if stats.stream.failed:
+        print(
+            f"warning: {sum(stats.stream.failed.values())} messages did not decode: {dict(stats.stream.failed)}",
+            file=sys.stderr,
+        )
+    if stats.ack_timeouts:
+        print(f"warning: lockstep waited in vain {stats.ack_timeouts} times for {options.ack_topic}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """Evaluate one bag (in a worker process with --workers) and write its report."""
+    from fusion_stream import calib
+    from fusion_stream.eval.bag_eval import evaluate_bag, setup_from_launch
+    from fusion_stream.eval.html import write_report
+
+    path, opts = job
+    setup = setup_from_launch(opts["launch"], weights=opts["model"], backend=opts["backend"])
+    result = evaluate_bag(
+        path, setup, topic_map=_load_map(opts["map"]), threads=opts["threads"], on_progress=opts.get("progress")
+    )
+    out = Path(opts["output"]) / Path(path).stem if opts["many"] else Path(opts["output"])
+    rig = calib.load(calib.resolve_path(setup.calib))
+    metrics_path, report_path = write_report(
+        result, out, rig=rig, classes=result.classes, inputs=dict(setup.inputs), frames=opts["frames"]
+    )
+    return {"bag": path, "metrics": str(metrics_path), "report": str(report_path), "summary": result.metrics}
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    opts = {
+        "launch": args.launch,
+        "model": args.model,
+        "backend": args.backend,
+        "map": args.map,
+        "threads": args.threads,
+        "output": args.output,
+        "many": len(args.files) > 1,
+        "frames": args.frames,
+    }
+    for f in args.files:
+        if not Path(f).exists():
+            raise FormatError(f"{f}: no such bag")
+    results: list[dict[str, Any]] = []
+    if args.workers > 1 and len(args.files) > 1:
+        with _progress() as progress, ProcessPoolExecutor(args.workers) as pool:
+            task = progress.add_task(
+                f"evaluating {len(args.files)} bags on {args.workers} workers", total=len(args.files)
+            )
+            for r in pool.map(_eval_one, [(f, opts) for f in args.files]):
+                results.append(r)
+                progress.advance(task)
+    else:
+        for f in args.files:
+            with _progress() as progress:
+                task = progress.add_task(f"evaluating {Path(f).name}", total=None)
+                opts["progress"] = functools.partial(_update, progress, task)
+                results.append(_eval_one((f, opts)))
+    for r in results:
+        m = r["summary"]
+        if "nuscenes" in m:
+            print(
+                f"{r['bag']}: mAP {m['nuscenes']['mAP']:.3f} NDS {m['nuscenes']['NDS']:.3f} "
+                f"KITTI BEV {_num(m['kitti_bev']['mAP'])} 3D {_num(m['kitti_3d']['mAP'])} "
+                f"over {m['frames_with_ground_truth']} sets"
+            )
+        else:
+            print(f"{r['bag']}: {m['ground_truth']}")
+        lat = m["latency_ms"]["total"]
+        if lat:
+            print(
+                f"  latency per set p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms; "
+                f"{m['speed_x_realtime']:.1f}× real time"
+            )
+        print(f"  → {r['metrics']}, {r['report']}")
+    return 0
+
+
+def _update(progress: Progress, task: Any, n: int, total: int) -> None:
+    progress.update(task, completed=n, total=total)
+
+
+def _num(v: float) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("record", help="record topics of the running graph to MCAP")
+    p.add_argument("topics", nargs="*", help="topics to record")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.mcap")
+    p.add_argument("-a", "--all", action="store_true", help="record every topic, including ones that appear later")
+    p.add_argument("-x", "--exclude", action="append", default=[], metavar="TOPIC", help="with --all: leave TOPIC out")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--split-size", type=float, default=None, metavar="MB", help="start a new file every MB megabytes")
+    p.add_argument("--split-duration", type=float, default=None, metavar="S", help="start a new file every S seconds")
+    p.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd")
+    p.set_defaults(func=_bad_input(_cmd_record))
+
+    p = sub.add_parser("replay", help="publish a bag into the graph (our MCAP, ROS 1/2 bags)")
+    p.add_argument("file")
+    p.add_argument("--rate", type=float, default=1.0, help="speed factor (default: 1 = recorded timing)")
+    p.add_argument("--loop", action="store_true")
+    p.add_argument("--start", type=float, default=0.0, metavar="S", help="skip the first S seconds")
+    p.add_argument("--duration", type=float, default=None, metavar="S")
+    p.add_argument("--topics", nargs="+", default=None, metavar="TOPIC", help="recorded topics to replay")
+    p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO")
+    p.add_argument("--map", default=None, metavar="FILE", help="topic-mapping YAML for ROS bags")
+    p.add_argument("--lockstep", action="store_true", help="send the next set only when the pipeline answered the last")
+    p.add_argument(
+        "--lockstep-topic", default=None, metavar="TOPIC", help="topic that starts a set (default: first point cloud)"
+    )
+    p.add_argument("--ack-topic", default="/detections", metavar="TOPIC", help="pipeline output to wait for (lockstep)")
+    p.set_defaults(func=_bad_input(_cmd_replay))
+
+    p = sub.add_parser("bag", help="inspect, recover and convert bags")
+    bag_sub = p.add_subparsers(dest="bag_command", required=True)
+    k = bag_sub.add_parser("info", help="duration, topics, types, counts, rates and size")
+    k.add_argument("file", help="our MCAP, a ROS 2 bag directory (sqlite3/MCAP) or a ROS 1 .bag")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=_bad_input(_cmd_bag_info))
+    k = bag_sub.add_parser("recover", help="rewrite an MCAP file whose recorder died as a whole, indexed file")
+    k.add_argument("file")
+    k.add_argument("-o", "--output", default=None, metavar="OUT.mcap", help="default: FILE.recovered.mcap")
+    k.set_defaults(func=_bad_input(_cmd_bag_recover))
+    k = bag_sub.add_parser("convert", help="convert a ROS 1/2 bag to MCAP")
+    k.add_argument("input")
+    k.add_argument("-o", "--output", required=True, metavar="OUT.mcap")
+    k.add_argument("--map", default=None, metavar="FILE", help="topic-mapping YAML: which topic is which sensor")
+    k.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd")
+    k.set_defaults(func=_bad_input(_cmd_bag_convert))
+
+    p = sub.add_parser("eval", help="replay bags through sync + fusion in lockstep and score against ground truth")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--model", default=None, metavar="WEIGHTS", help="default: the fusion node's weights in --launch")
+    p.add_argument("--backend", default=None, choices=("auto", "tensorrt", "onnxruntime", "torch"))
+    p.add_argument("--launch", default="launch/sim.yaml", help="graph whose sync and fusion settings to use")
+    p.add_argument("--map", default=None, metavar="FILE", help="topic-mapping YAML for ROS bags")
+    p.add_argument("-o", "--output", default="eval_report", metavar="DIR")
+    p.add_argument("--workers", type=int, default=1, help="bags evaluated in parallel")
+    p.add_argument("--threads", type=int, default=1, help="inference threads per worker")
+    p.add_argument("--frames", type=int, default=3, help="frames rendered in the report")
+    p.set_defaults(func=_bad_input(_cmd_eval))

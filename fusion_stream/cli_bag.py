@@ -9,6 +9,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -302,12 +303,15 @@ def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
+    threads = args.threads
+    if threads == 0 and args.workers > 1:  # share the cores between the workers
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
     opts = {
         "launch": args.launch,
         "model": args.model,
         "backend": args.backend,
         "map": args.map,
-        "threads": args.threads,
+        "threads": threads,
         "output": args.output,
         "many": len(args.files) > 1,
         "frames": args.frames,
@@ -414,6 +418,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--map", default=None, metavar="FILE", help="topic-mapping YAML for ROS bags")
     p.add_argument("-o", "--output", default="eval_report", metavar="DIR")
     p.add_argument("--workers", type=int, default=1, help="bags evaluated in parallel")
-    p.add_argument("--threads", type=int, default=1, help="inference threads per worker")
+    p.add_argument("--threads", type=int, default=0, help="inference threads per worker (default 0: every core)")
     p.add_argument("--frames", type=int, default=3, help="frames rendered in the report")
     p.set_defaults(func=_bad_input(_cmd_eval))

@@ -146,7 +146,7 @@ def cmd_build_engine(args: argparse.Namespace, console: Console) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    from fusion_stream.model.train import DEFAULT_WEIGHTS
+    from fusion_stream.model.config import DEFAULT_WEIGHTS
 
     p = sub.add_parser("train", help="train the fusion network on simulated data (cached) and save weights")
     p.add_argument("-o", "--out", default=str(DEFAULT_WEIGHTS), help="weights file to write")

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from fusion_stream.errors import ParamError
 from fusion_stream.launch import NodeTopics
-from fusion_stream.msgs import AudioChunk
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import audio
+from fusion_stream.sim.capture import audio_chunk
 from fusion_stream.sim.sensors import FrameGrid, SimParams, open_sensor, open_world
 
 _MAX_CATCH_UP = 25
@@ -57,14 +57,7 @@ def setup(node: Node, p: Params) -> None:
         first = k if previous is None else max(previous + 1, k - _MAX_CATCH_UP + 1)
         state["skipped"] += first - (k if previous is None else previous + 1)
         for i in range(first, k + 1):
-            sample = i * samples
-            data = audio.chunk(world, sample, sensor.extrinsics, sensor.microphones, spec)  # type: ignore[arg-type]
-            stamp = grid.capture_ns(i) - sensor.time_offset_ns
-            pub.publish(
-                AudioChunk(
-                    stamp_ns=stamp, frame_id=sensor.name, data=data, sample_rate=p.sample_rate, first_sample=sample
-                )
-            )
+            pub.publish(audio_chunk(world, sensor, spec, i, p.epoch_ns))
 
     node.timer(grid.period_ns / 1e9, tick, phase_ns=p.epoch_ns)
 

@@ -11,6 +11,7 @@ from fusion_stream.msgs import Image
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim.camera import CameraModel
+from fusion_stream.sim.capture import camera_image
 from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
 
 
@@ -32,8 +33,7 @@ def setup(node: Node, p: Params) -> None:
     model = CameraModel(sensor.intrinsics, sensor.distortion)
 
     def capture(at: int) -> Image:
-        frame = model.render(world, (at - p.epoch_ns) / 1e9, sensor.extrinsics, stamp_ns=at)
-        return Image(stamp_ns=at - sensor.time_offset_ns, frame_id=sensor.name, data=frame.rgb)
+        return camera_image(world, sensor, model, at, p.epoch_ns)
 
     publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture)
 

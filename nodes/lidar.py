@@ -13,6 +13,7 @@ from fusion_stream.msgs import PointCloud
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import lidar
+from fusion_stream.sim.capture import lidar_sweep
 from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
 
 
@@ -37,9 +38,7 @@ def setup(node: Node, p: Params) -> None:
         raise ParamError("beams" if "beams" in str(err) else "rate_hz", str(err)) from err
 
     def capture(start: int) -> PointCloud:
-        sweep = lidar.sweep(world, (start - p.epoch_ns) / 1e9, sensor.extrinsics, spec, stamp_ns=start)
-        stamp = start - sensor.time_offset_ns
-        return PointCloud(stamp_ns=stamp, frame_id=sensor.name, data=sweep.data, fields=lidar.FIELDS)
+        return lidar_sweep(world, sensor, spec, start, p.epoch_ns)
 
     # a sweep is complete one period after it started
     publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture, ready_after_ns=round(1e9 / p.rate_hz))

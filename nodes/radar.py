@@ -13,6 +13,7 @@ from fusion_stream.msgs import RadarScan
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import radar
+from fusion_stream.sim.capture import radar_scan
 from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
 
 
@@ -37,9 +38,7 @@ def setup(node: Node, p: Params) -> None:
         raise ParamError("rate_hz", str(err)) from err
 
     def capture(at: int) -> RadarScan:
-        result = radar.scan(world, (at - p.epoch_ns) / 1e9, sensor.extrinsics, spec, stamp_ns=at)
-        stamp = at - sensor.time_offset_ns
-        return RadarScan(stamp_ns=stamp, frame_id=sensor.name, data=result.data, fields=radar.FIELDS)
+        return radar_scan(world, sensor, spec, at, p.epoch_ns)
 
     publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture)
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mcap.exceptions import McapError
+from mcap.exceptions import EndOfFile, McapError
 from mcap.reader import NonSeekingReader, SeekingReader
 from mcap.records import Schema
 from rosbags.highlevel import AnyReader, AnyReaderError
@@ -158,7 +159,7 @@ class Bag:
             TopicInfo(topic, typename, n, first.get(topic), last.get(topic))
             for (topic, typename), n in sorted(counts.items())
         )
-        start, end = (self._any.start_time, self._any.end_time) if topics else (0, 0)
+        start, end = (min(first.values()), max(last.values())) if first else (0, 0)  # last message, inclusive
         return BagInfo(self.path, self.format, _size(self.path), start, end, topics)
 
     def _mcap_info(self) -> BagInfo:
@@ -225,7 +226,9 @@ class Bag:
             yield
         except FormatError:
             raise
-        except (McapError, EOFError, ValueError, KeyError, OSError) as err:
+        except EndOfFile as err:
+            raise FormatError(f"{self.path}: truncated: the file ends inside a record") from err
+        except (McapError, EOFError, ValueError, KeyError, OSError, struct.error) as err:
             raise FormatError(f"{self.path}: damaged or truncated ({type(err).__name__}: {err})") from err
         except Exception as err:  # rosbags/sqlite raise their own types for damaged files
             if type(err).__module__.startswith(("rosbags", "sqlite3", "lz4", "zstandard")):
@@ -266,7 +269,7 @@ class Bag:
         reader = SeekingReader(self._stream)
         with self._errors():
             for schema, channel, message in reader.iter_messages(
-                topics=None if wanted is None else sorted(wanted), start_time=start_ns, end_time=end_ns
+                topics=None if wanted is None else sorted(wanted), starting_at=start_ns, ending_before=end_ns
             ):
                 yield RawMessage(
                     channel.topic, self._schema_name(schema), message.log_time, message.data, message.publish_time, self
@@ -285,24 +288,37 @@ class Bag:
                 f"({type(err).__name__}: {err})"
             ) from err
 
+    def _ros2_store_for(self, typename: str) -> Any:
+        """The store whose ROS 2 definition of ``typename`` we write: the standard one when it
+        has the type (a ROS 1 ``Header`` loses its ``seq`` there, as in ROS 2), else the bag's."""
+        ours = rostypes.typestore()
+        if typename in ours.types or self._any is None:
+            return ours
+        return self._any.typestore
+
     def to_cdr(self, raw: RawMessage) -> bytes:
-        if self.format == "rosbag1":
-            assert self._any is not None
-            try:
-                return bytes(self._any.typestore.ros1_to_cdr(bytes(raw.data), raw.typename))
-            except Exception as err:
-                raise FormatError(
-                    f"{self.path}: topic {raw.topic}: cannot convert {raw.typename} to CDR ({err})"
-                ) from err
-        return bytes(raw.data)
+        """The message as ROS 2 CDR bytes (ROS 1 messages are converted)."""
+        if self.format != "rosbag1":
+            return bytes(raw.data)
+        assert self._any is not None
+        store = self._ros2_store_for(raw.typename)
+        try:
+            if store is self._any.typestore:
+                return bytes(store.serialize_cdr(store.deserialize_ros1(bytes(raw.data), raw.typename), raw.typename))
+            return bytes(store.ros1_to_cdr(bytes(raw.data), raw.typename))
+        except Exception as err:
+            raise FormatError(f"{self.path}: topic {raw.topic}: cannot convert {raw.typename} to CDR ({err})") from err
 
     def schema_text(self, typename: str) -> str:
         """The ROS 2 ``.msg`` definition of a type in this bag, for writing it to MCAP."""
-        store = self._any.typestore if self._any is not None else rostypes.typestore()
+        store = self._ros2_store_for(typename) if self.format == "rosbag1" else self._store()
         try:
             return str(store.generate_msgdef(typename, ros_version=2)[0])
         except KeyError as err:
             raise FormatError(f"{self.path}: no definition for message type {typename!r}") from err
+
+    def _store(self) -> Any:
+        return self._any.typestore if self._any is not None else rostypes.typestore()
 
     def close(self) -> None:
         if self._stream is not None:

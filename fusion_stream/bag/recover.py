@@ -8,11 +8,12 @@ channels, index and statistics. The damaged original is left as it was.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
-from mcap.exceptions import McapError
+from mcap.exceptions import EndOfFile, McapError
 from mcap.records import Channel, Message, Schema
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
@@ -63,8 +64,10 @@ def recover(path: Path | str, output: Path | str | None = None) -> Recovered:
                         channels[record.channel_id], record.log_time, record.data, record.publish_time, record.sequence
                     )
                     count += 1
-        except (McapError, EOFError, ValueError, zstandard.ZstdError) as err:  # the damage ends the read
-            stopped = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        except EndOfFile:
+            stopped = "the end of the last complete record (the file was cut short)"
+        except (McapError, EOFError, ValueError, struct.error, zstandard.ZstdError) as err:  # damage ends the read
+            stopped = f"damage: {type(err).__name__}: {err}" if str(err) else f"damage: {type(err).__name__}"
         except Exception as err:
             if type(err).__module__.startswith(("lz4", "mcap")):
                 stopped = f"{type(err).__name__}: {err}"

@@ -44,7 +44,7 @@ def convert_bag(
         raise FormatError(f"{dst} already exists; remove it or choose another output name")
     tmap = topic_map or TopicMap()
     stats = ConvertStats()
-    tmp = dst.with_name(f".{dst.name}.partial")
+    tmp = dst.with_name(f".{dst.stem}.partial.mcap")
     with Bag(src) as bag:
         info = bag.info()
         tmap.check(t.topic for t in info.topics)

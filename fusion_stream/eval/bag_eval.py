@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -141,7 +143,6 @@ def evaluate_bag(
     stage = SyncStage(config_from(setup.sync))
     wanted = set(stage.topics) | {setup.ground_truth_topic}
     gt: dict[int, msgs.Detections] = {}
-    pending: list[msgs.SyncedFrame] = []
     t0 = time.perf_counter()
     with Bag(path) as bag:
         info = bag.info()
@@ -158,27 +159,42 @@ def evaluate_bag(
         names = [t.topic for t in info.topics if tmap.rename(t.topic) in wanted]
         total = sum(t.count for t in info.topics if t.topic in names)
         result.bag_s = info.duration_s
-        last_ns = 0
-        for n, item in enumerate(messages(bag, tmap, topics=names, stats=result.stream), start=1):
-            last_ns = item.log_ns
-            if item.topic == setup.ground_truth_topic:
-                if isinstance(item.message, msgs.Detections):
-                    gt[item.message.stamp_ns] = item.message
-            else:
-                pending.extend(e.frame for e in stage.poll(item.log_ns))
-                pending.extend(e.frame for e in stage.offer(item.topic, item.message, item.log_ns))
-            if on_progress is not None and n % 50 == 0:
-                on_progress(n, total)
-        pending.extend(e.frame for e in stage.poll(last_ns + 10**10))  # flush the last sets
-    for frame in pending:
-        det, times = pipeline.process(frame)
+        # Reading, decoding and aligning (one thread) overlap with inference (this thread): on
+        # two cores that is most of the way to twice as fast, and the order of sets is unchanged.
+        sets: queue.Queue[msgs.SyncedFrame | BaseException | None] = queue.Queue(maxsize=16)
+
+        def produce() -> None:
+            try:
+                last_ns = 0
+                for n, item in enumerate(messages(bag, tmap, topics=names, stats=result.stream), start=1):
+                    last_ns = item.log_ns
+                    if item.topic == setup.ground_truth_topic:
+                        if isinstance(item.message, msgs.Detections):
+                            gt[item.message.stamp_ns] = item.message
+                    else:
+                        for e in stage.poll(item.log_ns) + stage.offer(item.topic, item.message, item.log_ns):
+                            sets.put(e.frame)
+                    if on_progress is not None and n % 50 == 0:
+                        on_progress(n, total)
+                for e in stage.poll(last_ns + 10**10):  # the deadlines of the last sets pass
+                    sets.put(e.frame)
+                sets.put(None)
+            except BaseException as err:  # noqa: BLE001  # handed to the consumer, which raises it
+                sets.put(err)
+
+        reader = threading.Thread(target=produce, name="bag-reader", daemon=True)
+        reader.start()
+        processed: list[tuple[msgs.SyncedFrame, msgs.Detections, tuple[float, float, float]]] = []
+        while (item := sets.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            det, times = pipeline.process(item)
+            processed.append((item, det, (times.preprocess_ms, times.inference_ms, times.decode_ms)))
+        reader.join()
+    for frame, det, stage_ms in processed:
         truth = _nearest_gt(gt, frame.stamp_ns)
         boxes = None if truth is None else tuple(b for b in truth.boxes if in_range(b, cfg))
-        result.frames.append(
-            FrameRecord(
-                frame.stamp_ns, frame, det.boxes, boxes, (times.preprocess_ms, times.inference_ms, times.decode_ms)
-            )
-        )
+        result.frames.append(FrameRecord(frame.stamp_ns, frame, det.boxes, boxes, stage_ms))
     result.wall_s = time.perf_counter() - t0
     result.metrics = score(result, cfg.classes)
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fusion_stream.errors import FormatError
@@ -17,6 +18,9 @@ BOX_FIELDS: tuple[str, ...] = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
 """Columns of the network's ``boxes`` output, in the rig frame."""
 OUTPUT_NAMES: tuple[str, ...] = ("boxes", "scores", "labels", "siren", "audio_siren")
 """What ``FusionNet.detect`` returns, in order; the exported graph's output names."""
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_sim.pt"
+"""The weights shipped in the repository (trained on the simulated rig)."""
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,6 @@ from fusion_stream.model.config import OUTPUT_NAMES, ModelConfig
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
 from fusion_stream.model.net import FusionNet, decode
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_sim.pt"
-
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -1,0 +1,140 @@
+"""Offline evaluation of bags and lockstep replay: deterministic scores, a report, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fusion_stream import msgs
+from fusion_stream.bag.mapping import messages
+from fusion_stream.bag.reader import Bag
+from fusion_stream.bag.replay import Replayer, ReplayOptions
+from fusion_stream.bag.writer import BagWriter
+from fusion_stream.registry import Registry
+from fusion_stream.sim.recording import TOPICS, record_sim
+from fusion_stream.sim.world import Scenario
+from fusion_stream.transport import Publisher, Subscriber
+
+from .conftest import ROOT
+
+TIMING_KEYS = ("wall_s", "latency_ms", "speed_x_realtime", "bag")
+
+
+@pytest.fixture(scope="module")
+def sim_bags(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """3 s of the simulated rig with ground truth, and the same without it."""
+    d = tmp_path_factory.mktemp("bags")
+    with_gt = d / "sim.mcap"
+    record_sim(with_gt, Scenario(seed=4, actors=28), start_s=200.0, duration_s=3.0)
+    without = d / "no_gt.mcap"
+    with Bag(with_gt) as bag, BagWriter(without) as writer:
+        for c in messages(bag):
+            if c.topic != TOPICS["ground_truth"]:
+                writer.write(c.topic, c.message, c.log_ns)
+    return with_gt, without
+
+
+def eval_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fusion_stream.cli", "eval", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+
+
+def scores(path: Path) -> dict[str, object]:
+    data = json.loads(path.read_text())
+    return {k: v for k, v in data.items() if k not in TIMING_KEYS}
+
+
+def test_sim_bag_is_what_the_nodes_publish(sim_bags: tuple[Path, Path]) -> None:
+    with Bag(sim_bags[0]) as bag:
+        counts = {t.topic: t.count for t in bag.info().topics}
+        stamps = [c.message.stamp_ns for c in messages(bag, topics=[TOPICS["lidar"]])]
+    assert counts == {
+        TOPICS["lidar"]: 30,
+        TOPICS["ground_truth"]: 30,
+        TOPICS["camera"]: 45,
+        TOPICS["radar"]: 39,
+        TOPICS["audio"]: 150,
+    }
+    assert stamps == [200_000_000_000 + k * 100_000_000 for k in range(30)]
+
+
+def test_eval_scores_a_bag_the_same_every_time_and_writes_a_report(sim_bags: tuple[Path, Path], tmp_path: Path) -> None:
+    with_gt, without = sim_bags
+    r = eval_cli(str(with_gt), str(without), "--workers", "2", "-o", str(tmp_path / "both"))
+    assert r.returncode == 0, r.stderr
+    assert "no ground truth" in r.stdout and "mAP" in r.stdout
+    first = tmp_path / "both" / "sim" / "metrics.json"
+    m = json.loads(first.read_text())
+    assert m["sets"] == 30 and m["frames_with_ground_truth"] == 30
+    assert m["nuscenes"]["mAP"] > 0.5  # the shipped weights on a scenario they never saw
+    assert 0.0 <= m["kitti_bev"]["mAP"] <= 1.0 and 0.0 <= m["kitti_3d"]["mAP"] <= m["kitti_bev"]["mAP"] + 1e-9
+    assert set(m["nuscenes"]["per_class"]) == {"car", "truck", "pedestrian", "cyclist"}
+    assert m["latency_ms"]["total"]["p50"] > 0
+    no_gt = json.loads((tmp_path / "both" / "no_gt" / "metrics.json").read_text())
+    assert "nuscenes" not in no_gt and "no ground truth" in no_gt["ground_truth"] and no_gt["latency_ms"]["total"]
+
+    page = (tmp_path / "both" / "sim" / "report.html").read_text()
+    assert "<svg" in page and "polyline" in page and "Per class" in page
+    images = [line.split('"')[1] for line in page.split("<img ")[1:]]
+    assert images and all((tmp_path / "both" / "sim" / name).stat().st_size > 1000 for name in images)
+
+    r = eval_cli(str(with_gt), "-o", str(tmp_path / "again"), "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert scores(tmp_path / "again" / "metrics.json") == scores(first)
+
+
+def test_eval_bad_input_exits_2(sim_bags: tuple[Path, Path], tmp_path: Path) -> None:
+    r = eval_cli(str(tmp_path / "absent.mcap"))
+    assert r.returncode == 2 and "absent.mcap" in r.stderr
+    only_diag = tmp_path / "diag.mcap"
+    with BagWriter(only_diag) as writer:
+        writer.write("/diagnostics", msgs.Diagnostics(stamp_ns=1, node="x"), 1)
+    r = eval_cli(str(only_diag), "-o", str(tmp_path / "out"))
+    assert r.returncode == 2 and "none of the sync inputs" in r.stderr
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_lockstep_replay_waits_for_the_pipeline(sim_bags: tuple[Path, Path], registry: Registry) -> None:
+    """A stand-in pipeline answers each sweep 80 ms late: lockstep sends no sweep before the
+    previous one was answered, so none is lost however slow the pipeline is."""
+    delay = 0.08
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def pipeline() -> None:
+        with (
+            Subscriber(TOPICS["lidar"], registry=registry, queue_size=1000) as sub,
+            Publisher("/detections", registry=registry) as pub,
+        ):
+            while not stop.is_set():
+                msg = sub.recv(timeout=0.05)
+                if msg is not None:
+                    time.sleep(delay)
+                    answered.append(msg.stamp_ns)
+                    pub.publish(msgs.Detections(stamp_ns=msg.stamp_ns))
+
+    worker = threading.Thread(target=pipeline, daemon=True)
+    worker.start()
+    options = ReplayOptions(lockstep=True, topics=[TOPICS["lidar"], TOPICS["radar"]], wait_s=0.5, ack_timeout_s=3.0)
+    t0 = time.monotonic()
+    with Replayer(sim_bags[0], options, registry=registry) as replayer:
+        stats = replayer.run()
+    elapsed = time.monotonic() - t0
+    stop.set()
+    worker.join(timeout=5)
+    assert stats.ack_timeouts == 0
+    assert stats.published[TOPICS["lidar"]] == 30 and stats.published[TOPICS["radar"]] == 39
+    assert answered == [200_000_000_000 + k * 100_000_000 for k in range(30)]
+    assert elapsed >= 30 * delay

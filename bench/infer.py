@@ -25,7 +25,7 @@ from fusion_stream.errors import BackendUnavailableError
 from fusion_stream.infer import backends
 from fusion_stream.infer.pipeline import FusionPipeline, StageTimes
 from fusion_stream.model import dataset
-from fusion_stream.model.train import DEFAULT_WEIGHTS
+from fusion_stream.model.config import DEFAULT_WEIGHTS
 
 console = Console(width=150)
 

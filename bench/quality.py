@@ -24,7 +24,7 @@ from rich.table import Table
 
 from fusion_stream.eval.report import evaluate_split
 from fusion_stream.model import splits
-from fusion_stream.model.train import DEFAULT_WEIGHTS
+from fusion_stream.model.config import DEFAULT_WEIGHTS
 
 console = Console(width=150)
 

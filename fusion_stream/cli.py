@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 from rich.console import Console
@@ -142,6 +143,32 @@ def _cmd_sim_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sim_bag(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from fusion_stream.bag.writer import check_writable
+    from fusion_stream.sim.recording import record_sim
+
+    if args.duration <= 0:
+        raise UsageError(f"--duration must be > 0, got {args.duration}")
+    out = Path(args.output)
+    check_writable(out)
+    start_ns = round(args.time * 1e9)
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"rendering {args.duration:g} s of the rig", total=args.duration)
+        writer = record_sim(
+            out,
+            _scenario(args),  # type: ignore[arg-type]
+            start_s=args.time,
+            duration_s=args.duration,
+            rig_path=args.calib,
+            on_message=lambda ns: progress.update(task, completed=min(args.duration, (ns - start_ns) / 1e9)),
+        )
+    counts = ", ".join(f"{t} {n}" for t, n in sorted(writer.stats.messages.items()))
+    console.print(f"wrote {out}: {counts}")
+    return 0
+
+
 def _cmd_calib_check(args: argparse.Namespace) -> int:
     from fusion_stream import calib
     from fusion_stream.calib_check import check
@@ -264,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--calib", default="calib/sim_rig.yaml", help="rig file (default: %(default)s)")
     k.add_argument("-o", "--output", required=True, metavar="DIR")
     k.set_defaults(func=_cmd_sim_snapshot)
+    k = sim_sub.add_parser(
+        "bag", help="render the simulated rig straight into an MCAP bag (no processes; deterministic, for eval)"
+    )
+    scenario_args(k, 100.0)
+    k.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds of bag (default 10)")
+    k.add_argument("--calib", default="calib/sim_rig.yaml", help="rig file (default: %(default)s)")
+    k.add_argument("-o", "--output", required=True, metavar="FILE.mcap")
+    k.set_defaults(func=_cmd_sim_bag)
 
     p = sub.add_parser("calib", help="rig calibration files")
     calib_sub = p.add_subparsers(dest="calib_command", required=True, metavar="ACTION")

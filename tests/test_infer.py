@@ -17,8 +17,9 @@ from fusion_stream.infer.export import TENSORRT_OPS, export_onnx, graph_ops, to_
 from fusion_stream.infer.pipeline import FusionPipeline
 from fusion_stream.infer.tensorrt_backend import EngineKey, cached_engine, engine_key
 from fusion_stream.model import dataset, preprocess
+from fusion_stream.model.config import DEFAULT_WEIGHTS
 from fusion_stream.model.decode import to_boxes
-from fusion_stream.model.train import DEFAULT_WEIGHTS, load_weights
+from fusion_stream.model.train import load_weights
 
 RIG = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
 SPEC = dataset.SampleSpec(seed=105, t=455.7, actors=37)  # held-out scenario, siren nearby

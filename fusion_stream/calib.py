@@ -328,3 +328,69 @@ def summary(rig: Rig) -> list[tuple[str, str, str, str, str, str]]:
             details = ""
         rows.append((s.name, s.type, t, rpy, f"{s.time_offset_ns / 1e6:g}", details))
     return rows
+
+
+def quaternion_xyzw(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    """Unit quaternion (x, y, z, w) of a rotation matrix, w ≥ 0 (the ``rotation_quaternion`` form)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    tr = float(np.trace(m))
+    if tr > 0:
+        s = math.sqrt(tr + 1.0) * 2
+        q = ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s)
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = math.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k]) * 2
+        v = [0.0, 0.0, 0.0]
+        v[i] = 0.25 * s
+        v[j] = (m[j, i] + m[i, j]) / s
+        v[k] = (m[k, i] + m[i, k]) / s
+        q = (v[0], v[1], v[2], (m[k, j] - m[j, k]) / s)
+    x, y, z, w = (float(c) for c in q)
+    return (-x, -y, -z, -w) if w < 0 else (x, y, z, w)
+
+
+def to_yaml(rig: Rig, comment: str = "") -> str:
+    """The rig as a calibration file :func:`load` reads back (rotations as quaternions, full
+    float precision, so a round trip keeps every transform to ~1e-15)."""
+    import yaml
+
+    sensors: dict[str, Any] = {}
+    for s in rig.sensors.values():
+        entry: dict[str, Any] = {
+            "type": s.type,
+            "extrinsics": {
+                "translation": [float(v) for v in s.extrinsics.translation],
+                "rotation_quaternion": list(quaternion_xyzw(s.extrinsics.rotation)),
+            },
+            "time_offset_ms": s.time_offset_ns / 1e6,
+        }
+        if s.intrinsics is not None:
+            k = s.intrinsics
+            entry["intrinsics"] = {
+                "width": int(k.width),
+                "height": int(k.height),
+                "fx": float(k.fx),
+                "fy": float(k.fy),
+                "cx": float(k.cx),
+                "cy": float(k.cy),
+            }
+            entry["distortion"] = [float(d) for d in s.distortion]
+        if s.microphones is not None:
+            entry["microphones"] = [[float(v) for v in row] for row in s.microphones]
+        sensors[s.name] = entry
+    body = yaml.safe_dump(
+        {"rig": rig.name, "frame_id": rig.frame_id, "sensors": sensors},
+        sort_keys=False,
+        width=120,
+        default_flow_style=None,
+    )
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    return header + body
+
+
+def save(rig: Rig, path: Path | str, comment: str = "") -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(to_yaml(rig, comment))
+    return p

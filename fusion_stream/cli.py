@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from fusion_stream import tools
-from fusion_stream.errors import FusionStreamError, UsageError
+from fusion_stream.errors import FormatError, FusionStreamError, UsageError
 from fusion_stream.introspect import describe, to_jsonable
 from fusion_stream.registry import ENV_GRAPH
 from fusion_stream.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
@@ -169,6 +169,29 @@ def _cmd_sim_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calib_from_kitti(args: argparse.Namespace) -> int:
+    from fusion_stream import calib
+    from fusion_stream.kitti import rig_file_from_kitti
+
+    size = None
+    if args.image_size:
+        try:
+            w, h = (int(v) for v in args.image_size.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--image-size must be WIDTHxHEIGHT (e.g. 1242x375), got {args.image_size!r}") from None
+        size = (w, h)
+    try:
+        rig = rig_file_from_kitti(Path(args.file), Path(args.output), size, args.lidar_height)
+    except FormatError as err:
+        raise UsageError(str(err)) from err
+    table = Table("sensor", "type", "translation (m)", "roll/pitch/yaw (deg)", "time offset (ms)", "details", box=None)
+    for row in calib.summary(rig):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"wrote {args.output}")
+    return 0
+
+
 def _cmd_calib_check(args: argparse.Namespace) -> int:
     from fusion_stream import calib
     from fusion_stream.calib_check import check
@@ -307,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("-o", "--output", default="calib_check", metavar="DIR", help="where PNGs go (default: %(default)s)")
     scenario_args(k, 10.0)
     k.set_defaults(func=_cmd_calib_check)
+    k = calib_sub.add_parser("from-kitti", help="convert a KITTI calib.txt (P2, R0_rect, Tr_velo_to_cam) to a rig file")
+    k.add_argument("file", help="KITTI calib/NNNNNN.txt (or NNNNNN/calib.txt)")
+    k.add_argument("-o", "--output", required=True, metavar="RIG.yaml")
+    k.add_argument(
+        "--image-size", default=None, metavar="WxH", help="image_2 size (default: read from the frame's image)"
+    )
+    k.add_argument("--lidar-height", type=float, default=1.73, help="Velodyne height above the road (m)")
+    k.set_defaults(func=_cmd_calib_from_kitti)
 
     p = sub.add_parser("demo", help="run the simulated rig (launch/sim.yaml) and show rates and latency")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")

@@ -101,6 +101,40 @@ def rig_from_calib(kc: KittiCalib, image_size: tuple[int, int], lidar_height: fl
     return calib.Rig("kitti", "base_link", {"velodyne": lidar, "camera_left": camera})
 
 
+def image_beside(calib_path: Path) -> Path | None:
+    """The image_2 picture of the frame a calib file belongs to, in either layout, if present."""
+    flat = calib_path.with_name("image_2.png")
+    bench = calib_path.parent.parent / "image_2" / f"{calib_path.stem}.png"
+    return next((p for p in (flat, bench) if p.exists()), None)
+
+
+def rig_file_from_kitti(
+    calib_path: Path, out: Path, image_size: tuple[int, int] | None = None, lidar_height: float = LIDAR_HEIGHT
+) -> calib.Rig:
+    """``fusion-stream calib from-kitti``: a rig file from a KITTI calib file. The image size
+    comes from ``image_size`` or from the frame's image_2 picture next to the calib file."""
+    kc = read_calib(calib_path)
+    if image_size is None:
+        image = image_beside(calib_path)
+        if image is None:
+            raise FormatError(
+                f"{calib_path}: no image_2 picture beside it to take the image size from; "
+                "pass --image-size WIDTHxHEIGHT"
+            )
+        from PIL import Image as PILImage
+
+        with PILImage.open(image) as im:
+            image_size = im.size
+    rig = rig_from_calib(kc, image_size, lidar_height)
+    comment = (
+        f"Converted from KITTI {calib_path} by `fusion-stream calib from-kitti`.\n"
+        f"Rig frame: the Velodyne's axes, {lidar_height} m lower (on the road); camera_left is image_2 "
+        f"({image_size[0]}x{image_size[1]}, rectified: no distortion)."
+    )
+    calib.save(rig, out, comment)
+    return rig
+
+
 def read_labels(path: Path, kc: KittiCalib, lidar_height: float = LIDAR_HEIGHT) -> tuple[msgs.Box3D, ...]:
     """``label_2`` boxes of the classes we detect, in the rig frame (centre, l/w/h, yaw)."""
     rect_to_velo = np.linalg.inv(kc.velo_to_rect())
@@ -178,6 +212,11 @@ class KittiFolder:
         if not p.exists():
             raise FormatError(f"{p}: missing (KITTI frame {frame_id} needs its {part} file)")
         return p
+
+    def boxes(self, i: int) -> tuple[msgs.Box3D, ...]:
+        """Frame ``i``'s labelled objects in the rig frame (the ground truth of that frame)."""
+        fid = self.ids[i]
+        return read_labels(self.path(fid, "label_2"), read_calib(self.path(fid, "calib")), self.lidar_height)
 
     def load(self, i: int) -> KittiFrame:
         from PIL import Image as PILImage

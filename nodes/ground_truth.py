@@ -1,18 +1,22 @@
-"""Ground-truth node: the simulated world's objects near the ego, in the rig frame, on
-``/ground_truth/objects``. Stamps fall on the LiDAR's capture grid (same ``rate_hz`` and
-``epoch_ns``), so each box set describes the world at the start of a sweep; the scenario
-parameters must match the sensors'."""
+"""Ground-truth node: the objects near the ego, in the rig frame, on ``/ground_truth/objects``.
+
+``source: sim`` — the simulated world's actors. ``source: kitti`` — the labels (``label_2``) of a
+KITTI object folder (``path``), frame by frame. Stamps fall on the LiDAR's capture grid (same
+``rate_hz`` and ``epoch_ns``), so each box set describes the world at the start of a sweep: the
+scenario parameters (sim) or the folder and rate (KITTI) must match the sensors'."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusion_stream.errors import FormatError, ParamError
 from fusion_stream.launch import NodeTopics
 from fusion_stream.msgs import Detections
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import ground_truth
 from fusion_stream.sim.sensors import SimParams, open_world, publish_on_grid
+from fusion_stream.sources.playback import frame_index
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,8 @@ class Params(SimParams):
     radius_m: float = 80.0
     frame_id: str = "base_link"
     topic: str = "/ground_truth/objects"
+    path: str = ""
+    """``source: kitti``: the KITTI object folder (either layout)."""
 
 
 def topics(p: Params) -> NodeTopics:
@@ -28,6 +34,24 @@ def topics(p: Params) -> NodeTopics:
 
 
 def setup(node: Node, p: Params) -> None:
+    if p.source == "kitti":
+        from fusion_stream.kitti import KittiFolder
+
+        if not p.path:
+            raise ParamError("path", "source: kitti needs the KITTI object folder")
+        try:
+            folder = KittiFolder(p.path)
+        except FormatError as err:
+            raise ParamError("path", str(err)) from err
+        period = round(1e9 / p.rate_hz) if p.rate_hz > 0 else 0
+
+        def labels(at: int) -> Detections:
+            i = frame_index(at, p.epoch_ns, period, len(folder))
+            assert i is not None  # looping
+            return Detections(stamp_ns=at, frame_id=p.frame_id, boxes=folder.boxes(i))
+
+        publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, labels)
+        return
     world = open_world(p)
 
     def capture(at: int) -> Detections:

@@ -84,3 +84,34 @@ def test_a_missing_or_broken_file_is_named(tmp_path: Path) -> None:
         KittiFolder(tmp_path)
     rig = rig_from_calib(read_calib(KITTI / "000001" / "calib.txt"), (1242, 375))
     assert set(rig.sensors) == {"velodyne", "camera_left"}
+
+
+def test_calib_from_kitti_writes_a_rig_that_projects_like_the_kitti_matrices(tmp_path: Path) -> None:
+    """`fusion-stream calib from-kitti`: the rig file, read back, maps Velodyne points to the
+    same pixels as KITTI's own P2 · R0_rect · Tr_velo_to_cam, and survives a second round trip."""
+    from fusion_stream import calib
+    from fusion_stream.cli import main
+
+    for fid in ("000000", "000001"):
+        out = tmp_path / f"rig_{fid}.yaml"
+        assert main(["calib", "from-kitti", str(KITTI / fid / "calib.txt"), "-o", str(out)]) == 0
+        rig = calib.load(out)
+        kc = read_calib(KITTI / fid / "calib.txt")
+        velo = KittiFolder(KITTI).load(int(fid)).members["lidar"][0].data[:, :3].astype(np.float64)
+        ahead = velo[velo[:, 0] > 5.0]
+        pix = (kc.p2 @ kc.velo_to_rect() @ np.c_[ahead, np.ones(len(ahead))].T).T
+        expected = pix[:, :2] / pix[:, 2:3]
+        uv, _ = rig["camera_left"].project(rig["velodyne"].extrinsics.apply(ahead))
+        # KITTI's rotation is orthonormal to ~1e-4 only; the rig keeps the nearest rigid one
+        assert np.percentile(np.abs(uv - expected), 99) < 0.5
+        again = tmp_path / f"again_{fid}.yaml"
+        calib.save(rig, again)
+        rig2 = calib.load(again)
+        for name in rig.sensors:
+            np.testing.assert_allclose(rig2[name].extrinsics.matrix, rig[name].extrinsics.matrix, atol=1e-12)
+            assert rig2[name].intrinsics == rig[name].intrinsics
+    assert main(["calib", "from-kitti", str(KITTI / "SOURCE.md"), "-o", str(tmp_path / "x.yaml")]) == 2
+    lone = tmp_path / "lone_calib.txt"
+    shutil.copy(KITTI / "000000" / "calib.txt", lone)
+    assert main(["calib", "from-kitti", str(lone), "-o", str(tmp_path / "y.yaml")]) == 2  # no image: size unknown
+    assert main(["calib", "from-kitti", str(lone), "-o", str(tmp_path / "y.yaml"), "--image-size", "1242x375"]) == 0

@@ -345,10 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="NAME:=VALUE", help="launch arguments, e.g. weather:=fog seed:=7")
     p.set_defaults(func=_cmd_demo)
 
-    from fusion_stream import cli_bag, cli_model
+    from fusion_stream import cli_bag, cli_model, cli_view
 
     cli_model.add_parsers(sub)
     cli_bag.add_parsers(sub)
+    cli_view.add_parsers(sub)
     return ap
 
 

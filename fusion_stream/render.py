@@ -144,8 +144,10 @@ def camera_overlay(
     boxes: Iterable[Box3D] = (),
     *,
     radius: int = 2,
+    show_labels: bool = True,
 ) -> np.ndarray:
-    """The camera image with rig-frame points coloured by depth and 3D boxes drawn as wireframes.
+    """The camera image with rig-frame points coloured by depth and 3D boxes drawn as wireframes
+    (with class and score above, and a siren marker on emergency vehicles).
 
     Points landing on the objects they belong to is what a correct calibration looks like."""
     out = image.copy()
@@ -155,6 +157,7 @@ def camera_overlay(
         depth = to_camera.apply(points_rig)[:, 2]
         order = np.argsort(-depth[inside])  # far first, so near points stay on top
         out = draw_points(out, uv[inside][order], depth_colors(depth[inside][order]), radius=radius)
+    labels: list[tuple[float, float, str, tuple[int, int, int], bool]] = []
     for box in boxes:
         corners = box_corners(box)
         if (to_camera.apply(corners)[:, 2] < 0.5).any():  # partly behind the camera
@@ -163,4 +166,57 @@ def camera_overlay(
         color = CLASS_COLORS.get(box.label, _DEFAULT_COLOR)
         for i, j in _BOX_EDGES:
             draw_line(out, (uv[i, 0], uv[i, 1]), (uv[j, 0], uv[j, 1]), color)
-    return out
+        if show_labels:
+            siren = bool(box.attributes.get("siren", False))
+            labels.append((float(uv[:, 0].min()), float(uv[:, 1].min()), f"{box.label} {box.score:.2f}", color, siren))
+    return _draw_labels(out, labels) if labels else out
+
+
+def _draw_labels(image: np.ndarray, labels: list[tuple[float, float, str, tuple[int, int, int], bool]]) -> np.ndarray:
+    """Class and score above each box; a red-and-blue flashing-light marker for a siren."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    pil = PILImage.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    for x_box, y, text, color, siren in labels:
+        top = max(0.0, y - 12)
+        width = 6 * len(text) + 4
+        x = min(max(0.0, x_box), image.shape[1] - width - (26 if siren else 0))  # keep it on screen
+        draw.rectangle((x, top, x + width, top + 11), fill=(0, 0, 0))
+        draw.text((x + 2, top), text, fill=color)
+        if siren:
+            draw.ellipse((x + width + 2, top, x + width + 12, top + 10), fill=(255, 0, 0))
+            draw.ellipse((x + width + 14, top, x + width + 24, top + 10), fill=(0, 80, 255))
+    return np.asarray(pil).copy()
+
+
+def audio_polar(power: np.ndarray, *, siren_probability: float | None = None, size: int = 240) -> np.ndarray:
+    """Direction-of-arrival power over azimuth bins as a polar plot, rig frame seen from above
+    (x forward = up, y left = left): the loudest direction drawn as a line from the centre."""
+    image = np.full((size, size, 3), 18, np.uint8)
+    c = size / 2
+    r_max = size / 2 - 12
+    bins = len(power)
+    if bins == 0:
+        return image
+    p = np.asarray(power, np.float64)
+    span = p.max() - p.min()
+    norm = (p - p.min()) / span if span > 0 else np.zeros_like(p)
+    az = np.arange(bins) * 2 * math.pi / bins  # bin 0 = straight ahead, counter-clockwise (to the left)
+
+    def px(r: float, a: float) -> tuple[float, float]:
+        return c - r * math.sin(a), c - r * math.cos(a)
+
+    for frac in (0.33, 0.66, 1.0):
+        ring = np.array([px(r_max * frac, a) for a in np.linspace(0, 2 * math.pi, 360)])
+        image = draw_points(image, ring, np.full((len(ring), 3), 50, np.uint8))
+    outline = [px(r_max * (0.15 + 0.85 * n), a) for n, a in zip(norm, az, strict=True)]
+    for i in range(bins):
+        a, b = outline[i], outline[(i + 1) % bins]
+        draw_line(image, a, b, (90, 200, 255))
+    best = int(np.argmax(p))
+    loud = (255, 60, 60) if siren_probability is not None and siren_probability >= 0.5 else (255, 220, 0)
+    draw_line(image, (c, c), px(r_max, float(az[best])), loud)
+    ego = np.array([px(6.0, a) for a in np.linspace(0, 2 * math.pi, 40)])
+    return draw_points(image, ego, np.full((len(ego), 3), 255, np.uint8))

@@ -17,6 +17,10 @@ fi
 need=()
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || need+=(libusb-1.0-0)
 ldconfig -p 2>/dev/null | grep -q 'libgomp.so.1' || need+=(libgomp1)
+# The viewer's browser test drives a headless Chromium (tests skip without one).
+if [[ "$extras" == *dev* ]] && ! command -v chromium-headless-shell >/dev/null && ! command -v chromium >/dev/null; then
+    command -v apt-get >/dev/null && need+=(chromium-headless-shell)
+fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}" >&2
     sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fusion_stream.errors import FileKeyError, FormatError, UsageError
+from fusion_stream.errors import FileKeyError, FormatError, FusionStreamError, UsageError
 from fusion_stream.params import parse_override
 from fusion_stream.runner import EXIT_CONFIG
 
@@ -85,7 +85,15 @@ def _cmd_record(args: argparse.Namespace) -> int:
         compression=args.compression,
         split_bytes=None if args.split_size is None else int(args.split_size * 1e6),
         split_s=args.split_duration,
+        markers=not args.no_markers,
     )
+    if args.calib:
+        from fusion_stream import calib
+
+        try:
+            writer.write_tf_static(calib.load(calib.resolve_path(args.calib)), time.time_ns())
+        except FusionStreamError as err:
+            raise UsageError(f"--calib: {err}") from err
     node = Node("recorder", handle_signals=False)
     _stop_on_signals(node.request_stop)
     try:
@@ -375,6 +383,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--split-size", type=float, default=None, metavar="MB", help="start a new file every MB megabytes")
     p.add_argument("--split-duration", type=float, default=None, metavar="S", help="start a new file every S seconds")
     p.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd")
+    p.add_argument("--calib", default=None, metavar="RIG.yaml", help="write the rig's sensor poses on /tf_static")
+    p.add_argument(
+        "--no-markers", action="store_true", help="do not add <topic>/markers (MarkerArray) for detection topics"
+    )
     p.set_defaults(func=_bad_input(_cmd_record))
 
     p = sub.add_parser("replay", help="publish a bag into the graph (our MCAP, ROS 1/2 bags)")

@@ -289,7 +289,11 @@ def test_record_from_processes_then_replay_reproduces_every_message(
         assert info.indexed  # SIGINT finished the file properly
         recorded = list(messages(bag))
     counts = {t.topic: t.count for t in info.topics}
-    assert set(counts) == set(expected) | {"/sync/frames"}
+    assert set(counts) == set(expected) | {"/sync/frames", "/detections/markers"}
+    markers = decode_with_rosbags(out, "/detections/markers")[0].markers  # what Foxglove and RViz draw
+    boxes = expected["/detections"].boxes  # type: ignore[union-attr]
+    assert [m.type for m in markers] == [1, 9] * len(boxes)  # a cube and a label per box
+    assert markers[0].pose.position.x == boxes[0].center[0] and "car" in markers[1].text
     for c in recorded:
         want = expected[c.topic]
         assert c.message.stamp_ns == want.stamp_ns

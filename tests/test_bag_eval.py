@@ -61,6 +61,8 @@ def test_sim_bag_is_what_the_nodes_publish(sim_bags: tuple[Path, Path]) -> None:
         counts = {t.topic: t.count for t in bag.info().topics}
         stamps = [c.message.stamp_ns for c in messages(bag, topics=[TOPICS["lidar"]])]
     assert counts == {
+        "/tf_static": 1,
+        TOPICS["ground_truth"] + "/markers": 30,  # boxes Foxglove and RViz draw
         TOPICS["lidar"]: 30,
         TOPICS["ground_truth"]: 30,
         TOPICS["camera"]: 45,

@@ -393,3 +393,76 @@ def deserialize(typename: str, cdr: bytes | memoryview, *, kind: Kind | None = N
     except Exception as err:  # rosbags raises assorted errors on short or garbled CDR
         raise FormatError(f"{typename}: CDR data does not decode ({type(err).__name__}: {err})") from err
     return from_ros(typename, ros, kind=kind)
+
+
+# --------------------------------------------------------------------------- for viewers
+
+MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+_GT_RGB = (0.6, 0.6, 0.6)
+
+
+def detection_markers(det: msgs.Detections, *, ground_truth: bool = False) -> tuple[str, bytes]:
+    """A ``MarkerArray`` drawing the boxes (translucent cubes in class colours, a label above),
+    which Foxglove's and RViz's 3D views show without plugins (neither draws vision_msgs)."""
+    from fusion_stream.render import CLASS_COLORS
+
+    store = rt.typestore()
+    marker_t, color_t = _t(store, "visualization_msgs/msg/Marker"), _t(store, "std_msgs/msg/ColorRGBA")
+    point_t, pose_t, vec_t = (_t(store, f"geometry_msgs/msg/{n}") for n in ("Point", "Pose", "Vector3"))
+    header = _header(store, det)
+    lifetime = _t(store, "builtin_interfaces/msg/Duration")(sec=0, nanosec=300_000_000)
+    empty_image = _t(store, rt.COMPRESSED_IMAGE)(header=header, format="", data=np.zeros(0, np.uint8))
+    mesh = _t(store, "visualization_msgs/msg/MeshFile")(filename="", data=np.zeros(0, np.uint8))
+    items = []
+
+    def marker(
+        i: int, kind: int, pose: Any, scale: Any, rgba: tuple[float, float, float, float], text: str = ""
+    ) -> Any:
+        return marker_t(
+            header=header, ns="labels" if text else "boxes", id=i, type=kind, action=0, pose=pose, scale=scale,
+            color=color_t(r=rgba[0], g=rgba[1], b=rgba[2], a=rgba[3]), lifetime=lifetime, frame_locked=False,
+            points=[], colors=[], texture_resource="", texture=empty_image, uv_coordinates=[], text=text,
+            mesh_resource="", mesh_file=mesh, mesh_use_embedded_materials=False,
+        )  # fmt: skip
+
+    for i, box in enumerate(det.boxes):
+        r, g, b = _GT_RGB if ground_truth else (c / 255 for c in CLASS_COLORS.get(box.label, (230, 230, 230)))
+        pose = pose_t(
+            position=point_t(x=box.center[0], y=box.center[1], z=box.center[2]), orientation=_quaternion(store, box.yaw)
+        )
+        items.append(
+            marker(
+                i, 1, pose, vec_t(x=box.size[0], y=box.size[1], z=box.size[2]), (r, g, b, 0.3 if ground_truth else 0.5)
+            )
+        )
+        if not ground_truth:
+            above = pose_t(
+                position=point_t(x=box.center[0], y=box.center[1], z=box.center[2] + box.size[2] / 2 + 0.6),
+                orientation=_quaternion(store, 0.0),
+            )
+            text = f"{box.label} {box.score:.2f}" + (" SIREN" if box.attributes.get("siren") else "")
+            items.append(marker(i, 9, above, vec_t(x=0.0, y=0.0, z=0.6), (1.0, 1.0, 1.0, 1.0), text))
+    return MARKER_ARRAY, bytes(store.serialize_cdr(_t(store, MARKER_ARRAY)(markers=items), MARKER_ARRAY))
+
+
+def tf_static(rig: Any, stamp: int) -> tuple[str, bytes]:
+    """The rig's sensor poses as a ``tf2_msgs/TFMessage`` (rig frame → each sensor's frame)."""
+    from fusion_stream.calib import quaternion_xyzw
+
+    store = rt.typestore()
+    transforms = []
+    for sensor in rig.sensors.values():
+        t = sensor.extrinsics.translation
+        x, y, z, w = quaternion_xyzw(sensor.extrinsics.rotation)
+        transforms.append(
+            _t(store, "geometry_msgs/msg/TransformStamped")(
+                header=_t(store, "std_msgs/msg/Header")(stamp=_stamp(store, stamp), frame_id=rig.frame_id),
+                child_frame_id=sensor.name,
+                transform=_t(store, "geometry_msgs/msg/Transform")(
+                    translation=_t(store, "geometry_msgs/msg/Vector3")(x=float(t[0]), y=float(t[1]), z=float(t[2])),
+                    rotation=_t(store, "geometry_msgs/msg/Quaternion")(x=x, y=y, z=z, w=w),
+                ),
+            )
+        )
+    return TF_MESSAGE, bytes(store.serialize_cdr(_t(store, TF_MESSAGE)(transforms=transforms), TF_MESSAGE))

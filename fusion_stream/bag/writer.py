@@ -16,13 +16,14 @@ from typing import IO, Any, Literal
 
 from mcap.writer import CompressionType, Writer
 
-from fusion_stream import msgs
+from fusion_stream import calib, msgs
 from fusion_stream.bag import convert, rostypes
 from fusion_stream.errors import FormatError, UsageError
 
 Compression = Literal["zstd", "lz4", "none"]
 _COMPRESSION = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
 PROFILE = "ros2"
+TF_STATIC = "/tf_static"
 LIBRARY = "fusion_stream"
 
 
@@ -104,6 +105,7 @@ class BagWriter:
         split_s: float | None = None,
         flush_s: float = 1.0,
         chunk_size: int = 4 << 20,
+        markers: bool = False,
     ) -> None:
         self.path = Path(path)
         if self.path.suffix != ".mcap":
@@ -118,7 +120,12 @@ class BagWriter:
         self.split_ns = None if split_s is None else int(split_s * 1e9)
         self.flush_s = flush_s
         self.chunk_size = chunk_size
+        self.markers = markers
+        """Also write ``<topic>/markers`` (visualization_msgs/MarkerArray) for every Detections
+        message, so Foxglove and RViz draw the boxes of a recorded bag."""
         self.stats = WriteStats()
+        self._static: list[tuple[str, str, bytes]] = []
+        """Latched messages (``/tf_static``), repeated at the start of every split file."""
         self._file: McapFile | None = None
         self._last_flush = time.monotonic()
 
@@ -143,6 +150,8 @@ class BagWriter:
             f = McapFile(self._next_path(), compression=self.compression, chunk_size=self.chunk_size)
             self.stats.files.append(f.path)
             self._file = f
+            for topic, typename, data in self._static:
+                f.write(f.channel(topic, typename), data, log_ns, log_ns)
         return f
 
     def write_raw(
@@ -169,6 +178,15 @@ class BagWriter:
         """Write one of our messages, received (or logged) at ``log_ns`` and sent at ``publish_ns``."""
         typename, data = convert.serialize(msg)
         self.write_raw(topic, typename, data, log_ns, publish_ns=publish_ns)
+        if self.markers and isinstance(msg, msgs.Detections):
+            typename, data = convert.detection_markers(msg, ground_truth=topic.startswith("/ground_truth"))
+            self.write_raw(f"{topic}/markers", typename, data, log_ns, publish_ns=publish_ns)
+
+    def write_tf_static(self, rig: calib.Rig, log_ns: int) -> None:
+        """The rig's sensor poses on ``/tf_static``, so viewers place each sensor's data."""
+        typename, data = convert.tf_static(rig, log_ns)
+        self.write_raw(TF_STATIC, typename, data, log_ns)
+        self._static.append((TF_STATIC, typename, data))  # for the next split files
 
     def flush(self) -> None:
         if self._file is not None:

@@ -96,8 +96,9 @@ def record_sim(
     rig = calib.load(calib.resolve_path(rig_path))
     world = World(scenario)
     start_ns, end_ns = round(start_s * 1e9), round((start_s + duration_s) * 1e9)
-    writer = BagWriter(path, compression=compression, flush_s=float("inf"))  # type: ignore[arg-type]
+    writer = BagWriter(path, compression=compression, flush_s=float("inf"), markers=True)  # type: ignore[arg-type]
     with writer:
+        writer.write_tf_static(rig, start_ns)
         for log_ns, topic, make in _events(world, rig, rates or SimRates(), start_ns, end_ns):
             writer.write(topic, make(), log_ns, publish_ns=log_ns)
             if on_message is not None:

@@ -354,7 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `launch FILE --duration 30 seed:=7`: NAME:=VALUE after an option is still a launch argument
+    if extra and hasattr(args, "args") and all(":=" in e and not e.startswith("-") for e in extra):
+        args.args = [*args.args, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.graph:
         os.environ[ENV_GRAPH] = args.graph
     setup_logging(args.log_level)

@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from fusion_stream.errors import FileKeyError, FormatError, FusionStreamError, UsageError
@@ -43,15 +43,9 @@ def _bad_input(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    )
+    from fusion_stream.cli_model import progress_bar
+
+    return progress_bar(err_console)
 
 
 def _size(n: float) -> str:
@@ -213,7 +207,7 @@ def _cmd_bag_convert(args: argparse.Namespace) -> int:
 
     tmap = _load_map(args.map)
     with _progress() as progress:
-        task = progress.add_task(f"converting {Path(args.input).name}", total=None)
+        task = progress.add_task(f"converting {Path(args.input).name}", total=None, info="")
         stats = convert_bag(
             args.input,
             args.output,
@@ -260,7 +254,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         total = sum(t.count for t in info.topics if t.topic in replayer.selected)
         with _progress() as progress:
             task = progress.add_task(
-                f"replaying {info.path.name} ×{args.rate:g}{' lockstep' if args.lockstep else ''}", total=total
+                f"replaying {info.path.name} ×{args.rate:g}{' lockstep' if args.lockstep else ''}", total=total, info=""
             )
 
             def advance(_item: object) -> None:
@@ -331,7 +325,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.workers > 1 and len(args.files) > 1:
         with _progress() as progress, ProcessPoolExecutor(args.workers) as pool:
             task = progress.add_task(
-                f"evaluating {len(args.files)} bags on {args.workers} workers", total=len(args.files)
+                f"evaluating {len(args.files)} bags on {args.workers} workers", total=len(args.files), info=""
             )
             for r in pool.map(_eval_one, [(f, opts) for f in args.files]):
                 results.append(r)
@@ -339,7 +333,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         for f in args.files:
             with _progress() as progress:
-                task = progress.add_task(f"evaluating {Path(f).name}", total=None)
+                task = progress.add_task(f"evaluating {Path(f).name}", total=None, info="")
                 opts["progress"] = functools.partial(_update, progress, task)
                 results.append(_eval_one((f, opts)))
     for r in results:

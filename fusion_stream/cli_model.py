@@ -16,7 +16,8 @@ from rich.table import Table
 from fusion_stream.errors import UsageError
 
 
-def _progress(console: Console) -> Progress:
+def progress_bar(console: Console) -> Progress:
+    """The progress display every long command uses (on ``console``: stderr keeps stdout clean)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -64,7 +65,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         val_ds = splits.dataset("val", args.calib, seeds=args.val_seeds) if args.val_seeds else None
     cfg = ModelConfig(width=args.width, modalities=modalities)
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         if not args.kitti:
             _render(progress, train_ds, "training", args.workers)
         if val_ds is not None:
@@ -97,7 +98,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
     from fusion_stream.eval.report import evaluate_split
 
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         from fusion_stream.model import splits
 
         ds = splits.dataset(args.split, args.calib, seeds=args.seeds, per_seed=args.per_seed)

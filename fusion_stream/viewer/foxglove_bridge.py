@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from typing import Any
 
 import numpy as np
-import zmq
 
 from fusion_stream import calib, msgs
 from fusion_stream.errors import FusionStreamError, UsageError
 from fusion_stream.registry import Registry
 from fusion_stream.render import CLASS_COLORS
-from fusion_stream.transport import Subscriber
+from fusion_stream.viewer.tap import TopicTap
+from fusion_stream.wire import Envelope
 
 log = logging.getLogger(__name__)
 
-SKIP_TOPICS = frozenset({"/sync/frames"})
 TF_TOPIC = "/tf"
 _GT_COLOR = (160, 160, 160)
 
@@ -163,19 +161,17 @@ class FoxgloveBridge:
             raise UsageError(f"cannot serve Foxglove on {host}:{port}: {err} (choose another --port)") from err
         self.port = int(self.server.port)
         self._channels: dict[str, Any] = {}
-        self._subs: dict[str, Subscriber] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="foxglove-bridge", daemon=True)
+        self._next_tf = 0.0
+        self.tap = TopicTap(self._on_envelope, registry=self.registry, on_tick=self._tick, name="foxglove-bridge")
         self.relayed = 0
         self.failed = 0
 
     def start(self) -> FoxgloveBridge:
-        self._thread.start()
+        self.tap.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self.tap.stop()
         self.server.stop()
 
     def _channel(self, topic: str, kind: str) -> Any:
@@ -214,35 +210,15 @@ class FoxgloveBridge:
             return
         self.relayed += 1
 
-    def _discover(self, poller: zmq.Poller) -> None:
-        for entry in self.registry.entries():
-            if entry.topic in self._subs or entry.topic in SKIP_TOPICS:
-                continue
-            sub = Subscriber(entry.topic, registry=self.registry, latest=True)
-            self._subs[entry.topic] = sub
-            poller.register(sub.socket, zmq.POLLIN)
-            log.info("bridging %s", entry.topic)
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.rig is not None and now >= self._next_tf:
+            self._channel(TF_TOPIC, "FrameTransformsChannel").log(transforms(self.fm, self.rig, time.time_ns()))
+            self._next_tf = now + 1.0
 
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        next_discovery = next_tf = 0.0
+    def _on_envelope(self, topic: str, env: Envelope) -> None:
         try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if now >= next_discovery:
-                    self._discover(poller)
-                    next_discovery = now + 0.5
-                if self.rig is not None and now >= next_tf:
-                    self._channel(TF_TOPIC, "FrameTransformsChannel").log(transforms(self.fm, self.rig, time.time_ns()))
-                    next_tf = now + 1.0
-                ready = dict(poller.poll(100))
-                for topic, sub in list(self._subs.items()):
-                    if sub.socket in ready and (env := sub.recv_envelope(timeout=0)) is not None:
-                        try:
-                            self.relay(topic, env.message)
-                        except (ValueError, TypeError) as err:  # one bad message; keep bridging
-                            self.failed += 1
-                            log.warning("cannot relay a %s on %s: %s", type(env.message).__name__, topic, err)
-        finally:
-            for sub in self._subs.values():
-                sub.close()
+            self.relay(topic, env.message)
+        except (ValueError, TypeError) as err:  # one bad message; keep bridging
+            self.failed += 1
+            log.warning("cannot relay a %s on %s: %s", type(env.message).__name__, topic, err)

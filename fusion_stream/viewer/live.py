@@ -1,8 +1,8 @@
 """Watching a running graph: every topic's rate, the newest message of each kind, the
 end-to-end latency of the detections, and plain-words status for the viewer to show.
 
-One background thread owns the sockets; readers get a consistent snapshot under a lock.
-Topics are found in the endpoint registry as they appear, and a topic that stops publishing is
+A :class:`~fusion_stream.viewer.tap.TopicTap` thread owns the sockets; readers get a consistent
+snapshot under a lock. A topic that stops publishing is
 reported (with how long it has been silent) rather than silently frozen on the screen."""
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import zmq
 
 from fusion_stream import msgs
 from fusion_stream.introspect import RateMeter
 from fusion_stream.registry import Registry
-from fusion_stream.transport import Subscriber
 from fusion_stream.viewer.scene import Latest
+from fusion_stream.viewer.tap import SKIP_TOPICS, TopicTap
+from fusion_stream.wire import Envelope
 
 log = logging.getLogger(__name__)
 
-SKIP_TOPICS = frozenset({"/sync/frames"})
-"""Not watched by default: a synced set repeats its members' data (half the graph's bandwidth)."""
 STALE_S = 2.0
 DETECTIONS_TOPIC = "/detections"
 
@@ -45,60 +43,28 @@ class GraphWatcher:
     """Subscribes to the graph's topics in a background thread (start/stop it)."""
 
     def __init__(self, registry: Registry | None = None, *, skip: frozenset[str] = SKIP_TOPICS) -> None:
-        self.registry = registry or Registry()
-        self.skip = skip
+        self.tap = TopicTap(self._on_envelope, registry=registry, skip=skip, name="viewer-watcher")
+        self.registry = self.tap.registry
         self.latest = Latest()
         self.lock = threading.Lock()
         self._rates: dict[str, RateMeter] = {}
         self._types: dict[str, str] = {}
         self._last_arrival: dict[str, float] = {}
         self._e2e_ms: deque[float] = deque(maxlen=200)
-        self._subs: dict[str, Subscriber] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="viewer-watcher", daemon=True)
         self.started = time.monotonic()
         self.received = 0
 
     def start(self) -> GraphWatcher:
-        self._thread.start()
+        self.tap.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self.tap.stop()
 
-    # ------------------------------------------------------------------ the thread
+    def _on_envelope(self, topic: str, env: Envelope) -> None:
+        self._take(topic, env.message, env.nbytes)
 
-    def _discover(self, poller: zmq.Poller) -> None:
-        for entry in self.registry.entries():
-            if entry.topic in self._subs or entry.topic in self.skip:
-                continue
-            sub = Subscriber(entry.topic, registry=self.registry, latest=True)
-            self._subs[entry.topic] = sub
-            poller.register(sub.socket, zmq.POLLIN)
-            log.info("watching %s", entry.topic)
-
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        next_discovery = 0.0
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if now >= next_discovery:
-                    self._discover(poller)
-                    next_discovery = now + 0.5
-                ready = dict(poller.poll(100))
-                for topic, sub in list(self._subs.items()):
-                    if sub.socket not in ready:
-                        continue
-                    env = sub.recv_envelope(timeout=0)
-                    if env is not None:
-                        self._take(topic, env.message, env.nbytes, sub.stats.superseded)
-        finally:
-            for sub in self._subs.values():
-                sub.close()
-
-    def _take(self, topic: str, msg: msgs.Message, nbytes: int, superseded: int) -> None:
+    def _take(self, topic: str, msg: msgs.Message, nbytes: int) -> None:
         arrival = time.time_ns()
         with self.lock:
             meter = self._rates.setdefault(topic, RateMeter(window=50))
@@ -116,7 +82,7 @@ class GraphWatcher:
         now = time.monotonic()
         with self.lock:
             out = []
-            for topic in sorted(set(self._subs) | set(self._rates)):
+            for topic in sorted(set(self.tap.subscribers) | set(self._rates)):
                 rate = self._rates[topic].rate() if topic in self._rates else None
                 silent = now - self._last_arrival.get(topic, self.started)
                 out.append(
@@ -145,7 +111,7 @@ class GraphWatcher:
     def status(self) -> list[str]:
         """What is wrong, in plain words (empty when all is well)."""
         problems = []
-        if not self._subs:
+        if not self.tap.subscribers:
             problems.append(
                 f"no graph running: nothing is registered in {self.registry.path} "
                 f"(start one, e.g. `fusion-stream demo`, or pass --graph NAME)"

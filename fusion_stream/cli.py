@@ -356,9 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # `launch FILE --duration 30 seed:=7`: NAME:=VALUE after an option is still a launch argument
-    if extra and hasattr(args, "args") and all(":=" in e and not e.startswith("-") for e in extra):
-        args.args = [*args.args, *extra]
+    # `launch FILE --duration 30 seed:=7`, `eval BAG --launch F calib:=x`: NAME:=VALUE after an
+    # option is still a launch argument
+    target = next((name for name in ("args", "files") if hasattr(args, name)), None)
+    if extra and target is not None and all(":=" in e and not e.startswith("-") for e in extra):
+        setattr(args, target, [*getattr(args, target), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.graph:

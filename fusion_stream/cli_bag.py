@@ -290,7 +290,7 @@ def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     from fusion_stream.eval.html import write_report
 
     path, opts = job
-    setup = setup_from_launch(opts["launch"], weights=opts["model"], backend=opts["backend"])
+    setup = setup_from_launch(opts["launch"], weights=opts["model"], backend=opts["backend"], args=opts["launch_args"])
     result = evaluate_bag(
         path, setup, topic_map=_load_map(opts["map"]), threads=opts["threads"], on_progress=opts.get("progress")
     )
@@ -305,11 +305,18 @@ def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
+    from fusion_stream import launch
+
+    launch_args = launch.parse_args([f for f in args.files if ":=" in f])
+    args.files = [f for f in args.files if ":=" not in f]
+    if not args.files:
+        raise UsageError("name at least one bag to evaluate")
     threads = args.threads
     if threads == 0 and args.workers > 1:  # share the cores between the workers
         threads = max(1, (os.cpu_count() or 1) // args.workers)
     opts = {
         "launch": args.launch,
+        "launch_args": launch_args,
         "model": args.model,
         "backend": args.backend,
         "map": args.map,
@@ -417,7 +424,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     k.set_defaults(func=_bad_input(_cmd_bag_convert))
 
     p = sub.add_parser("eval", help="replay bags through sync + fusion in lockstep and score against ground truth")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="bags, then NAME:=VALUE arguments for --launch")
     p.add_argument("--model", default=None, metavar="WEIGHTS", help="default: the fusion node's weights in --launch")
     p.add_argument("--backend", default=None, choices=("auto", "tensorrt", "onnxruntime", "torch"))
     p.add_argument("--launch", default="launch/sim.yaml", help="graph whose sync and fusion settings to use")

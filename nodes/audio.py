@@ -1,7 +1,17 @@
 """Audio node: ``AudioChunk`` (channels × samples) from a microphone array, stamped by sample
 count so consumers can prove that no sample was lost or repeated.
 
-``source: sim`` hears the simulated world's sirens and road noise (48 kHz, 20 ms chunks)."""
+``source`` picks where samples come from:
+
+* ``sim`` hears the simulated world's sirens and road noise (48 kHz, 20 ms chunks);
+* ``wav`` plays the WAV file ``path`` (any channel count; 8/16/24/32-bit PCM or float) in real
+  time on the chunk grid, looping unless ``loop: false`` (then the node exits 0 after the last,
+  possibly shorter, chunk). A file whose rate or channel count differs from ``sample_rate`` /
+  ``channels`` is refused (0 accepts the file's);
+* ``device`` records the sound card ``device`` (index or name; empty: the default) through
+  ``sounddevice`` (``pip install 'fusion-stream[audio]'`` and the PortAudio library).
+
+``dtype: auto`` keeps 16-bit samples as int16; ``float32`` converts everything to ±1 floats."""
 
 from __future__ import annotations
 
@@ -14,17 +24,26 @@ from fusion_stream.runner import run_node
 from fusion_stream.sim import audio
 from fusion_stream.sim.capture import audio_chunk
 from fusion_stream.sim.sensors import FrameGrid, SimParams, open_sensor, open_world
+from fusion_stream.sources import audio as sources
 
 _MAX_CATCH_UP = 25
 """Chunks produced in one go after a stall; beyond that the gap is skipped (and counted)."""
+SOURCES = ("sim", "wav", "device")
 
 
 @dataclass(frozen=True)
 class Params(SimParams):
     sensor: str = "mic_array"
+    """Rig sensor name; also the ``frame_id`` of real-source chunks."""
     topic: str = "/audio/array/chunk"
     sample_rate: int = 48_000
     chunk_ms: float = 20.0
+    channels: int = 0
+    """Channels expected of a WAV file or opened on a device (0: the file's / the device's)."""
+    path: str = ""
+    device: int | str = ""
+    loop: bool = True
+    dtype: str = "auto"
 
 
 def topics(p: Params) -> NodeTopics:
@@ -32,6 +51,54 @@ def topics(p: Params) -> NodeTopics:
 
 
 def setup(node: Node, p: Params) -> None:
+    if p.source not in SOURCES:
+        raise ParamError("source", f"one of {', '.join(SOURCES)}; got {p.source!r}")
+    if p.source == "sim":
+        setup_sim(node, p)
+        return
+    if p.dtype not in ("auto", "float32"):
+        raise ParamError("dtype", f"auto or float32, got {p.dtype!r}")
+    if p.sample_rate < 0 or p.channels < 0:
+        raise ParamError("sample_rate" if p.sample_rate < 0 else "channels", "must be >= 0 (0: accept the input's)")
+    if p.source == "wav":
+        if not p.path:
+            raise ParamError("path", "source: wav needs path: a WAV file")
+        wav = sources.open_wav(p.path, sample_rate=p.sample_rate, channels=p.channels)
+        try:
+            samples = sources.chunk_samples(wav.sample_rate, p.chunk_ms)
+        except ValueError as err:
+            raise ParamError("chunk_ms", str(err)) from err
+        node.log.info(
+            "playing %s: %d channels, %d Hz, %.2f s", wav.path, wav.channels, wav.sample_rate, wav.format.duration_s
+        )
+        sources.publish_wav(
+            node,
+            p.topic,
+            wav,
+            samples,
+            epoch_ns=p.epoch_ns,
+            loop=p.loop,
+            frame_id=p.sensor,
+            dtype=p.dtype,  # type: ignore[arg-type]
+        )
+    else:
+        try:
+            sources.chunk_samples(p.sample_rate or 48_000, p.chunk_ms)
+        except ValueError as err:
+            raise ParamError("chunk_ms", str(err)) from err
+        sources.publish_microphone(
+            node,
+            p.topic,
+            p.device if p.device != "" else None,
+            sample_rate=p.sample_rate,
+            channels=p.channels,
+            chunk_ms=p.chunk_ms,
+            frame_id=p.sensor,
+            float32=p.dtype == "float32",
+        )
+
+
+def setup_sim(node: Node, p: Params) -> None:
     world = open_world(p)
     sensor = open_sensor(p, p.sensor, "microphones")
     assert sensor.microphones is not None  # calib.load guarantees it

@@ -1,11 +1,24 @@
-"""Camera node: RGB ``Image`` frames stamped with their capture time.
+"""Camera node: RGB ``Image`` frames (or JPEG ``CompressedImage`` with ``jpeg: true``) stamped
+with their capture time.
 
-``source: sim`` renders the simulated world through the rig's intrinsics (about 640×384, 15 Hz)."""
+``source`` picks where frames come from:
+
+* ``sim`` renders the simulated world through the rig's intrinsics (about 640×384, 15 Hz);
+* ``folder`` plays the images of ``path`` (.png/.jpg by name, or a KITTI object folder) on the
+  capture grid at ``rate_hz``, stamped with the grid time, so it lines up with the LiDAR and
+  labels of the same KITTI frame;
+* ``video`` plays the video file ``path`` in real time, stamped playback start + file time;
+* ``device`` (``device``: index or /dev/videoN) and ``url`` (``url``: rtsp://, http://…) stream a
+  live camera, stamped with the host time at grab; a camera that fails or disappears is retried
+  with backoff while ``/diagnostics`` reports WARN.
+
+Recordings loop unless ``loop: false`` (then the node exits 0 after the last frame)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusion_stream.errors import ParamError
 from fusion_stream.launch import NodeTopics
 from fusion_stream.msgs import Image
 from fusion_stream.node import Node
@@ -13,20 +26,65 @@ from fusion_stream.runner import run_node
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.capture import camera_image
 from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
+from fusion_stream.sources import camera
+
+SOURCES = ("sim", "folder", "video", "device", "url")
 
 
 @dataclass(frozen=True)
 class Params(SimParams):
     sensor: str = "camera_front"
+    """Rig sensor name; also the ``frame_id`` of real-source frames."""
     topic: str = "/camera/front/image"
     rate_hz: float = 15.0
+    """Capture grid of ``sim`` and ``folder``; the frame rate requested from a ``device``."""
+    path: str = ""
+    device: int | str = 0
+    url: str = ""
+    jpeg: bool = False
+    quality: int = 90
+    loop: bool = True
 
 
 def topics(p: Params) -> NodeTopics:
     return NodeTopics(outputs=(p.topic,))
 
 
+def _need(value: str, key: str, what: str, source: str) -> str:
+    if not value:
+        raise ParamError(key, f"source: {source} needs {key}: {what}")
+    return value
+
+
 def setup(node: Node, p: Params) -> None:
+    if p.source not in SOURCES:
+        raise ParamError("source", f"one of {', '.join(SOURCES)}; got {p.source!r}")
+    if p.source == "sim":
+        setup_sim(node, p)
+        return
+    camera.check_quality(p.quality)
+    if p.source == "folder":
+        folder = camera.ImageFolder(_need(p.path, "path", "an image or KITTI folder", p.source))
+        node.log.info("playing %d images of %s at %g Hz", len(folder), folder.root, p.rate_hz)
+        camera.publish_recording(
+            node,
+            p.topic,
+            p.rate_hz,
+            p.epoch_ns,
+            len(folder),
+            lambda i, at: folder.message(i, at, p.sensor, jpeg=p.jpeg, quality=p.quality),
+            loop=p.loop,
+        )
+    elif p.source == "video":
+        path = _need(p.path, "path", "a video file", p.source)
+        camera.publish_video(node, p.topic, path, p.sensor, loop=p.loop, jpeg=p.jpeg, quality=p.quality)
+    else:
+        source = p.device if p.source == "device" else _need(p.url, "url", "a stream address", p.source)
+        fps = p.rate_hz if p.source == "device" else 0.0
+        camera.publish_live(node, p.topic, source, p.sensor, fps=fps, jpeg=p.jpeg, quality=p.quality)
+
+
+def setup_sim(node: Node, p: Params) -> None:
     world = open_world(p)
     sensor = open_sensor(p, p.sensor, "camera")
     assert sensor.intrinsics is not None  # calib.load guarantees it for cameras

@@ -1,20 +1,53 @@
-"""LiDAR node: one ``PointCloud`` per rotation, in the sensor frame, with ``ring`` and per-point
-``time_offset`` (seconds after the stamp, which is the start of the sweep).
+"""LiDAR node: one ``PointCloud`` per rotation, in the sensor frame (``frame_id`` = ``sensor``),
+with ``ring`` and per-point ``time_offset`` (seconds after the stamp, which is the start of the
+sweep) wherever the source knows them.
 
-``source: sim`` ray-casts the simulated world (32 or 64 beams, 10 Hz)."""
+``source``:
+
+* ``sim`` — ray-casts the simulated world (32 or 64 beams, 10 Hz);
+* ``velodyne`` — VLP-16, VLP-32C, HDL-32E, HDL-64E: ``path`` a pcap to play, or ``port`` (2368) to
+  receive live; ``model`` (``auto``) is checked against the packets;
+* ``ouster`` — ``metadata`` (the sensor's JSON) with ``path`` a pcap, or ``port`` (7502) live;
+* ``kitti`` — ``path`` a KITTI object folder (either layout), a folder of ``.bin``, or one ``.bin``;
+* ``pcd`` — ``path`` a ``.pcd`` file or a folder of them.
+
+Pcaps play at their recorded spacing (``loop``, ``stamps: now`` shifts the recorded times to
+the node's clock, ``stamps: recorded`` keeps them); point-file folders play on the capture grid
+(``rate_hz``, ``epoch_ns``) so a KITTI frame's sweep, image and labels share a stamp. A live
+sensor that goes quiet turns ``/diagnostics`` to WARN naming the port while the node retries.
+The sources themselves are in :mod:`fusion_stream.sources`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
-from fusion_stream.errors import ParamError
+from fusion_stream import msgs
+from fusion_stream.errors import FormatError, ParamError
 from fusion_stream.launch import NodeTopics
 from fusion_stream.msgs import PointCloud
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import lidar
 from fusion_stream.sim.capture import lidar_sweep
-from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
+from fusion_stream.sim.sensors import FrameGrid, SimParams, open_sensor, open_world, publish_on_grid
+from fusion_stream.sources.ouster import OusterDecoder, OusterPcap, read_metadata
+from fusion_stream.sources.pointfiles import (
+    FolderPlayback,
+    LiveLidar,
+    PacketDecoder,
+    RecordedPlayback,
+    SourceStats,
+    UdpReceiver,
+    kitti_sweeps,
+    pcd_files,
+)
+from fusion_stream.sources.velodyne import VelodyneDecoder, VelodynePcap
+
+SOURCES = ("sim", "velodyne", "ouster", "kitti", "pcd")
+POLL_S = 0.005
+"""How often playback and live sources are looked at (a rotation is published within this)."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +56,23 @@ class Params(SimParams):
     topic: str = "/lidar/top/points"
     beams: int = 32
     rate_hz: float = 10.0
+    """sim, kitti, pcd: the capture grid (frames per second)."""
+    path: str = ""
+    """velodyne/ouster: a pcap to play; kitti: a folder or .bin; pcd: a .pcd or a folder of them."""
+    port: int = 0
+    """velodyne/ouster: receive live UDP packets on this port instead (2368 / 7502)."""
+    model: str = "auto"
+    """velodyne: VLP-16, VLP-32C, HDL-32E, HDL-64E or auto (from the packets)."""
+    calibration: str = ""
+    """velodyne: a calibration YAML (needed live for an HDL-64E; a pcap carries its own)."""
+    metadata: str = ""
+    """ouster: the sensor's metadata JSON (required)."""
+    loop: bool = True
+    """Files: start again after the last rotation."""
+    stamps: Literal["now", "recorded"] = "now"
+    """pcaps: stamp with the node's clock (recorded spacing kept) or the recorded times."""
+    silence_s: float = 1.0
+    """Live: seconds without a packet before /diagnostics warns and the socket is re-opened."""
 
 
 def topics(p: Params) -> NodeTopics:
@@ -30,6 +80,22 @@ def topics(p: Params) -> NodeTopics:
 
 
 def setup(node: Node, p: Params) -> None:
+    if p.source == "sim":
+        _simulated(node, p)
+    elif p.source in ("velodyne", "ouster"):
+        if bool(p.path) == bool(p.port):
+            raise ParamError("path", f"source: {p.source} needs either path (a pcap to play) or port (live UDP)")
+        if p.port:
+            _live(node, p)
+        else:
+            _recording(node, p)
+    elif p.source in ("kitti", "pcd"):
+        _folder(node, p)
+    else:
+        raise ParamError("source", f"expected one of {list(SOURCES)}, got {p.source!r}")
+
+
+def _simulated(node: Node, p: Params) -> None:
     world = open_world(p)
     sensor = open_sensor(p, p.sensor, "lidar")
     try:
@@ -42,6 +108,105 @@ def setup(node: Node, p: Params) -> None:
 
     # a sweep is complete one period after it started
     publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture, ready_after_ns=round(1e9 / p.rate_hz))
+
+
+def _existing(key: str, value: str, what: str) -> Path:
+    if not value:
+        raise ParamError(key, f"source needs {what}")
+    path = Path(value)
+    if not path.exists():
+        raise ParamError(key, f"{path}: no such file or folder ({what})")
+    return path
+
+
+def _recording(node: Node, p: Params) -> None:
+    path = _existing("path", p.path, "a pcap file")
+    recording: VelodynePcap | OusterPcap
+    if p.source == "velodyne":
+        recording = VelodynePcap(path, p.model, calibration=p.calibration or None, frame_id=p.sensor)
+    else:
+        metadata = _existing("metadata", p.metadata, "the sensor's metadata JSON")
+        recording = OusterPcap(path, metadata, frame_id=p.sensor)
+    playback = RecordedPlayback(
+        lambda: recording, start_ns=node.clock.now_ns(), stamps=p.stamps, loop=p.loop, name=path.name
+    )
+    pub = node.publisher(p.topic)
+
+    def tick() -> None:
+        for cloud in playback.due(node.clock.now_ns()):
+            pub.publish(cloud)
+        stats: SourceStats = recording.stats
+        if playback.error:
+            node.set_status(msgs.Level.ERROR, playback.error)
+        elif stats.skipped:
+            node.set_status(msgs.Level.WARN, f"{path.name}: {stats.describe_skipped()}")
+        elif playback.finished:
+            node.set_status(msgs.Level.OK, f"played {path.name} ({playback.published} rotations)")
+
+    node.timer(POLL_S, tick)
+    node.add_diagnostics(lambda: {**recording.stats.values(), "loops": playback.loops, "published": playback.published})
+    node.log.info("playing %s (%s, stamps: %s, loop: %s)", path, p.source, p.stamps, p.loop)
+
+
+def _live(node: Node, p: Params) -> None:
+    if not 0 < p.port < 65536:
+        raise ParamError("port", f"must be a UDP port 1..65535, got {p.port}")
+    decoder: PacketDecoder
+    if p.source == "velodyne":
+        decoder = VelodyneDecoder(
+            p.model, source=f"UDP port {p.port}", calibration=p.calibration or None, frame_id=p.sensor
+        )
+    else:
+        metadata = _existing("metadata", p.metadata, "the sensor's metadata JSON")
+        decoder = OusterDecoder(read_metadata(metadata), source=f"UDP port {p.port}", frame_id=p.sensor)
+    live = LiveLidar(UdpReceiver(p.port, silence_s=p.silence_s), decoder)
+    pub = node.publisher(p.topic)
+
+    def tick() -> None:
+        for cloud in live.poll():
+            pub.publish(cloud)
+        node.set_status(*live.health())
+
+    node.timer(POLL_S, tick)
+    node.add_diagnostics(
+        lambda: {
+            **decoder.stats.values(),
+            "udp_port": p.port,
+            "datagrams": live.receiver.received,
+            "silent_s": round(live.receiver.silent_for(), 1),
+            "socket_reopens": live.receiver.reopens,
+        }
+    )
+    node.log.info("receiving %s packets on UDP port %d", p.source, p.port)
+
+
+def _folder(node: Node, p: Params) -> None:
+    if p.stamps != "now":
+        raise ParamError(
+            "stamps", f"{p.source} files carry no capture time; they play on the capture grid (stamps: now)"
+        )
+    if p.rate_hz <= 0:
+        raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
+    path = _existing("path", p.path, "a KITTI folder or .bin" if p.source == "kitti" else "a .pcd or a folder of them")
+    try:
+        files = kitti_sweeps(path) if p.source == "kitti" else pcd_files(path)
+    except FormatError as err:
+        raise ParamError("path", str(err)) from err
+    period = round(1e9 / p.rate_hz)
+    folder = FolderPlayback(
+        files, period_ns=period, epoch_ns=p.epoch_ns, loop=p.loop, start_ns=node.clock.now_ns(), frame_id=p.sensor
+    )
+    grid = FrameGrid(period, p.epoch_ns)
+    pub = node.publisher(p.topic)
+
+    def tick() -> None:
+        k = grid.due(node.clock.now_ns(), ready_after_ns=period)  # a sweep is complete one period later
+        if k is not None and (cloud := folder.at(grid.capture_ns(k))) is not None:
+            pub.publish(cloud)
+
+    node.timer(period / 1e9, tick, phase_ns=p.epoch_ns)
+    node.add_diagnostics(lambda: {**folder.stats.values(), "frames": len(files), "frames_skipped": grid.skipped})
+    node.log.info("playing %d %s files from %s at %g Hz", len(files), p.source, path, p.rate_hz)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,14 @@
 """Radar node: ``RadarScan`` detection lists (x, y, z, radial_velocity, rcs, range, azimuth,
 elevation) in the sensor frame.
 
-``source: sim`` detects objects in the simulated world (13 Hz, with false alarms)."""
+``source`` picks where detections come from:
+
+* ``sim`` detects objects in the simulated world (13 Hz, with false alarms);
+* ``file`` replays decoded detection lists — ``path`` is a CSV or YAML file (Continental ARS548
+  detection lists, or the simple list form; see :mod:`fusion_stream.sources.radar`) or a folder
+  of them — one scan per file or per frame in a file, on the capture grid at ``rate_hz``,
+  stamped with the grid time; looping unless ``loop: false`` (then the node exits 0 after the
+  last scan)."""
 
 from __future__ import annotations
 
@@ -15,14 +22,21 @@ from fusion_stream.runner import run_node
 from fusion_stream.sim import radar
 from fusion_stream.sim.capture import radar_scan
 from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
+from fusion_stream.sources.camera import publish_recording
+from fusion_stream.sources.radar import RadarRecording
+
+SOURCES = ("sim", "file")
 
 
 @dataclass(frozen=True)
 class Params(SimParams):
     sensor: str = "radar_front"
+    """Rig sensor name; also the ``frame_id`` of replayed scans."""
     topic: str = "/radar/front/points"
     rate_hz: float = 13.0
     false_alarms: float = 3.0
+    path: str = ""
+    loop: bool = True
 
 
 def topics(p: Params) -> NodeTopics:
@@ -30,6 +44,19 @@ def topics(p: Params) -> NodeTopics:
 
 
 def setup(node: Node, p: Params) -> None:
+    if p.source not in SOURCES:
+        raise ParamError("source", f"one of {', '.join(SOURCES)}; got {p.source!r}")
+    if p.source == "sim":
+        setup_sim(node, p)
+        return
+    if not p.path:
+        raise ParamError("path", "source: file needs path: a radar CSV/YAML file or a folder of them")
+    recording = RadarRecording(p.path, frame_id=p.sensor)
+    node.log.info("replaying %d scans from %d file(s) at %g Hz", len(recording), len(recording.files), p.rate_hz)
+    publish_recording(node, p.topic, p.rate_hz, p.epoch_ns, len(recording), recording.scan, loop=p.loop)
+
+
+def setup_sim(node: Node, p: Params) -> None:
     world = open_world(p)
     sensor = open_sensor(p, p.sensor, "radar")
     try:

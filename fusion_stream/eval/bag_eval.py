@@ -56,8 +56,15 @@ class EvalSetup:
     ground_truth_topic: str = GROUND_TRUTH_TOPIC
 
 
-def setup_from_launch(path: Path | str, *, weights: str | None = None, backend: str | None = None) -> EvalSetup:
-    graph = launch.load(path)
+def setup_from_launch(
+    path: Path | str,
+    *,
+    weights: str | None = None,
+    backend: str | None = None,
+    args: Mapping[str, Any] | None = None,
+) -> EvalSetup:
+    """The sync and fusion settings of a launch file (with ``args`` as ``NAME:=VALUE`` would give)."""
+    graph = launch.load(path, args)
     by_type = {n.type: n for n in graph.nodes}
     for needed in ("sync", "fusion"):
         if needed not in by_type:

@@ -79,14 +79,22 @@ def evaluate_split(
 def render_frame(
     stem: Path, members: dict[str, Any], rig: calib.Rig, gt: Sequence[Box3D], detections: Sequence[Box3D]
 ) -> None:
-    lidar_sensor, camera, radar_sensor = (rig.of_type(k)[0] for k in ("lidar", "camera", "radar"))  # type: ignore[arg-type]
+    """``<stem>_camera.png`` (when the set and the rig have a camera) and ``<stem>_bev.png``."""
+
+    def sensor(kind: calib.SensorType) -> calib.Sensor | None:
+        found = rig.of_type(kind)
+        return found[0] if found else None
+
+    lidar_sensor, camera, radar_sensor = sensor("lidar"), sensor("camera"), sensor("radar")
     cloud = members["lidar"][0] if members.get("lidar") else None
-    points = None if cloud is None else lidar_sensor.extrinsics.apply(cloud.data[:, :3])
-    if members.get("camera"):
+    points = None
+    if cloud is not None:
+        points = cloud.data[:, :3] if lidar_sensor is None else lidar_sensor.extrinsics.apply(cloud.data[:, :3])
+    if members.get("camera") and camera is not None:
         image = render.camera_overlay(members["camera"][0].data, camera, None, detections)
         render.save_png(image, stem.with_name(stem.name + "_camera.png"))
     radar_xyz = radar_v = None
-    if members.get("radar"):
+    if members.get("radar") and radar_sensor is not None:
         scan = members["radar"][0]
         radar_xyz = radar_sensor.extrinsics.apply(scan.data[:, :3])
         radar_v = scan.data[:, scan.fields.index("radial_velocity")]

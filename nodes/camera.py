@@ -27,6 +27,7 @@ from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.capture import camera_image
 from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
 from fusion_stream.sources import camera
+from fusion_stream.sources.playback import publish_recording
 
 SOURCES = ("sim", "folder", "video", "device", "url")
 
@@ -66,7 +67,7 @@ def setup(node: Node, p: Params) -> None:
     if p.source == "folder":
         folder = camera.ImageFolder(_need(p.path, "path", "an image or KITTI folder", p.source))
         node.log.info("playing %d images of %s at %g Hz", len(folder), folder.root, p.rate_hz)
-        camera.publish_recording(
+        publish_recording(
             node,
             p.topic,
             p.rate_hz,

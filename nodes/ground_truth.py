@@ -16,7 +16,7 @@ from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import ground_truth
 from fusion_stream.sim.sensors import SimParams, open_world, publish_on_grid
-from fusion_stream.sources.playback import frame_index
+from fusion_stream.sources.playback import publish_recording
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,10 @@ def setup(node: Node, p: Params) -> None:
             folder = KittiFolder(p.path)
         except FormatError as err:
             raise ParamError("path", str(err)) from err
-        period = round(1e9 / p.rate_hz) if p.rate_hz > 0 else 0
-
-        def labels(at: int) -> Detections:
-            i = frame_index(at, p.epoch_ns, period, len(folder))
-            assert i is not None  # looping
+        def labels(i: int, at: int) -> Detections:
             return Detections(stamp_ns=at, frame_id=p.frame_id, boxes=folder.boxes(i))
 
-        publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, labels)
+        publish_recording(node, p.topic, p.rate_hz, p.epoch_ns, len(folder), labels)
         return
     world = open_world(p)
 

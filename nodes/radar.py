@@ -22,7 +22,7 @@ from fusion_stream.runner import run_node
 from fusion_stream.sim import radar
 from fusion_stream.sim.capture import radar_scan
 from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
-from fusion_stream.sources.camera import publish_recording
+from fusion_stream.sources.playback import publish_recording
 from fusion_stream.sources.radar import RadarRecording
 
 SOURCES = ("sim", "file")

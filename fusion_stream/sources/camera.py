@@ -3,8 +3,8 @@ streams, through OpenCV (the ``camera`` extra).
 
 Where a frame's stamp comes from depends on what knows the capture time best:
 
-* image folders carry no time, so they play on the node's capture grid (:func:`publish_recording`
-  with :func:`~fusion_stream.sources.playback.frame_index`) and take the grid time — a KITTI
+* image folders carry no time, so they play on the node's capture grid
+  (:func:`~fusion_stream.sources.playback.publish_recording`) and take the grid time — a KITTI
   image then shares its stamp with the LiDAR sweep and labels of the same frame;
 * video files carry their own frame times (``CAP_PROP_POS_MSEC``, the time offset in the file),
   so they play in real time and are stamped playback start + file time;
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fusion_stream.errors import FormatError, FusionStreamError, ParamError
-from fusion_stream.msgs import CompressedImage, Image, Message
+from fusion_stream.msgs import CompressedImage, Image
 
 if TYPE_CHECKING:
     from fusion_stream.node import Node
@@ -416,61 +416,6 @@ class LiveCamera:
 
 
 # --------------------------------------------------------------------------- playback on the grid
-
-
-def publish_recording(
-    node: Node,
-    topic: str,
-    rate_hz: float,
-    epoch_ns: int,
-    count: int,
-    message: Callable[[int, int], Message],
-    *,
-    loop: bool = True,
-) -> None:
-    """Publish ``message(i, capture_ns)`` for recorded frame ``i`` at each capture time of the
-    node's grid, ``i`` from :func:`~fusion_stream.sources.playback.frame_index`, so nodes with
-    the same ``rate_hz`` and ``epoch_ns`` play the same frame at the same stamp.
-
-    Looping, that is :func:`~fusion_stream.sim.sensors.publish_on_grid` itself. Once
-    (``loop=False``), the recording starts at ``epoch_ns`` — or, left at 0, at the first grid
-    point after the node starts — and the node stops (exit 0) after the last frame."""
-    from fusion_stream.sim.sensors import FrameGrid, publish_on_grid
-    from fusion_stream.sources.playback import frame_index
-
-    if rate_hz <= 0:
-        raise ParamError("rate_hz", f"must be > 0, got {rate_hz}")
-    if count <= 0:
-        raise ParamError("path", "the recording has no frames")
-    period = round(1e9 / rate_hz)
-    if loop:
-
-        def capture(at: int) -> Message:
-            i = frame_index(at, epoch_ns, period, count)
-            assert i is not None  # looping never runs out
-            return message(i, at)
-
-        publish_on_grid(node, topic, rate_hz, epoch_ns, capture)
-        return
-
-    now = node.clock.now_ns()
-    start = epoch_ns if epoch_ns else (now // period + 1) * period
-    pub = node.publisher(topic)
-    grid = FrameGrid(period, epoch_ns)
-    node.add_diagnostics(lambda: {"frames_skipped": grid.skipped, "frames_total": count})
-
-    def tick() -> None:
-        k = grid.due(node.clock.now_ns())
-        if k is None:
-            return
-        at = grid.capture_ns(k)
-        i = frame_index(at, start, period, count, loop=False)
-        if i is not None:
-            pub.publish(message(i, at))
-        if at >= start + (count - 1) * period:
-            node.request_stop(f"played all {count} frames")
-
-    node.timer(period / 1e9, tick, phase_ns=epoch_ns)
 
 
 def publish_video(

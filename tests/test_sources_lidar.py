@@ -333,3 +333,28 @@ def test_the_lidar_node_plays_a_velodyne_pcap_over_zeromq(procs: Procs, registry
     stamps = [c.stamp_ns for c in clouds]
     assert stamps == sorted(set(stamps)) and abs(stamps[-1] - time.time_ns()) < 15e9  # stamps: now
     assert diagnostics[-1].values["rotations"] >= 1 and diagnostics[-1].values["packets_skipped"] == 0
+
+
+def test_the_lidar_node_plays_ouster_and_pcd_recordings_over_zeromq(procs: Procs, registry: Registry) -> None:
+    """The other file sources as node processes, side by side on their own topics."""
+    pcap, meta = _need(OUSTER / "OS-1-32-G_v2.1.1_1024x10.pcap"), _need(OUSTER / "OS-1-32-G_v2.1.1_1024x10.json")
+    pcd = _need(next(NEBULA.glob("vlp16/*.pcd")))
+    procs.python(
+        "-m", "nodes.lidar", "--name", "os1", "-p", "source:=ouster", "-p", f"path:={pcap}", "-p", f"metadata:={meta}",
+        "-p", "sensor:=os1", "-p", "topic:=/lidar/os1/points",
+    )  # fmt: skip
+    procs.python(
+        "-m", "nodes.lidar", "--name", "pcd", "-p", "source:=pcd", "-p", f"path:={pcd}", "-p", "sensor:=vlp16",
+        "-p", "topic:=/lidar/pcd/points", "-p", "rate_hz:=5",
+    )  # fmt: skip
+    got: dict[str, list[msgs.PointCloud]] = {"/lidar/os1/points": [], "/lidar/pcd/points": []}
+    with Subscriber(list(got), registry=registry, timeout=30.0) as sub:
+        sub.wait_for_publishers(30.0)
+        end = time.monotonic() + 10.0
+        while time.monotonic() < end and min(len(v) for v in got.values()) < 2:
+            env = sub.recv_envelope(timeout=1.0)
+            if env is not None and isinstance(env.message, msgs.PointCloud):
+                got[env.topic].append(env.message)
+    assert all(len(v) >= 2 for v in got.values()), {k: len(v) for k, v in got.items()}
+    assert {len(c) for c in got["/lidar/os1/points"]} == {27310} and got["/lidar/os1/points"][0].frame_id == "os1"
+    assert {len(c) for c in got["/lidar/pcd/points"]} == {14831}

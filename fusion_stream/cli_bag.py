@@ -383,7 +383,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--split-size", type=float, default=None, metavar="MB", help="start a new file every MB megabytes")
     p.add_argument("--split-duration", type=float, default=None, metavar="S", help="start a new file every S seconds")
-    p.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd")
+    p.add_argument(
+        "--compression",
+        choices=("zstd", "lz4", "none"),
+        default="lz4",
+        help="chunk compression (default lz4: a third less CPU than zstd live, files ~35%% bigger)",
+    )
     p.add_argument("--calib", default=None, metavar="RIG.yaml", help="write the rig's sensor poses on /tf_static")
     p.add_argument(
         "--no-markers", action="store_true", help="do not add <topic>/markers (MarkerArray) for detection topics"

@@ -374,6 +374,10 @@ def test_ros1_t265_bag_info_and_convert(tmp_path: Path) -> None:
     stamps = sorted({int(line.split(",")[0]) for line in kapture if line and not line.startswith("#")})
     assert [m.stamp_ns for m in images] == stamps
     assert all(isinstance(m, msgs.Image) and m.data.shape == (800, 848, 1) and m.frame_id == "fisheye1" for m in images)
+    with Bag(src) as original, Bag(out) as converted:  # IMU kept message for message, at the same times
+        gyro = [(r.log_ns, convert.stamp_ns(r.decode().header)) for r in original.messages(["/camera/gyro/sample"])]
+        again = [(r.log_ns, convert.stamp_ns(r.decode().header)) for r in converted.messages(["/camera/gyro/sample"])]
+    assert len(gyro) == 19 and again == gyro
     imu = decode_with_rosbags(out, "/camera/accel/sample")[0]  # copied to CDR, still decodes in another tool
     acc = imu.linear_acceleration
     assert 9.5 < float(np.linalg.norm([acc.x, acc.y, acc.z])) < 10.5

@@ -115,6 +115,7 @@ class Node:
         self._timers: list[_Timer] = []
         self._status: tuple[msgs.Level, str] = (msgs.Level.OK, "")
         self._extra_values: list[Callable[[], dict[str, msgs.ScalarValue]]] = []
+        self._closers: list[Callable[[], None]] = []
         self._pub_marks: dict[int, int] = {}
         self._poller = zmq.Poller()
         self._diag_period_ns = int(diagnostics_period_s * 1e9)
@@ -165,6 +166,11 @@ class Node:
     def set_status(self, level: msgs.Level, message: str = "") -> None:
         """The level and message of the next diagnostics reports."""
         self._status = (level, message)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when the node shuts down, after its sockets are closed (finish a
+        file, release a device); each runs even if an earlier one fails."""
+        self._closers.append(callback)
 
     def add_diagnostics(self, values: Callable[[], dict[str, msgs.ScalarValue]]) -> None:
         """Add node-specific values to each diagnostics report."""
@@ -321,6 +327,8 @@ class Node:
             for p in self._publishers:
                 p.close()
             self._diag.close()
+            for closer in self._closers:
+                self._guard(closer, "on_close")
             self.log.info("stopped (%s)", self._stop_reason or "closed")
 
     def __enter__(self) -> Node:

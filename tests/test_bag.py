@@ -449,3 +449,25 @@ def test_ros1_bag_replays_through_a_topic_map(registry: Registry, tmp_path: Path
     assert done and done[0].published["/lidar/top/points"] == 5  # type: ignore[attr-defined]
     assert [len(m) for m in got] == [35707, 36055, 36267, 36457, 36336]  # type: ignore[arg-type]
     assert all(isinstance(m, msgs.PointCloud) and m.frame_id == "lidar_top" for m in got)
+
+
+def test_a_recorder_node_in_a_launch_file_records_the_graph(procs: Procs, runtime_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "graph.mcap"
+    graph = tmp_path / "rec.yaml"
+    graph.write_text(
+        "graph: rectest\n"
+        "nodes:\n"
+        "  - {name: lidar, type: pattern, params: {kind: points, points: 2000, rate_hz: 20, topic: /lidar/a}}\n"
+        f"  - {{name: recorder, type: recorder, params: {{output: '{out}', all: true, calib: calib/sim_rig.yaml}}}}\n"
+    )
+    launch = procs.cli("launch", str(graph), "--duration", "4")
+    stdout, stderr = launch.communicate(timeout=60)
+    assert launch.returncode == 0, (stdout + stderr)[-3000:]
+    with Bag(out) as bag:
+        info = bag.info()
+        assert info.indexed  # the supervisor's SIGINT finished the file
+        counts = {t.topic: t.count for t in info.topics}
+        clouds = [c.message for c in messages(bag, topics=["/lidar/a"])]
+    assert counts["/tf_static"] == 1 and counts["/diagnostics"] >= 2
+    assert len(clouds) >= 20  # 4 s at 20 Hz, less start-up
+    assert all(isinstance(c, msgs.PointCloud) and len(c) == 1984 for c in clouds)  # 32 rings × 62

@@ -19,6 +19,7 @@ from fusion_stream.errors import (
 from fusion_stream.msgs import (
     AudioChunk,
     Box3D,
+    ClockTick,
     CompressedImage,
     Detections,
     Diagnostics,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioChunk",
     "Box3D",
+    "ClockTick",
     "CompressedImage",
     "Detections",
     "Diagnostics",

@@ -246,6 +246,10 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         else:
             console.print("endpoints: ipc:// sockets in the private runtime directory, found through the registry")
         return 0
+    if args.clock:
+        from fusion_stream.clock import ENV_CLOCK
+
+        os.environ[ENV_CLOCK] = args.clock  # every node inherits it
     return Supervisor(graph, host=args.host).run(args.duration)
 
 
@@ -291,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate and print the graph, start nothing")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--host", default="local", help="start only this host's nodes (default: local)")
+    p.add_argument(
+        "--clock",
+        nargs="?",
+        const="/clock",
+        default=None,
+        metavar="TOPIC",
+        help="nodes follow the replay clock on TOPIC (default /clock; `fusion-stream replay --clock`), not wall time",
+    )
     p.set_defaults(func=_cmd_launch)
 
     p = sub.add_parser("keys", help="CurveZMQ keys for multi-host graphs")

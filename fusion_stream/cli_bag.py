@@ -244,6 +244,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         lockstep=args.lockstep,
         reference_topic=args.lockstep_topic,
         ack_topic=args.ack_topic,
+        clock_topic=args.clock,
     )
     stop = threading.Event()
     _stop_on_signals(lambda _reason: stop.set())
@@ -409,6 +410,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--lockstep-topic", default=None, metavar="TOPIC", help="topic that starts a set (default: first point cloud)"
     )
     p.add_argument("--ack-topic", default="/detections", metavar="TOPIC", help="pipeline output to wait for (lockstep)")
+    p.add_argument(
+        "--clock",
+        nargs="?",
+        const="/clock",
+        default=None,
+        metavar="TOPIC",
+        help="publish the bag time on TOPIC (default /clock) for graphs launched with --clock",
+    )
     p.set_defaults(func=_bad_input(_cmd_replay))
 
     p = sub.add_parser("bag", help="inspect, recover and convert bags")

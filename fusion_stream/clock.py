@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -67,3 +67,40 @@ class ReplayClock:
                     return False
                 self._cond.wait(0.05)
             return True
+
+
+CLOCK_TOPIC = "/clock"
+ENV_CLOCK = "FUSION_STREAM_CLOCK"
+"""Set (to a topic, usually ``/clock``) in a node's environment: the node follows that replay
+clock instead of wall time (``fusion-stream launch FILE --clock``)."""
+
+
+class TopicClock(ReplayClock):
+    """A replay clock set by ``ClockTick`` messages on a topic (published by ``fusion-stream
+    replay --clock``), so a node's timeouts and deadlines follow bag time in another process.
+
+    Until the first tick, time stands at 0: deadlines wait for the bag instead of expiring."""
+
+    def __init__(self, topic: str = CLOCK_TOPIC, registry: Any = None) -> None:
+        super().__init__(0)
+        from fusion_stream.transport import Subscriber
+
+        self.topic = topic
+        self._sub = Subscriber(topic, registry=registry, latest=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="topic-clock", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        from fusion_stream.msgs import ClockTick
+
+        while not self._stop.is_set():
+            msg = self._sub.recv(timeout=0.1)
+            if isinstance(msg, ClockTick):
+                # a replay that loops or restarts goes back in time: follow it
+                self.set(msg.stamp_ns, reset=msg.stamp_ns < self.now_ns())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sub.close()

@@ -63,6 +63,8 @@ def describe(msg: msgs.Message) -> str:
         parts = [f"{k}x{len(v)}" for k, v in msg.members.items()]
         missing = f" missing {','.join(msg.missing)}" if msg.missing else ""
         return f"{name} [{' '.join(parts)}]{missing}"
+    if isinstance(msg, msgs.ClockTick):
+        return f"{name} {msg.stamp_ns / 1e9:.3f} s"
     return f"{name} {msg.node} {msg.level.name} {msg.message}"
 
 

@@ -387,6 +387,15 @@ class Diagnostics(Header):
         _check_scalar_map(self, "values", self.values)
 
 
+# --------------------------------------------------------------------------- time
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ClockTick(Header):
+    """The replay clock: ``stamp_ns`` is the bag time now (published on ``/clock`` by
+    ``fusion-stream replay --clock``; nodes started with that clock follow it, not wall time)."""
+
+
 # --------------------------------------------------------------------------- synced sets
 
 SensorMessage: TypeAlias = Image | CompressedImage | PointCloud | RadarScan | AudioChunk | Detections
@@ -431,7 +440,7 @@ class SyncedFrame(Header):
 
 SENSOR_TYPES: tuple[type, ...] = (Image, CompressedImage, PointCloud, RadarScan, AudioChunk, Detections)
 
-Message: TypeAlias = SensorMessage | SyncedFrame | Diagnostics
+Message: TypeAlias = SensorMessage | SyncedFrame | Diagnostics | ClockTick
 """Any message that can be published."""
 
-MESSAGE_TYPES: tuple[type, ...] = (*SENSOR_TYPES, SyncedFrame, Diagnostics)
+MESSAGE_TYPES: tuple[type, ...] = (*SENSOR_TYPES, SyncedFrame, Diagnostics, ClockTick)

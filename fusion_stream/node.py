@@ -219,6 +219,8 @@ class Node:
                 self._dispatch(s)
         now = self.clock.now_ns()
         for t in self._timers:
+            if t.next_ns - now > t.period_ns:  # a replay clock went back (a looping bag): start over
+                t.next_ns = now
             if now >= t.next_ns:  # skip missed ticks, never burst
                 if t.phase_ns is None:
                     t.next_ns = max(t.next_ns + t.period_ns, now)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from fusion_stream import params as params_mod
+from fusion_stream.clock import ENV_CLOCK, TopicClock
 from fusion_stream.errors import FusionStreamError, ParamError
 from fusion_stream.node import Node
 from fusion_stream.security import CurveKeys
@@ -74,9 +75,19 @@ def run_node(
         log.error("bad configuration: %s", err)
         return EXIT_CONFIG
     try:
+        clock_topic = os.environ.get(ENV_CLOCK)
+        clock = TopicClock(clock_topic) if clock_topic else None
         node = Node(
-            args.name, remap=remap, binds=binds, curve=curve, parent_pid=int(supervisor) if supervisor else None
+            args.name,
+            remap=remap,
+            binds=binds,
+            curve=curve,
+            parent_pid=int(supervisor) if supervisor else None,
+            clock=clock,
         )
+        if clock is not None:
+            node.on_close(clock.close)
+            log.info("following the replay clock on %s", clock_topic)
     except FusionStreamError as err:
         log.error("cannot start: %s", err)
         return EXIT_FAILED

@@ -136,4 +136,5 @@ def sample_messages(seed: int = 0) -> dict[str, msgs.Message]:
             message="sample warning",
             values={"rate_hz": 9.5, "drops": 2, "ok": True},
         ),
+        "/clock": msgs.ClockTick(stamp_ns=t + 5_000),
     }

@@ -125,7 +125,11 @@ class SyncedFrameBody(msgspec.Struct, tag="SyncedFrame", array_like=True, frozen
     missing: tuple[str, ...]
 
 
-Body: TypeAlias = SensorBody | SyncedFrameBody | DiagnosticsBody
+class ClockBody(msgspec.Struct, tag="Clock", array_like=True, frozen=True):
+    pass
+
+
+Body: TypeAlias = SensorBody | SyncedFrameBody | DiagnosticsBody | ClockBody
 
 
 class Header(msgspec.Struct, array_like=True, frozen=True):
@@ -189,6 +193,8 @@ def _sensor_body(msg: msgs.SensorMessage) -> tuple[SensorBody, list[np.ndarray]]
 
 
 def _body(msg: msgs.Message) -> tuple[Body, list[np.ndarray]]:
+    if isinstance(msg, msgs.ClockTick):
+        return ClockBody(), []
     if isinstance(msg, msgs.Diagnostics):
         body = DiagnosticsBody(msg.node, int(msg.level), msg.message, dict(msg.values))
         return body, []
@@ -312,6 +318,10 @@ _N_ARRAYS: Final[dict[type, int]] = {
 
 def _message(header: Header, arrays: list[np.ndarray]) -> msgs.Message:
     body = header.body
+    if isinstance(body, ClockBody):
+        if arrays:
+            raise WireError("bad-body", f"Clock carries no arrays, got {len(arrays)}")
+        return msgs.ClockTick(stamp_ns=header.stamp_ns, frame_id=header.frame_id)
     if isinstance(body, DiagnosticsBody):
         if arrays:
             raise WireError("bad-body", f"Diagnostics carries no arrays, got {len(arrays)}")

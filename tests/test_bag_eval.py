@@ -21,7 +21,7 @@ from fusion_stream.sim.recording import TOPICS, record_sim
 from fusion_stream.sim.world import Scenario
 from fusion_stream.transport import Publisher, Subscriber
 
-from .conftest import ROOT
+from .conftest import ROOT, Procs, wait_for
 
 TIMING_KEYS = ("wall_s", "latency_ms", "speed_x_realtime", "bag")
 
@@ -140,3 +140,49 @@ def test_lockstep_replay_waits_for_the_pipeline(sim_bags: tuple[Path, Path], reg
     assert stats.published[TOPICS["lidar"]] == 30 and stats.published[TOPICS["radar"]] == 39
     assert answered == [200_000_000_000 + k * 100_000_000 for k in range(30)]
     assert elapsed >= 30 * delay
+
+
+def test_replay_clock_makes_sync_deadlines_follow_bag_time(
+    procs: Procs, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replayed 5× slower, a camera frame logged 20 ms after its sweep arrives 100 ms later in wall
+    time: past a 40 ms deadline for a sync node on wall time (partial sets), within it for one
+    that follows the replay clock (complete sets)."""
+    from fusion_stream import testpattern
+
+    bag = tmp_path / "slow.mcap"
+    t0 = 1_700_000_000_000_000_000
+    with BagWriter(bag) as writer:
+        for k in range(10):
+            t = t0 + k * 100_000_000
+            writer.write("/lidar/top/points", testpattern.point_cloud(t, points=500), t + 5_000_000)
+            writer.write("/camera/front/image", testpattern.image(t, width=64, height=48), t + 25_000_000)
+    inputs = (
+        "inputs:=[{name: lidar, topic: /lidar/top/points, mode: reference},"
+        " {name: camera, topic: /camera/front/image, mode: nearest, slop_ms: 10, period_ms: 100}]"
+    )
+    monkeypatch.setenv("FUSION_STREAM_CLOCK", "/clock")
+    procs.python(
+        "-m", "nodes.sync", "--name", "bagtime", "-p", inputs, "-p", "deadline_ms:=40", "-p", "output:=/sync/bag"
+    )
+    monkeypatch.delenv("FUSION_STREAM_CLOCK")
+    procs.python(
+        "-m", "nodes.sync", "--name", "walltime", "-p", inputs, "-p", "deadline_ms:=40", "-p", "output:=/sync/wall"
+    )
+    wait_for(lambda: registry.lookup("/sync/bag") and registry.lookup("/sync/wall"), 20, "both sync nodes")
+    got: dict[str, list[msgs.SyncedFrame]] = {"/sync/bag": [], "/sync/wall": []}
+    with Subscriber(list(got), registry=registry, queue_size=100) as sub:
+        play = procs.cli("replay", str(bag), "--rate", "0.2", "--clock")
+        end = time.monotonic() + 25
+        while time.monotonic() < end and (play.poll() is None or sub.recv_envelope(timeout=0) is not None):
+            env = sub.recv_envelope(timeout=0.2)
+            if env is not None and isinstance(env.message, msgs.SyncedFrame):
+                got[env.topic].append(env.message)
+        assert play.wait(timeout=10) == 0
+        time.sleep(0.5)
+        while (env := sub.recv_envelope(timeout=0.2)) is not None:
+            if isinstance(env.message, msgs.SyncedFrame):
+                got[env.topic].append(env.message)
+    complete = {topic: sum(not f.missing for f in frames) for topic, frames in got.items()}
+    assert complete["/sync/bag"] >= 9, complete  # the first sweep may come before the clock
+    assert complete["/sync/wall"] <= 2 and len(got["/sync/wall"]) >= 8, complete

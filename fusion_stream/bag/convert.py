@@ -173,6 +173,8 @@ def to_ros(msg: msgs.Message) -> tuple[str, Any]:
         return rt.DETECTION3D_ARRAY, _detection3d_array(store, msg)
     if isinstance(msg, msgs.Diagnostics):
         return rt.DIAGNOSTIC_ARRAY, _diagnostic_array(store, msg)
+    if isinstance(msg, msgs.ClockTick):
+        return rt.CLOCK, _t(store, rt.CLOCK)(clock=_stamp(store, msg.stamp_ns))
     if isinstance(msg, msgs.SyncedFrame):
         return rt.SYNCED_FRAME, _synced_frame(store, msg)
     raise FormatError(f"no ROS type for {type(msg).__name__}")
@@ -355,6 +357,7 @@ CONVERTIBLE = (
     rt.AUDIO_CHUNK,
     rt.DETECTION3D_ARRAY,
     rt.DIAGNOSTIC_ARRAY,
+    rt.CLOCK,
 )
 """ROS types that :func:`from_ros` turns into fusion_stream messages (synced-frame indexes are not
 messages one can republish: the synchronizer makes them again)."""
@@ -379,6 +382,8 @@ def from_ros(typename: str, ros: Any, *, kind: Kind | None = None) -> msgs.Messa
             )
         if typename == rt.DIAGNOSTIC_ARRAY:
             return _diagnostics(ros)
+        if typename == rt.CLOCK:
+            return msgs.ClockTick(stamp_ns=stamp_ns(ros.clock))
     except MessageError as err:
         raise FormatError(f"{typename}: {err}") from err
     raise FormatError(f"no fusion_stream message for ROS type {typename!r}; convertible are {list(CONVERTIBLE)}")

@@ -48,6 +48,9 @@ class ReplayOptions:
     ack_timeout_s: float = 5.0
     wait_s: float = 1.0
     """Time given to subscribers to connect before the first message."""
+    clock_topic: str | None = None
+    """Publish the bag time as ``ClockTick`` on this topic (``/clock``), every message and every
+    20 ms between them, for nodes started with ``fusion-stream launch --clock``."""
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -117,6 +120,12 @@ class Replayer:
             self.bag.close()
             raise
         self._publishers: dict[str, Publisher] = {}
+        self._clock_pub: Publisher | None = None
+
+    def _tick(self, bag_ns: int) -> None:
+        self.clock.set(max(bag_ns, self.clock.now_ns()))
+        if self._clock_pub is not None:
+            self._clock_pub.publish(msgs.ClockTick(stamp_ns=self.clock.now_ns()))
 
     def output_topic(self, recorded: str) -> str:
         name = self.topic_map.rename(recorded)
@@ -146,6 +155,8 @@ class Replayer:
         stop = stop or threading.Event()
         for name in self.selected:
             self._publisher(self.output_topic(name))
+        if self.options.clock_topic and self._clock_pub is None:
+            self._clock_pub = Publisher(self.options.clock_topic, registry=self.registry, node="replay")
         ack = (
             Subscriber(self.options.ack_topic, registry=self.registry, queue_size=10_000)
             if self.options.lockstep
@@ -169,6 +180,7 @@ class Replayer:
     ) -> None:
         start_ns, _ = self._window()
         self.clock.set(start_ns, reset=True)
+        self._tick(start_ns)
         wall0 = time.monotonic()
         pending_ref: int | None = None
         for item in self._stream():
@@ -182,10 +194,14 @@ class Replayer:
             else:
                 due = wall0 + (item.log_ns - start_ns) / 1e9 / self.options.rate
                 delay = due - time.monotonic()
-                if delay > 0 and stop.wait(delay):
+                while self._clock_pub is not None and due - time.monotonic() > 0.02:  # the clock runs on
+                    if stop.wait(0.02):
+                        return
+                    self._tick(start_ns + int((time.monotonic() - wall0) * self.options.rate * 1e9))
+                if (rest := due - time.monotonic()) > 0 and stop.wait(rest):
                     return
                 self.stats.late_ms_max = max(self.stats.late_ms_max, -delay * 1e3)
-            self.clock.set(max(item.log_ns, self.clock.now_ns()))
+            self._tick(item.log_ns)
             out = self.output_topic_for(item)
             self._publisher(out).publish(item.message)
             self.stats.published[out] += 1
@@ -216,6 +232,8 @@ class Replayer:
                 return
 
     def close(self) -> None:
+        if self._clock_pub is not None:
+            self._clock_pub.close()
         for pub in self._publishers.values():
             pub.close()
         self._publishers.clear()

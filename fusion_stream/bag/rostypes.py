@@ -25,6 +25,7 @@ DETECTION3D_ARRAY = "vision_msgs/msg/Detection3DArray"
 DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
 AUDIO_CHUNK = "fusion_stream_msgs/msg/AudioChunk"
 SYNCED_FRAME = "fusion_stream_msgs/msg/SyncedFrame"
+CLOCK = "rosgraph_msgs/msg/Clock"
 
 EXTRA_DEFINITIONS: dict[str, str] = {
     "vision_msgs/msg/ObjectHypothesis": "string class_id\nfloat64 score\n",

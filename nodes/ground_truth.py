@@ -43,6 +43,7 @@ def setup(node: Node, p: Params) -> None:
             folder = KittiFolder(p.path)
         except FormatError as err:
             raise ParamError("path", str(err)) from err
+
         def labels(i: int, at: int) -> Detections:
             return Detections(stamp_ns=at, frame_id=p.frame_id, boxes=folder.boxes(i))
 

@@ -64,7 +64,10 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         train_ds = splits.dataset("train", args.calib, per_seed=args.per_seed, seeds=args.seeds)
         val_ds = splits.dataset("val", args.calib, seeds=args.val_seeds) if args.val_seeds else None
     cfg = ModelConfig(width=args.width, modalities=modalities)
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    tc = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        drop_modality=args.drop_modality, drop_lidar=args.drop_lidar,
+    )  # fmt: skip
     with progress_bar(console) as progress:
         if not args.kitti:
             _render(progress, train_ds, "training", args.workers)
@@ -155,6 +158,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--drop-modality", type=float, default=0.15, help="chance of dropping camera/radar/audio per sample")
+    p.add_argument(
+        "--drop-lidar", type=float, default=None, help="chance of dropping the LiDAR (default: half the above)"
+    )
     p.add_argument("--width", type=int, default=32, help="backbone channels")
     p.add_argument("--modalities", default="lidar,camera,radar,audio", help="e.g. lidar for a LiDAR-only model")
     p.add_argument("--seeds", type=int, default=None, help="use only the first N training scenarios")

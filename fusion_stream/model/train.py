@@ -32,8 +32,11 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     drop_modality: float = 0.15
-    """Chance of dropping each non-LiDAR modality (LiDAR: half that) per sample, so the model
-    learns to work on partial sets."""
+    """Chance of dropping each non-LiDAR modality per sample, so the model learns to work on
+    partial sets."""
+    drop_lidar: float | None = None
+    """Chance of dropping the LiDAR (default: half of ``drop_modality``). Higher makes the network
+    learn what the camera and radar see, instead of leaning on the LiDAR alone."""
     seed: int = 0
     threads: int = 0
     """torch threads (0: torch's default)."""
@@ -83,10 +86,18 @@ class KittiSource:
 class FrameDataset(Dataset[dict[str, np.ndarray]]):
     """Frames → network inputs and targets, with optional modality dropout."""
 
-    def __init__(self, source: Source | SimDataset, cfg: ModelConfig, drop: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        source: Source | SimDataset,
+        cfg: ModelConfig,
+        drop: float = 0.0,
+        seed: int = 0,
+        drop_lidar: float | None = None,
+    ) -> None:
         self.source: Source = SimSource(source) if isinstance(source, SimDataset) else source
         self.cfg = cfg
         self.drop = drop
+        self.drop_lidar = drop / 2 if drop_lidar is None else drop_lidar
         self.seed = seed
         self.epoch = 0
 
@@ -100,10 +111,10 @@ class FrameDataset(Dataset[dict[str, np.ndarray]]):
         """Inputs and targets of frame ``i``, and its ground-truth boxes."""
         members, boxes, geometry = self.source.get(i)
         members = dict(members)
-        if self.drop > 0:
+        if self.drop > 0 or self.drop_lidar > 0:
             rng = random.Random(self.seed * 1_000_003 + self.epoch * 10_007 + i)
             for name in list(members):
-                if rng.random() < (self.drop / 2 if name == "lidar" else self.drop):
+                if rng.random() < (self.drop_lidar if name == "lidar" else self.drop):
                     del members[name]
         inputs = preprocess.prepare(members, geometry, self.cfg)
         target = targets.build(boxes, self.cfg)
@@ -149,7 +160,7 @@ def train(
     net = FusionNet(cfg)
     if initial is not None:
         net.load_state_dict(load_weights(initial)[0].state_dict())
-    ds = FrameDataset(train_data, cfg, tc.drop_modality, tc.seed)
+    ds = FrameDataset(train_data, cfg, tc.drop_modality, tc.seed, drop_lidar=tc.drop_lidar)
     loader = DataLoader(
         ds,
         batch_size=tc.batch_size,

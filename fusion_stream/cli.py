@@ -295,14 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate and print the graph, start nothing")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--host", default="local", help="start only this host's nodes (default: local)")
-    p.add_argument(
-        "--clock",
-        nargs="?",
-        const="/clock",
-        default=None,
-        metavar="TOPIC",
-        help="nodes follow the replay clock on TOPIC (default /clock; `fusion-stream replay --clock`), not wall time",
-    )
+    from fusion_stream.cli_bag import add_clock_argument
+
+    add_clock_argument(p, "nodes follow the replay clock on TOPIC (default /clock; `replay --clock`), not wall time")
     p.set_defaults(func=_cmd_launch)
 
     p = sub.add_parser("keys", help="CurveZMQ keys for multi-host graphs")

@@ -48,6 +48,11 @@ def _progress() -> Progress:
     return progress_bar(err_console)
 
 
+def add_clock_argument(p: argparse.ArgumentParser, help: str) -> None:  # argparse's name
+    """``--clock [TOPIC]`` (default ``/clock``), shared by ``replay`` (publish) and ``launch`` (follow)."""
+    p.add_argument("--clock", nargs="?", const="/clock", default=None, metavar="TOPIC", help=help)
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -56,7 +61,9 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def _stop_on_signals(stop: Callable[[str], None]) -> None:
+def stop_on_signals(stop: Callable[[str], None]) -> None:
+    """Ctrl-C and SIGTERM call ``stop(signal name)`` instead of raising: files get finished."""
+
     def handler(signum: int, _frame: object) -> None:
         stop(signal.Signals(signum).name)
 
@@ -89,7 +96,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         except FusionStreamError as err:
             raise UsageError(f"--calib: {err}") from err
     node = Node("recorder", handle_signals=False)
-    _stop_on_signals(node.request_stop)
+    stop_on_signals(node.request_stop)
     try:
         recorder = Recorder(node, writer, args.topics, all_topics=args.all, exclude=args.exclude)
         end = None if args.duration is None else time.monotonic() + args.duration
@@ -247,7 +254,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         clock_topic=args.clock,
     )
     stop = threading.Event()
-    _stop_on_signals(lambda _reason: stop.set())
+    stop_on_signals(lambda _reason: stop.set())
     with Replayer(args.file, options, topic_map=_load_map(args.map)) as replayer:
         info = replayer.info
         if not replayer.selected:
@@ -410,14 +417,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--lockstep-topic", default=None, metavar="TOPIC", help="topic that starts a set (default: first point cloud)"
     )
     p.add_argument("--ack-topic", default="/detections", metavar="TOPIC", help="pipeline output to wait for (lockstep)")
-    p.add_argument(
-        "--clock",
-        nargs="?",
-        const="/clock",
-        default=None,
-        metavar="TOPIC",
-        help="publish the bag time on TOPIC (default /clock) for graphs launched with --clock",
-    )
+    add_clock_argument(p, "publish the bag time on TOPIC (default /clock) for graphs launched with --clock")
     p.set_defaults(func=_bad_input(_cmd_replay))
 
     p = sub.add_parser("bag", help="inspect, recover and convert bags")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -13,13 +12,10 @@ from fusion_stream.runner import EXIT_CONFIG
 
 
 def _stop_event() -> threading.Event:
+    from fusion_stream.cli_bag import stop_on_signals
+
     stop = threading.Event()
-
-    def handler(_signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    stop_on_signals(lambda _name: stop.set())
     return stop
 
 

@@ -471,3 +471,43 @@ def test_a_recorder_node_in_a_launch_file_records_the_graph(procs: Procs, runtim
     assert counts["/tf_static"] == 1 and counts["/diagnostics"] >= 2
     assert len(clouds) >= 20  # 4 s at 20 Hz, less start-up
     assert all(isinstance(c, msgs.PointCloud) and len(c) == 1984 for c in clouds)  # 32 rings × 62
+
+
+def test_bad_command_line_values_exit_2_and_overwrite_nothing(tmp_path: Path) -> None:
+    """Each new command refuses a wrong value with one line naming it, before touching any file."""
+    existing = tmp_path / "keep.mcap"
+    write_samples(existing, repeats=1)
+    before = existing.read_bytes()
+    r = cli("record", "--all", "-o", str(existing), "--duration", "1")
+    assert r.returncode == 2 and "already exists" in r.stderr and existing.read_bytes() == before
+    r = cli("record", "--all", "-o", str(tmp_path / "x.bag"), "--duration", "1")
+    assert r.returncode == 2 and "must end in .mcap" in r.stderr
+    r = cli("record", "-o", str(tmp_path / "none.mcap"), "--duration", "1")
+    assert r.returncode == 2 and "--all" in r.stderr and not (tmp_path / "none.mcap").exists()
+    r = cli("record", "--all", "-o", str(tmp_path / "s.mcap"), "--split-size", "-5", "--duration", "1")
+    assert r.returncode == 2 and "split size" in r.stderr
+    r = cli("replay", str(existing), "--rate", "0")
+    assert r.returncode == 2 and "--rate" in r.stderr
+    r = cli("replay", str(existing), "--topics", "/nope")
+    assert r.returncode == 2 and "/nope" in r.stderr
+    r = cli("bag", "recover", str(tmp_path / "absent.mcap"))
+    assert r.returncode == 2 and "no such file" in r.stderr
+    r = cli("bag", "recover", str(existing), "-o", str(existing))
+    assert r.returncode == 2 and "new file" in r.stderr and existing.read_bytes() == before
+    r = cli("bag", "convert", str(existing), "-o", str(existing))
+    assert r.returncode == 2 and "already exists" in r.stderr and existing.read_bytes() == before
+    r = cli("sim", "bag", "--duration", "0", "-o", str(tmp_path / "sim.mcap"))
+    assert r.returncode == 2 and "--duration" in r.stderr and not (tmp_path / "sim.mcap").exists()
+    r = cli("sim", "bag", "--duration", "1", "-o", str(existing))
+    assert r.returncode == 2 and "already exists" in r.stderr and existing.read_bytes() == before
+
+
+def test_a_recorder_node_with_a_bad_output_says_which_parameter(procs: Procs, tmp_path: Path) -> None:
+    existing = tmp_path / "keep.mcap"
+    write_samples(existing, repeats=1)
+    node = procs.python("-m", "nodes.recorder", "-p", f"output:={existing}", "-p", "all:=true")
+    _, err = node.communicate(timeout=30)
+    assert node.returncode == 2 and "'output'" in err and "already exists" in err
+    node = procs.python("-m", "nodes.recorder", "-p", f"output:={tmp_path / 'n.mcap'}")
+    _, err = node.communicate(timeout=30)
+    assert node.returncode == 2 and "'topics'" in err and not (tmp_path / "n.mcap").exists()

@@ -189,3 +189,14 @@ def test_foxglove_bridge_advertises_channels_and_streams_messages(procs: Procs, 
     finally:
         bridge.stop()
     assert bridge.relayed > 0 and bridge.failed == 0
+
+
+def test_foxglove_bridge_on_a_taken_port_is_a_clear_error(registry: Registry) -> None:
+    from fusion_stream.viewer.foxglove_bridge import FoxgloveBridge
+
+    first = FoxgloveBridge(registry, port=0).start()
+    try:
+        with pytest.raises(UsageError, match="choose another --port"):
+            FoxgloveBridge(registry, port=first.port)
+    finally:
+        first.stop()

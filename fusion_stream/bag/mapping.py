@@ -25,7 +25,7 @@ import yaml
 
 from fusion_stream import msgs, wire
 from fusion_stream.bag import convert
-from fusion_stream.bag.reader import Bag
+from fusion_stream.bag.reader import Bag, RawMessage
 from fusion_stream.errors import FileKeyError, FormatError, TopicNameError
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,16 @@ class StreamStats:
     """``topic`` → messages that did not decode or convert (each logged once per topic)."""
 
 
+def count_failure(failed: Counter[str], bag: Bag, raw: RawMessage, err: Exception) -> None:
+    """Count a message that did not decode or convert; the first of each topic is logged with
+    the file, topic and log time, the rest only counted (a broken stream must not flood the log)."""
+    if not failed[raw.topic]:
+        log.warning(
+            "%s: topic %s at log time %d: %s (further failures are counted)", bag.path, raw.topic, raw.log_ns, err
+        )
+    failed[raw.topic] += 1
+
+
 def _apply(rule: TopicRule | None, msg: msgs.Message) -> msgs.Message:
     if rule is not None and rule.frame_id and isinstance(msg, msgs.Header):
         return dataclasses.replace(msg, frame_id=rule.frame_id)
@@ -143,15 +153,7 @@ def messages(
         try:
             msg = convert.from_ros(raw.typename, raw.decode(), kind=kind)
         except FormatError as err:
-            if not stats.failed[raw.topic]:
-                log.warning(
-                    "%s: topic %s at log time %d: %s (further failures are counted)",
-                    bag.path,
-                    raw.topic,
-                    raw.log_ns,
-                    err,
-                )
-            stats.failed[raw.topic] += 1
+            count_failure(stats.failed, bag, raw, err)
             continue
         stats.converted[raw.topic] += 1
         yield Converted(tmap.rename(raw.topic), raw.log_ns, _apply(rule, msg))

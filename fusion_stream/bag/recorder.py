@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from fusion_stream import msgs
 from fusion_stream.bag.writer import BagWriter
-from fusion_stream.errors import FusionStreamError
+from fusion_stream.errors import FusionStreamError, UsageError
 from fusion_stream.node import Node
 from fusion_stream.transport import Subscriber
 from fusion_stream.wire import Envelope
@@ -53,7 +53,7 @@ class Recorder:
         exclude: Sequence[str] = (),
     ) -> None:
         if not topics and not all_topics:
-            raise FusionStreamError("name the topics to record, or record all of them (--all)")
+            raise UsageError("name the topics to record, or record all of them (--all)")
         self.node = node
         self.writer = writer
         self.all_topics = all_topics

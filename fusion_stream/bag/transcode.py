@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusion_stream.bag import convert
-from fusion_stream.bag.mapping import TopicMap, _apply
+from fusion_stream.bag.mapping import TopicMap, _apply, count_failure
 from fusion_stream.bag.reader import Bag
-from fusion_stream.bag.writer import BagWriter, Compression
+from fusion_stream.bag.writer import BagWriter, Compression, check_writable
 from fusion_stream.errors import FormatError
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,7 @@ def convert_bag(
 ) -> ConvertStats:
     """Write ``src`` as MCAP to ``dst`` (written to a temporary name, renamed when complete)."""
     dst = Path(dst)
-    if dst.exists():
-        raise FormatError(f"{dst} already exists; remove it or choose another output name")
+    check_writable(dst)
     tmap = topic_map or TopicMap()
     stats = ConvertStats()
     tmp = dst.with_name(f".{dst.stem}.partial.mcap")
@@ -70,15 +69,7 @@ def convert_bag(
                             )
                             stats.copied[raw.topic] += 1
                     except FormatError as err:
-                        if not stats.failed[raw.topic]:
-                            log.warning(
-                                "%s: topic %s at %d: %s (further failures are counted)",
-                                bag.path,
-                                raw.topic,
-                                raw.log_ns,
-                                err,
-                            )
-                        stats.failed[raw.topic] += 1
+                        count_failure(stats.failed, bag, raw, err)
                     if on_progress is not None:
                         on_progress(n, total)
         except BaseException:

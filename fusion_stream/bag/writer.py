@@ -18,7 +18,7 @@ from mcap.writer import CompressionType, Writer
 
 from fusion_stream import calib, msgs
 from fusion_stream.bag import convert, rostypes
-from fusion_stream.errors import FormatError, UsageError
+from fusion_stream.errors import UsageError
 
 Compression = Literal["zstd", "lz4", "none"]
 _COMPRESSION = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
@@ -207,4 +207,4 @@ class BagWriter:
 def check_writable(path: Path) -> None:
     """Refuse to overwrite an existing bag by accident."""
     if path.exists():
-        raise FormatError(f"{path} already exists; remove it or choose another output name")
+        raise UsageError(f"{path} already exists; remove it or choose another output name")

@@ -39,6 +39,18 @@ class TopicRule:
     kind: str = ""
     frame_id: str = ""
 
+    @property
+    def cloud_kind(self) -> convert.Kind | None:
+        """What a PointCloud2 on this topic is, when the map says (else guessed from its fields)."""
+        return self.kind if self.kind in ("lidar", "radar") else None  # type: ignore[return-value]
+
+    def convert(self, typename: str, ros: Any) -> msgs.Message:
+        """The recorded ROS message as ours, with the map's kind and frame id."""
+        msg = convert.from_ros(typename, ros, kind=self.cloud_kind)
+        if self.frame_id and isinstance(msg, msgs.Header):
+            return dataclasses.replace(msg, frame_id=self.frame_id)
+        return msg
+
 
 @dataclass(frozen=True)
 class TopicMap:
@@ -119,12 +131,6 @@ def count_failure(failed: Counter[str], bag: Bag, raw: RawMessage, err: Exceptio
     failed[raw.topic] += 1
 
 
-def _apply(rule: TopicRule | None, msg: msgs.Message) -> msgs.Message:
-    if rule is not None and rule.frame_id and isinstance(msg, msgs.Header):
-        return dataclasses.replace(msg, frame_id=rule.frame_id)
-    return msg
-
-
 def messages(
     bag: Bag,
     topic_map: TopicMap | None = None,
@@ -148,12 +154,11 @@ def messages(
                 log.info("%s: skipping %s: no fusion_stream message for %s", bag.path, raw.topic, raw.typename)
             stats.skipped_types[key] += 1
             continue
-        rule = tmap.rules.get(raw.topic)
-        kind: Any = rule.kind if rule is not None and rule.kind in ("lidar", "radar") else None
+        rule = tmap.rules.get(raw.topic) or TopicRule(raw.topic)
         try:
-            msg = convert.from_ros(raw.typename, raw.decode(), kind=kind)
+            msg = rule.convert(raw.typename, raw.decode())
         except FormatError as err:
             count_failure(stats.failed, bag, raw, err)
             continue
         stats.converted[raw.topic] += 1
-        yield Converted(tmap.rename(raw.topic), raw.log_ns, _apply(rule, msg))
+        yield Converted(rule.topic, raw.log_ns, msg)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusion_stream.bag import convert
-from fusion_stream.bag.mapping import TopicMap, _apply, count_failure
+from fusion_stream.bag.mapping import TopicMap, count_failure
 from fusion_stream.bag.reader import Bag
 from fusion_stream.bag.writer import BagWriter, Compression, check_writable
 from fusion_stream.errors import FormatError
@@ -54,8 +54,7 @@ def convert_bag(
                     rule = tmap.rules.get(raw.topic)
                     try:
                         if rule is not None and raw.typename in convert.CONVERTIBLE:
-                            kind = rule.kind if rule.kind in ("lidar", "radar") else None
-                            msg = _apply(rule, convert.from_ros(raw.typename, raw.decode(), kind=kind))  # type: ignore[arg-type]
+                            msg = rule.convert(raw.typename, raw.decode())
                             writer.write(rule.topic, msg, raw.log_ns, publish_ns=raw.publish_ns or raw.log_ns)
                             stats.converted[rule.topic] += 1
                         else:

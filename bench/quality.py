@@ -50,6 +50,7 @@ def main() -> None:
         "split",
         "frames",
         "mAP",
+        "mAP in camera view",
         "NDS",
         "AVE m/s",
         "siren acc.",
@@ -75,6 +76,7 @@ def main() -> None:
             split,
             str(r["frames"]),
             f"{r['mAP']:.3f}",
+            f"{r['camera_view']['mAP']:.3f}",
             f"{r['NDS']:.3f}",
             f"{r['mean_tp']['ave']:.2f}",
             f"{r['siren_accuracy']:.3f}",
@@ -84,7 +86,8 @@ def main() -> None:
     console.print(table)
     if "fusion" in results and "LiDAR-only model" in results:
         gain = results["fusion"]["mAP"] - results["LiDAR-only model"]["mAP"]
-        console.print(f"fusion − LiDAR-only mAP: {gain:+.3f} (target ≥ +0.05)")
+        view = results["fusion"]["camera_view"]["mAP"] - results["LiDAR-only model"]["camera_view"]["mAP"]
+        console.print(f"fusion − LiDAR-only mAP: {gain:+.3f} (target ≥ +0.05); in the camera's view {view:+.3f}")
     if "fusion, fog" in results and "LiDAR-only model, fog" in results:
         loss_f = results["fusion"]["mAP"] - results["fusion, fog"]["mAP"]
         loss_l = results["LiDAR-only model"]["mAP"] - results["LiDAR-only model, fog"]["mAP"]

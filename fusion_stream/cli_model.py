@@ -47,6 +47,17 @@ def _modalities(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def _image_size(text: str) -> tuple[int, int]:
+    """``HxW`` (pixels the camera image is resized to) → (height, width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--image-size {text!r}: expected HEIGHTxWIDTH, e.g. 384x640") from None
+    if h <= 0 or w <= 0 or h % 16 or w % 16:
+        raise UsageError(f"--image-size {text}: height and width must be positive multiples of 16")
+    return h, w
+
+
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from fusion_stream.model import splits
     from fusion_stream.model.config import ModelConfig
@@ -63,7 +74,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     else:
         train_ds = splits.dataset("train", args.calib, per_seed=args.per_seed, seeds=args.seeds)
         val_ds = splits.dataset("val", args.calib, seeds=args.val_seeds) if args.val_seeds else None
-    cfg = ModelConfig(width=args.width, modalities=modalities)
+    cfg = ModelConfig(width=args.width, modalities=modalities, image_size=_image_size(args.image_size))
     tc = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         drop_modality=args.drop_modality, drop_lidar=args.drop_lidar,
@@ -125,6 +136,8 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
         f"mAP {result['mAP']:.3f}  NDS {result['NDS']:.3f}  siren accuracy {result['siren_accuracy']:.3f} "
         f"(over {result['siren_matches']} detected cars/trucks where a siren sounds)  frames {result['frames']}"
     )
+    if "camera_view" in result:
+        console.print(f"in the camera's field of view: mAP {result['camera_view']['mAP']:.3f}")
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1))
         console.print(f"wrote {args.output}")
@@ -163,6 +176,9 @@ def add_parsers(sub: Any) -> None:
         "--drop-lidar", type=float, default=None, help="chance of dropping the LiDAR (default: half the above)"
     )
     p.add_argument("--width", type=int, default=32, help="backbone channels")
+    p.add_argument(
+        "--image-size", default="192x320", metavar="HxW", help="camera image size the network sees (multiples of 16)"
+    )
     p.add_argument("--modalities", default="lidar,camera,radar,audio", help="e.g. lidar for a LiDAR-only model")
     p.add_argument("--seeds", type=int, default=None, help="use only the first N training scenarios")
     p.add_argument("--per-seed", type=int, default=8, help="samples per scenario")

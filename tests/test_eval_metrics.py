@@ -77,3 +77,15 @@ def test_no_detections_at_all_is_zero_not_an_error() -> None:
     m = detection_metrics(GT, ["car", "pedestrian"])
     assert m["mAP"] == 0.0
     assert math.isnan(siren_accuracy(GT)[0])
+
+
+def test_in_view_keeps_the_boxes_the_camera_sees() -> None:
+    from fusion_stream import calib
+    from fusion_stream.eval.report import in_view
+
+    camera = calib.load(calib.resolve_path("calib/sim_rig.yaml"))["camera_front"]
+    ahead = Box3D(center=(20.0, 3.0, 0.8), size=(4.5, 1.9, 1.6), yaw=0.0, label="car")
+    beside = Box3D(center=(2.0, 15.0, 0.8), size=(4.5, 1.9, 1.6), yaw=0.0, label="car")  # 80° left: outside 77° FOV
+    behind = Box3D(center=(-20.0, 0.0, 0.8), size=(4.5, 1.9, 1.6), yaw=0.0, label="car")
+    assert in_view([ahead, beside, behind], camera) == [ahead]
+    assert in_view([], camera) == []

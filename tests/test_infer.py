@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from fusion_stream import calib, msgs
 from fusion_stream.errors import BackendUnavailableError, FormatError, InferenceError
@@ -99,6 +100,16 @@ def test_bad_weights_files_are_named(tmp_path: Path) -> None:
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(FormatError, match=r"junk\.pt"):
         load_weights(junk)
+    blob = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    odd = tmp_path / "odd.pt"
+    torch.save({**blob, "config": {**blob["config"], "image_size": [100, 100]}}, odd)
+    with pytest.raises(FormatError, match=r"odd\.pt: image_size 100x100: .*multiples of 16"):
+        load_weights(odd)
+    older = tmp_path / "older.pt"  # e.g. weights made before the camera branch changed
+    state = {k: v for k, v in blob["state"].items() if not k.startswith("camera.image_head")}
+    torch.save({**blob, "state": state}, older)
+    with pytest.raises(FormatError, match=r"older\.pt: weights do not fit"):
+        load_weights(older)
 
 
 def test_engine_cache_key_changes_with_onnx_tensorrt_gpu_and_precision(tmp_path: Path) -> None:

@@ -183,3 +183,48 @@ def test_targets_put_each_object_on_its_cell() -> None:
     assert reg[:2] == pytest.approx([0.3, 0.4], abs=1e-4)
     assert reg[3] == pytest.approx(math.log(4.5)) and reg[6] == pytest.approx(math.sin(0.3))
     assert reg[8:10].tolist() == pytest.approx([2.0, -1.0]) and reg[10] == 1.0
+
+
+def test_image_target_puts_each_visible_object_on_its_projected_centre() -> None:
+    _, proj = preprocess.camera_inputs(sample()["camera"], RIG["camera_front"], CFG)
+    ahead = msgs.Box3D(center=(15.0, 2.0, 0.85), size=(0.6, 0.6, 1.7), yaw=0.0, label="pedestrian")
+    behind = msgs.Box3D(center=(-15.0, 0.0, 0.8), size=(4.5, 1.9, 1.6), yaw=0.0, label="car")
+    heat = targets.image_heatmap([ahead, behind], proj, CFG)
+    h, w = CFG.image_size
+    assert heat.shape == (len(CFG.classes), h // 4, w // 4)
+    pixel, visible = RIG["camera_front"].project(np.array([ahead.center]))
+    assert visible[0]
+    u, v = pixel[0] * np.array([w / 640, h / 384]) / 4
+    ped = CFG.classes.index("pedestrian")
+    assert heat[ped, int(v), int(u)] == 1.0 and (heat[ped] == 1.0).sum() == 1
+    assert heat[CFG.classes.index("car")].max() == 0.0  # behind the camera: no target
+    # no camera in the set (zero projection): an empty target
+    assert targets.image_heatmap([ahead], np.zeros((3, 4), np.float32), CFG).max() == 0.0
+
+
+def test_image_loss_counts_only_samples_that_had_a_camera() -> None:
+    import torch
+
+    hx, hy = CFG.head_grid
+    h, w = CFG.image_size
+    out = {
+        "heatmap": torch.full((2, 4, hx, hy), -5.0),
+        "regress": torch.zeros(2, targets.REGRESS, hx, hy),
+        "audio_siren": torch.zeros(2),
+        "image_heatmap": torch.full((2, 4, h // 4, w // 4), -5.0),
+    }
+    target = {
+        "heatmap": torch.zeros(2, 4, hx, hy),
+        "regress": torch.zeros(2, targets.REGRESS, hx, hy),
+        "mask": torch.zeros(2, hx, hy),
+        "audio_siren": torch.zeros(2),
+        "audio_present": torch.zeros(2),
+        "image_heatmap": torch.zeros(2, 4, h // 4, w // 4),
+        "camera_present": torch.tensor([1.0, 0.0]),
+    }
+    target["image_heatmap"][1, 0, 10, 10] = 1.0  # an object only the camera-less sample "saw"
+    assert float(targets.loss(out, target)["image"]) < 0.01
+    target["camera_present"] = torch.tensor([1.0, 1.0])
+    assert float(targets.loss(out, target)["image"]) > 1.0
+    del target["image_heatmap"]  # a model without a camera has no image term
+    assert "image" not in targets.loss(out, target)

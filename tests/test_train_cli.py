@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def test_train_then_evaluate_then_export(tmp_path: Path, env: dict[str, str]) ->
     metrics = json.loads(out.read_text())
     assert metrics["frames"] == 2 and 0.0 <= metrics["mAP"] <= 1.0 and "NDS" in metrics
     assert set(metrics["per_class"]) == {"car", "truck", "pedestrian", "cyclist"}
+    assert 0.0 <= metrics["camera_view"]["mAP"] <= 1.0 or math.isnan(metrics["camera_view"]["mAP"])
 
     onnx_path = tmp_path / "m.onnx"
     r = cli("export-onnx", "--weights", str(weights), "-o", str(onnx_path), env=env)
@@ -74,6 +76,9 @@ def test_train_then_evaluate_then_export(tmp_path: Path, env: dict[str, str]) ->
 def test_bad_arguments_say_what_is_wrong(tmp_path: Path, env: dict[str, str]) -> None:
     r = cli("train", "--modalities", "lidar,sonar", "-o", str(tmp_path / "w.pt"), env=env)
     assert r.returncode == 2 and "sonar" in r.stderr
+    for size in ("385x640", "big"):
+        r = cli("train", "--image-size", size, "-o", str(tmp_path / "w.pt"), env=env)
+        assert r.returncode == 2 and "--image-size" in r.stderr and not (tmp_path / "w.pt").exists()
     r = cli("eval-sim", "--weights", str(tmp_path / "missing.pt"), "--seeds", "1", "--per-seed", "1", env=env)
     assert r.returncode != 0 and "missing.pt" in r.stderr
     r = cli("export-onnx", "--weights", str(tmp_path / "missing.pt"), env=env)

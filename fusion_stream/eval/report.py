@@ -41,6 +41,7 @@ def evaluate_split(
     cfg = model.config
     rig = calib.load(data.rig_path)
     geometry = preprocess.RigGeometry.from_rig(rig)
+    camera = next(iter(rig.of_type("camera")), None)
     frames = []
     times = []
     for i in range(len(data)):
@@ -58,6 +59,10 @@ def evaluate_split(
         if on_frame is not None:
             on_frame()
     result = detection_metrics(frames, cfg.classes)
+    if camera is not None:
+        # where the camera looks (and the radar too): what fusion can add over LiDAR at all
+        seen = [FrameResult(in_view(f.gt, camera), in_view(f.detections, camera)) for f in frames]
+        result["camera_view"] = detection_metrics(seen, cfg.classes)
     acc, n, sirens = siren_accuracy([FrameResult(f.gt, [d for d in f.detections if d.score >= 0.3]) for f in frames])
     result.update(
         {
@@ -74,6 +79,14 @@ def evaluate_split(
         }
     )
     return result
+
+
+def in_view(boxes: Sequence[Box3D], camera: calib.Sensor) -> list[Box3D]:
+    """The boxes whose centre projects into ``camera``'s image."""
+    if not boxes:
+        return []
+    _, visible = camera.project(np.array([b.center for b in boxes], np.float64))
+    return [b for b, v in zip(boxes, visible, strict=True) if v]
 
 
 def render_frame(

@@ -90,6 +90,9 @@ class ModelConfig:
         nx, ny = self.grid
         if nx % (2 * self.head_stride) or ny % (2 * self.head_stride):
             raise FormatError(f"grid {nx}x{ny} must divide by {2 * self.head_stride}")
+        h, w = self.image_size
+        if h % 16 or w % 16 or h <= 0 or w <= 0:
+            raise FormatError(f"image_size {h}x{w}: height and width must be positive multiples of 16")
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad:
             raise FormatError(f"unknown modalities {bad}; known: {list(MODALITIES)}")

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from fusion_stream.model.config import ModelConfig
-from fusion_stream.model.net import HEAD_CHANNELS
+from fusion_stream.model.net import HEAD_CHANNELS, IMAGE_STRIDE
 from fusion_stream.msgs import Box3D
 
 REGRESS = sum(HEAD_CHANNELS.values())
@@ -81,6 +81,52 @@ def build(boxes: Sequence[Box3D], cfg: ModelConfig) -> dict[str, np.ndarray]:
     return {"heatmap": heat, "regress": reg, "mask": mask}
 
 
+def box_corners(box: Box3D) -> np.ndarray:
+    """The 8 corners (8×3, rig frame) of a box whose centre is its geometric middle."""
+    length, width, height = box.size
+    sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) * length / 2
+    sy = np.array([1, -1, -1, 1, 1, -1, -1, 1]) * width / 2
+    sz = np.array([-1, -1, -1, -1, 1, 1, 1, 1]) * height / 2
+    c, s = math.cos(box.yaw), math.sin(box.yaw)
+    return np.stack([box.center[0] + c * sx - s * sy, box.center[1] + s * sx + c * sy, box.center[2] + sz], 1)
+
+
+def image_heatmap(
+    boxes: Sequence[Box3D], cam_proj: np.ndarray, cfg: ModelConfig, max_depth: float = 80.0
+) -> np.ndarray:
+    """Per-class heatmap [classes, h/4, w/4] of the boxes' centres projected into the model's
+    image, a Gaussian sized by each box's projected extent (the camera branch's auxiliary target).
+
+    Boxes partly behind the camera or beyond ``max_depth`` are left out; occluded ones are kept
+    (the simulator's ground truth has no visibility flag)."""
+    h, w = cfg.image_size
+    fh, fw = h // IMAGE_STRIDE, w // IMAGE_STRIDE
+    heat = np.zeros((len(cfg.classes), fh, fw), np.float32)
+    if not np.any(cam_proj):
+        return heat
+    gu = np.arange(fw)[None, :]
+    gv = np.arange(fh)[:, None]
+    for box in boxes:
+        if box.label not in cfg.classes:
+            continue
+        pts = np.concatenate([box_corners(box), [box.center]], 0)
+        uvw = cam_proj @ np.concatenate([pts, np.ones((9, 1))], 1).T
+        depth = uvw[2]
+        if depth.min() < 0.5 or depth[-1] > max_depth:
+            continue
+        u, v = uvw[0] / depth / IMAGE_STRIDE, uvw[1] / depth / IMAGE_STRIDE
+        cu, cv = u[-1], v[-1]
+        if not (0 <= cu < fw and 0 <= cv < fh):
+            continue
+        r = gaussian_radius(max(float(np.ptp(v[:8])), 0.5), max(float(np.ptp(u[:8])), 0.5), 1.0, min_overlap=0.7)
+        sigma = (2 * r + 1) / 6
+        iu, iv = int(cu), int(cv)
+        g = np.exp(-((gu - iu) ** 2 + (gv - iv) ** 2) / (2 * sigma * sigma)).astype(np.float32)
+        k = cfg.classes.index(box.label)
+        np.maximum(heat[k], g, out=heat[k])
+    return heat
+
+
 def focal_loss(logits: Tensor, target: Tensor) -> Tensor:
     """CenterNet's penalty-reduced focal loss, normalised by the number of objects."""
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
@@ -95,6 +141,8 @@ def focal_loss(logits: Tensor, target: Tensor) -> Tensor:
 SIREN_POS_WEIGHT = 10.0
 """Emergency vehicles are ~1 in 15 cars and trucks near the ego: unweighted, the attribute head
 learned to answer "no siren" always."""
+IMAGE_LOSS_WEIGHT = 0.5
+"""Weight of the camera branch's image-space heatmap loss (absent for models without a camera)."""
 _WEIGHTS = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5])
 
 
@@ -119,4 +167,14 @@ def loss(out: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]
         F.binary_cross_entropy_with_logits(out["audio_siren"], target["audio_siren"], reduction="none") * heard
     ).sum() / heard.sum().clamp(min=1.0)
     total = hm + box + 0.5 * siren + 0.2 * audio
-    return {"total": total, "heatmap": hm, "box": box, "siren": siren, "audio": audio}
+    result = {"heatmap": hm, "box": box, "siren": siren, "audio": audio}
+    if "image_heatmap" in target:
+        seen = target["camera_present"] > 0
+        image = (
+            focal_loss(out["image_heatmap"][seen], target["image_heatmap"][seen])
+            if bool(seen.any())
+            else hm.new_zeros(())
+        )
+        total = total + IMAGE_LOSS_WEIGHT * image
+        result["image"] = image
+    return {"total": total, **result}

@@ -119,6 +119,8 @@ class FrameDataset(Dataset[dict[str, np.ndarray]]):
         inputs = preprocess.prepare(members, geometry, self.cfg)
         target = targets.build(boxes, self.cfg)
         target["audio_siren"] = np.asarray(any(b.attributes.get("siren") for b in boxes), np.float32)
+        if "camera" in self.cfg.modalities:
+            target["image_heatmap"] = targets.image_heatmap(boxes, inputs["cam_proj"], self.cfg)
         return {**inputs, **{f"t_{k}": np.asarray(v) for k, v in target.items()}}, boxes
 
 
@@ -133,6 +135,7 @@ def run_batch(net: FusionNet, batch: dict[str, torch.Tensor]) -> dict[str, torch
 def batch_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     target = {k[2:]: v for k, v in batch.items() if k.startswith("t_")}
     target["audio_present"] = batch["present"][:, 3]
+    target["camera_present"] = batch["present"][:, 1]
     return targets.loss(out, target)
 
 
@@ -267,7 +270,10 @@ def load_weights(path: Path | str) -> tuple[FusionNet, dict[str, Any]]:
         raise FormatError(f"{path}: not a fusion_stream weights file ({type(err).__name__}: {err})") from err
     if not isinstance(blob, dict) or blob.get("format") != "fusion_stream.weights/1":
         raise FormatError(f"{path}: not a fusion_stream weights file (no 'format: fusion_stream.weights/1')")
-    cfg = ModelConfig.from_dict(blob["config"])
+    try:
+        cfg = ModelConfig.from_dict(blob["config"])
+    except FormatError as err:
+        raise FormatError(f"{path}: {err}") from err
     net = FusionNet(cfg)
     try:
         net.load_state_dict(blob["state"])

@@ -17,7 +17,7 @@ from fusion_stream.infer import backends
 from fusion_stream.infer.export import TENSORRT_OPS, export_onnx, graph_ops, to_fp16
 from fusion_stream.infer.pipeline import FusionPipeline
 from fusion_stream.infer.tensorrt_backend import EngineKey, cached_engine, engine_key
-from fusion_stream.model import dataset, preprocess
+from fusion_stream.model import dataset, preprocess, targets
 from fusion_stream.model.config import DEFAULT_WEIGHTS
 from fusion_stream.model.decode import to_boxes
 from fusion_stream.model.train import load_weights
@@ -199,3 +199,20 @@ def test_on_a_real_frame_the_emergency_vehicle_gets_the_siren() -> None:
     silent = {k: v for k, v in members.items() if k != "audio"}
     det2, _ = pipe.process(msgs.SyncedFrame(stamp_ns=2, frame_id="base_link", members=silent, missing=("audio",)))
     assert not any(d.attributes["siren"] for d in det2.boxes)
+
+
+def test_the_shipped_camera_branch_finds_the_cars_in_the_image() -> None:
+    """The image-space head (trained on projected ground truth) answers high on the cars the
+    camera sees and low on the background: the camera carries evidence of its own into the BEV."""
+    inputs, s = frame_inputs()
+    net, _ = load_weights(DEFAULT_WEIGHTS)
+    with torch.no_grad():
+        out = net(*[torch.from_numpy(inputs[k]) for k in preprocess.INPUT_NAMES])
+    prob = torch.sigmoid(out["image_heatmap"][0]).numpy()
+    target = targets.image_heatmap(dataset.boxes_from_array(s["boxes"]), inputs["cam_proj"][0], net.cfg)
+    car = net.cfg.classes.index("car")
+    centres = np.argwhere(target[car] == 1.0)
+    assert len(centres) >= 5  # this frame has several cars ahead
+    at_cars = [prob[car, max(v - 1, 0) : v + 2, max(u - 1, 0) : u + 2].max() for v, u in centres]
+    background = prob[car][target[car] < 0.01]
+    assert np.median(at_cars) > 0.4 and np.percentile(background, 99) < 0.1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,13 @@ class Procs:
     def cli(self, *args: str) -> subprocess.Popen[str]:
         return self.python("-m", "fusion_stream.cli", *args)
 
+    def stop_all(self) -> None:
+        """SIGTERM every child; each must exit 0 (its stderr tail is the failure message)."""
+        for p in self.started:
+            p.send_signal(signal.SIGTERM)
+        for p in self.started:
+            assert p.wait(timeout=10) == 0, p.communicate()[1][-2000:]
+
     def close(self) -> None:
         for p in self.started:
             if p.poll() is None:
@@ -78,6 +86,18 @@ def procs(runtime_dir: Path) -> Iterator[Procs]:
     p = Procs()
     yield p
     p.close()
+
+
+def collect_topics(sub: Subscriber, topics: list[str], seconds: float) -> dict[str, list[msgs.Message]]:
+    """Every message per topic that arrives on ``sub`` within ``seconds`` (after its publishers appear)."""
+    got: dict[str, list[msgs.Message]] = {t: [] for t in topics}
+    sub.wait_for_publishers(30.0)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        env = sub.recv_envelope(timeout=0.5)
+        if env is not None:
+            got[env.topic].append(env.message)
+    return got
 
 
 def collect_frames(sub: Subscriber, seconds: float) -> list[msgs.SyncedFrame]:

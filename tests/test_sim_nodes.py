@@ -3,8 +3,6 @@ and the same data the library computes for that stamp."""
 
 from __future__ import annotations
 
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from fusion_stream.sim import Scenario, World, lidar
 from fusion_stream.transport import Subscriber
 from nodes import sync as sync_node
 
-from .conftest import ROOT, Procs
+from .conftest import ROOT, Procs, collect_topics
 
 TOPICS = {
     "lidar": "/lidar/top/points",
@@ -42,18 +40,10 @@ def test_sensor_nodes_publish_on_their_capture_grids(procs: Procs, registry: Reg
     common = ["-p", "seed:=3", "-p", f"calib:={rig_path}"]
     for kind in TOPICS:
         procs.python("-m", f"nodes.{kind}", "--name", kind, *common)
-    got: dict[str, list[msgs.Message]] = {t: [] for t in TOPICS.values()}
-    with Subscriber(list(TOPICS.values()), registry=registry, timeout=20.0) as sub:
-        sub.wait_for_publishers(30.0)
-        end = time.monotonic() + 4.0
-        while time.monotonic() < end:
-            env = sub.recv_envelope(timeout=1.0)
-            if env is not None:
-                got[env.topic].append(env.message)
-    for p in procs.started:
-        p.send_signal(signal.SIGTERM)
-    for p in procs.started:
-        assert p.wait(timeout=10) == 0, p.communicate()[1][-2000:]
+    topics = list(TOPICS.values())
+    with Subscriber(topics, registry=registry, timeout=20.0) as sub:
+        got = collect_topics(sub, topics, 4.0)
+    procs.stop_all()
 
     sweeps = [m for m in got[TOPICS["lidar"]] if isinstance(m, msgs.PointCloud)]
     assert len(sweeps) >= 2

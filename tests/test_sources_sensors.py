@@ -5,7 +5,6 @@ processes publishing over ZeroMQ."""
 from __future__ import annotations
 
 import math
-import signal
 import struct
 import sys
 import time
@@ -25,7 +24,7 @@ from fusion_stream.registry import Registry
 from fusion_stream.sources import audio, camera, radar
 from fusion_stream.transport import Subscriber
 
-from .conftest import ROOT, Procs, wait_for
+from .conftest import ROOT, Procs, collect_topics, wait_for
 
 DATA = ROOT.parent / "shared" / "data"
 KITTI = DATA / "kitti"
@@ -419,18 +418,10 @@ def test_camera_audio_and_radar_nodes_publish_real_data(procs: Procs, registry: 
     procs.python("-m", "nodes.radar", "-p", "source:=file", "-p", f"path:={ars}", "-p", "rate_hz:=20")
     # a camera that is not there: the node keeps running and says why on /diagnostics
     procs.python("-m", "nodes.camera", "--name", "nocam", "-p", "source:=device", "-p", "device:=987")
-    got: dict[str, list[msgs.Message]] = {t: [] for t in [*topics.values(), "/diagnostics"]}
-    with Subscriber(list(got), registry=registry, timeout=20.0) as sub:
-        sub.wait_for_publishers(30.0)
-        end = time.monotonic() + 3.0
-        while time.monotonic() < end:
-            env = sub.recv_envelope(timeout=0.5)
-            if env is not None:
-                got[env.topic].append(env.message)
-    for p in procs.started:
-        p.send_signal(signal.SIGTERM)
-    for p in procs.started:
-        assert p.wait(timeout=10) == 0, p.communicate()[1][-2000:]
+    wanted = [*topics.values(), "/diagnostics"]
+    with Subscriber(wanted, registry=registry, timeout=20.0) as sub:
+        got = collect_topics(sub, wanted, 3.0)
+    procs.stop_all()
 
     images = [m for m in got[topics["camera"]] if isinstance(m, msgs.Image)]
     assert len(images) >= 10

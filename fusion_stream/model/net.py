@@ -30,6 +30,24 @@ def _up(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def _heatmap_head(cin: int, classes: int) -> nn.Sequential:
+    """Per-class centre logits; the bias is CenterNet's prior, so every cell starts at ~0.1."""
+    head = nn.Sequential(_conv(cin, cin), nn.Conv2d(cin, classes, 1))
+    last = head[-1]
+    assert isinstance(last, nn.Conv2d) and last.bias is not None
+    last.bias.data.fill_(-2.2)
+    return head
+
+
+def _cell_centres(cfg: ModelConfig) -> tuple[Tensor, Tensor]:
+    """x and y (rig frame, m) of every head-grid cell's centre, each hx × hy."""
+    hx, hy = cfg.head_grid
+    xs = cfg.x_range[0] + (torch.arange(hx) + 0.5) * cfg.head_cell
+    ys = cfg.y_range[0] + (torch.arange(hy) + 0.5) * cfg.head_cell
+    gx, gy = torch.meshgrid(xs, ys, indexing="ij")
+    return gx, gy
+
+
 class PillarEncoder(nn.Module):
     """PointPillars feature net: a shared per-point layer, max over the pillar's points, then a
     scatter of the pillar features into the BEV canvas (the dummy cell ``nx·ny`` is dropped)."""
@@ -74,16 +92,10 @@ class CameraLift(nn.Module):
         self.up16 = _up(2 * c, c)
         self.up8 = _up(c, c)
         self.smooth = _conv(c, c)
-        self.image_head = nn.Sequential(_conv(c, c), nn.Conv2d(c, len(cfg.classes), 1))
-        last = self.image_head[-1]
-        assert isinstance(last, nn.Conv2d) and last.bias is not None
-        last.bias.data.fill_(-2.2)
+        self.image_head = _heatmap_head(c, len(cfg.classes))
         self.image_size = cfg.image_size
         hx, hy = cfg.head_grid
-        cell = cfg.head_cell
-        xs = cfg.x_range[0] + (torch.arange(hx) + 0.5) * cell
-        ys = cfg.y_range[0] + (torch.arange(hy) + 0.5) * cell
-        gx, gy = torch.meshgrid(xs, ys, indexing="ij")
+        gx, gy = _cell_centres(cfg)
         pts = [torch.stack([gx, gy, torch.full_like(gx, z), torch.ones_like(gx)], -1) for z in cfg.lift_heights]
         self.register_buffer(
             "points", torch.stack(pts).reshape(-1, 4).T.contiguous(), persistent=False
@@ -128,10 +140,7 @@ class AudioPrior(nn.Module):
         self.bins = cfg.azimuth_bins
         self.mlp = nn.Sequential(nn.Linear(cfg.audio_features, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
         hx, hy = cfg.head_grid
-        cell = cfg.head_cell
-        xs = cfg.x_range[0] + (torch.arange(hx) + 0.5) * cell
-        ys = cfg.y_range[0] + (torch.arange(hy) + 0.5) * cell
-        gx, gy = torch.meshgrid(xs, ys, indexing="ij")
+        gx, gy = _cell_centres(cfg)
         az = torch.remainder(torch.atan2(gy, gx), 2 * torch.pi)
         index = torch.round(az / (2 * torch.pi / self.bins)).long() % self.bins
         self.register_buffer("cell_bin", index.reshape(-1), persistent=False)
@@ -168,11 +177,8 @@ class FusionNet(nn.Module):
         self.block2 = nn.Sequential(_conv(w, 2 * w, 2), _conv(2 * w, 2 * w), _conv(2 * w, 2 * w))
         self.up2 = _up(2 * w, w)
         self.neck = _conv(2 * w, w)
-        self.heatmap = nn.Sequential(_conv(w, w), nn.Conv2d(w, len(cfg.classes), 1))
+        self.heatmap = _heatmap_head(w, len(cfg.classes))
         self.regress = nn.Sequential(_conv(w, w), nn.Conv2d(w, sum(HEAD_CHANNELS.values()), 1))
-        last = self.heatmap[-1]
-        assert isinstance(last, nn.Conv2d) and last.bias is not None
-        last.bias.data.fill_(-2.2)  # CenterNet's prior: every cell starts at ~0.1
 
     def forward(
         self,

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from fusion_stream.model.config import ModelConfig
 from fusion_stream.model.net import HEAD_CHANNELS, IMAGE_STRIDE
 from fusion_stream.msgs import Box3D
+from fusion_stream.render import box_corners
 
 REGRESS = sum(HEAD_CHANNELS.values())
 
@@ -79,16 +80,6 @@ def build(boxes: Sequence[Box3D], cfg: ModelConfig) -> dict[str, np.ndarray]:
         )
         mask[ix, iy] = 1.0
     return {"heatmap": heat, "regress": reg, "mask": mask}
-
-
-def box_corners(box: Box3D) -> np.ndarray:
-    """The 8 corners (8×3, rig frame) of a box whose centre is its geometric middle."""
-    length, width, height = box.size
-    sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) * length / 2
-    sy = np.array([1, -1, -1, 1, 1, -1, -1, 1]) * width / 2
-    sz = np.array([-1, -1, -1, -1, 1, 1, 1, 1]) * height / 2
-    c, s = math.cos(box.yaw), math.sin(box.yaw)
-    return np.stack([box.center[0] + c * sx - s * sy, box.center[1] + s * sx + c * sy, box.center[2] + sz], 1)
 
 
 def image_heatmap(

@@ -18,8 +18,9 @@ INPUTS = [
 LIDAR, CAMERA, AUDIO = 0, 1, 2
 
 
-def policy(**kw: int) -> ReferenceWindowPolicy[str]:
-    return ReferenceWindowPolicy(INPUTS, deadline_ns=kw.pop("deadline_ns", 50 * MS), **kw)
+def policy(reference_period_ns: int = 0, **kw: int) -> ReferenceWindowPolicy[str]:
+    inputs = [InputConfig("lidar", "reference", period_ns=reference_period_ns), *INPUTS[1:]]
+    return ReferenceWindowPolicy(inputs, deadline_ns=kw.pop("deadline_ns", 50 * MS), **kw)
 
 
 def names(s: SyncedSet[str]) -> dict[str, tuple[str, ...]]:
@@ -161,9 +162,9 @@ events = st.lists(
 
 
 @settings(max_examples=200, deadline=None)
-@given(events, st.integers(1, 20))
-def test_properties(evts: list[tuple[int, int, int]], max_queue: int) -> None:
-    p = policy(max_queue=max_queue)
+@given(events, st.integers(1, 20), st.sampled_from([0, 100 * MS]))
+def test_properties(evts: list[tuple[int, int, int]], max_queue: int, reference_period: int) -> None:
+    p = policy(reference_period, max_queue=max_queue)
     now = 0
     last = -1
     for n, (i, jitter, delay) in enumerate(evts):
@@ -202,3 +203,55 @@ def test_a_known_period_decides_without_waiting_for_the_next_frame() -> None:
     p.add(1, 80 * MS, "c80", now_ns=81 * MS)
     [s] = p.add(0, 100 * MS, "L", now_ns=101 * MS)
     assert s.missing == ("camera",)
+
+
+def feed_without_lidar(p: ReferenceWindowPolicy[str], start_ms: int, end_ms: int) -> list[SyncedSet[str]]:
+    """Camera every 33 ms and audio every 20 ms from ``start_ms``, each arriving 2 ms after its stamp."""
+    events = [(t, CAMERA, 0) for t in range(start_ms, end_ms, 33)]
+    events += [(t, AUDIO, 20 * MS) for t in range(start_ms, end_ms, 20)]
+    out: list[SyncedSet[str]] = []
+    for t, i, duration in sorted(events):
+        out += p.add(i, t * MS, f"{'ca'[i - 1]}{t}", now_ns=(t + 2) * MS, duration_ns=duration)
+    return out
+
+
+def test_a_silent_reference_with_a_period_gets_stand_in_sets_until_it_returns() -> None:
+    p = policy(reference_period_ns=100 * MS, deadline_ns=50 * MS)
+    sets = []
+    for t in (0, 100, 200):  # the LiDAR runs, then dies after the sweep at 200 ms
+        sets += p.add(LIDAR, t * MS, f"L{t}", now_ns=(t + 1) * MS)
+    sets += feed_without_lidar(p, 0, 700)
+    stamps = [s.stamp_ns // MS for s in sets]
+    # 300 is due at 300 + 50 (deadline) + 100 (a whole period overdue); 600 is not due by 702 ms
+    assert stamps == [0, 100, 200, 300, 400, 500], stamps
+    stand_ins = sets[3:]
+    assert all(s.missing == ("lidar",) for s in stand_ins)
+    assert [s.members["camera"] for s in stand_ins] == [("c297",), ("c396",), ("c495",)]
+    assert stand_ins[0].members["audio"] == ("a200", "a220", "a240", "a260", "a280")
+    assert p.stand_ins == 3
+    # the LiDAR comes back: its sweeps make ordinary sets again, and no stand-in comes between
+    sets = p.add(LIDAR, 700 * MS, "L700", now_ns=702 * MS)  # before 600's stand-in was due (750)
+    sets += feed_without_lidar(p, 700, 800) + p.poll(851 * MS)
+    assert [(s.stamp_ns // MS, s.missing) for s in sets] == [(700, ())]
+    check_accounting(p)
+
+
+def test_no_stand_ins_without_a_reference_period_or_without_anything_to_send() -> None:
+    p = policy(deadline_ns=50 * MS)
+    p.add(LIDAR, 0, "L0", now_ns=MS)
+    assert [s.stamp_ns for s in feed_without_lidar(p, 0, 1000)] == [0]  # only the real sweep
+    q = policy(reference_period_ns=100 * MS, deadline_ns=50 * MS)
+    assert len(q.add(LIDAR, 0, "L0", now_ns=MS) + q.poll(200 * MS)) == 1
+    assert q.poll(5_000 * MS) == [] and q.stand_ins == 0  # every sensor silent: nothing to send
+    # a long pause of the clock does not release a burst of stand-ins for the time gone by
+    assert len(feed_without_lidar(q, 5_000, 5_300)) <= 2
+
+
+def test_a_sweep_later_than_its_stand_in_is_dropped_as_late() -> None:
+    p = policy(reference_period_ns=100 * MS, deadline_ns=50 * MS)
+    p.add(LIDAR, 0, "L0", now_ns=MS)
+    sets = feed_without_lidar(p, 0, 300)
+    assert [s.stamp_ns // MS for s in sets] == [0, 100]
+    assert p.add(LIDAR, 100 * MS, "L100", now_ns=300 * MS) == []  # 200 ms late: its stand-in went out
+    assert p.stats[LIDAR].dropped["late"] == 1
+    check_accounting(p)

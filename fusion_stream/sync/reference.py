@@ -7,6 +7,12 @@ emitted as soon as every input is decided, and at the latest when the caller's c
 ``t + deadline``; inputs with nothing by then are listed as missing, so one dead sensor never
 stalls the pipeline.
 
+If the reference input has a ``period_ns``, a silent reference (a dead LiDAR) does not stop the
+sets either: once the next sweep is a whole period overdue past its deadline, the policy emits a
+set on a stand-in stamp one period after the last set, with the reference listed as missing, and
+keeps doing so every period until the reference comes back. Downstream (the fusion node) keeps
+working on the other sensors, which is what a vehicle needs while a LiDAR driver restarts.
+
 The caller passes ``now_ns`` (wall time live, bag time in replay). Sets come out in reference
 order and never go back in time; a jump backwards beyond ``reset_jump_ns`` (a looping bag)
 resets the state. Every message is accounted for in :attr:`stats` (see
@@ -133,6 +139,8 @@ class ReferenceWindowPolicy(Generic[T]):
         self._buffers: list[_Buffer[T]] = [_Buffer(c, s) for c, s in zip(inputs, self.stats, strict=True)]
         self._last_emitted: int | None = None
         self._last_now: int | None = None
+        self.stand_ins = 0
+        """Sets emitted on a stand-in stamp because the reference input was silent."""
 
     # ------------------------------------------------------------------ public
 
@@ -178,6 +186,8 @@ class ReferenceWindowPolicy(Generic[T]):
             if ready is None:
                 break
             out.append(ready)
+        if not ref_buf.entries:
+            out.extend(self._stand_ins(now_ns))
         return out
 
     def pending(self) -> int:
@@ -224,8 +234,16 @@ class ReferenceWindowPolicy(Generic[T]):
 
     def _build(self, ref: _Entry[T], now_ns: int) -> SyncedSet[T] | None:
         """The set for ``ref`` if it is decided or due, else None (emitting it retires messages)."""
-        t = ref.t
-        due = now_ns >= t + self.deadline_ns
+        due = now_ns >= ref.t + self.deadline_ns
+        decided: list[bool] = []
+        chosen = self._choose(ref.t, decided)
+        if not due and not all(decided):
+            return None
+        return self._emit(ref, ref.t, chosen)
+
+    def _choose(self, t: int, decided: list[bool] | None = None) -> dict[int, list[_Entry[T]]]:
+        """Per non-reference input, the messages for a set at ``t``; appends to ``decided``
+        whether each choice is final (no message still to come could change it)."""
         chosen: dict[int, list[_Entry[T]]] = {}
         for i, buf in enumerate(self._buffers):
             if i == self.reference:
@@ -237,27 +255,58 @@ class ReferenceWindowPolicy(Generic[T]):
                 chosen[i] = [best] if best is not None else []
                 # in-order arrivals: once one is at or past t, none to come can be nearer; with a
                 # known period, the next message's earliest stamp may already be too far
-                decided = bool(entries) and entries[-1].t >= t
-                if not decided and entries and cfg.period_ns:
+                final = bool(entries) and entries[-1].t >= t
+                if not final and entries and cfg.period_ns:
                     earliest_next = entries[-1].t + cfg.period_ns
                     limit = abs(best.t - t) if best is not None else cfg.slop_ns
-                    decided = earliest_next - t > limit
+                    final = earliest_next - t > limit
             else:
                 # the window is [t - window, t): decided once something covers up to t
-                decided = any(e.reach >= t for e in entries)
+                final = any(e.reach >= t for e in entries)
                 start = t - cfg.window_ns
                 chosen[i] = [e for e in entries if e.t < t and e.reach > start]
-            if not decided and not due:
-                return None
-        return self._emit(ref, chosen)
+            if decided is not None:
+                decided.append(final)
+        return chosen
 
-    def _emit(self, ref: _Entry[T], chosen: dict[int, list[_Entry[T]]]) -> SyncedSet[T]:
+    def _stand_ins(self, now_ns: int) -> list[SyncedSet[T]]:
+        """Sets on stand-in stamps while the reference is silent (only with a reference period)."""
+        period = self._buffers[self.reference].cfg.period_ns
+        last = self._last_emitted
+        if not period or last is None:
+            return []
+        overdue = self.deadline_ns + period  # a sweep merely late must not be pre-empted
+        behind = (now_ns - overdue - last) // period  # stand-in stamps that are due
+        if behind < 1:
+            return []
+        if behind * period > self.reset_jump_ns:  # a long gap (a paused clock): no burst of old sets
+            last += (behind - 1) * period
+            self._last_emitted = last
+            behind = 1
+        out = []
+        for k in range(1, behind + 1):
+            t = last + k * period
+            chosen = self._choose(t)
+            if any(chosen.values()):
+                out.append(self._emit(None, t, chosen))
+                self.stand_ins += 1
+            else:  # nothing at all to send: move on silently
+                self._last_emitted = t
+        return out
+
+    def _emit(self, ref: _Entry[T] | None, t: int, chosen: dict[int, list[_Entry[T]]]) -> SyncedSet[T]:
+        """Emit the set at ``t`` for ``ref`` (None: a stand-in stamp, the reference missing)."""
         ref_buf = self._buffers[self.reference]
-        ref_buf.entries.pop(0)
-        ref_buf.stats.used += 1
-        members: dict[str, tuple[T, ...]] = {ref_buf.cfg.name: (ref.msg,)}
+        members: dict[str, tuple[T, ...]] = {}
         missing: list[str] = []
-        last_arrival = ref.arrival
+        if ref is not None:
+            ref_buf.entries.pop(0)
+            ref_buf.stats.used += 1
+            members[ref_buf.cfg.name] = (ref.msg,)
+            last_arrival = ref.arrival
+        else:
+            missing.append(ref_buf.cfg.name)
+            last_arrival = max((e.arrival for picked in chosen.values() for e in picked), default=0)
         for i, picked in chosen.items():
             buf = self._buffers[i]
             if not picked:
@@ -277,9 +326,9 @@ class ReferenceWindowPolicy(Generic[T]):
                     self._drop(buf, SUPERSEDED, "a later message was nearer to the reference", older)
                 buf.entries = [e for e in buf.entries if e.t > floor]
                 buf.floor = floor
-        self._last_emitted = ref.t
+        self._last_emitted = t
         self._retire()
-        return SyncedSet(ref.t, members, tuple(missing), last_arrival)
+        return SyncedSet(t, members, tuple(missing), last_arrival)
 
     def _retire(self) -> None:
         """Forget messages that no future set can use."""

@@ -23,6 +23,8 @@ class InputParams:
     offset_ms: float = 0.0
     """Added to this input's stamps, on top of the calibration's offset for ``sensor``."""
     period_ms: float = 0.0
+    """The least time between messages. On a ``nearest`` input it saves waiting for the next one;
+    on the ``reference`` input it keeps sets coming (reference missing) while the reference is silent."""
     sensor: str = ""
     """The rig sensor behind this topic: its ``time_offset_ms`` from ``calib`` is applied."""
 

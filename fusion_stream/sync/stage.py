@@ -146,6 +146,7 @@ class SyncStage:
             "sync.sets": self.sets,
             "sync.partial": self.partial,
             "sync.resets": self.resets,
+            "sync.stand_ins": self._reference.stand_ins if self._reference is not None else 0,
         }
         for name, st in zip(self.names, self.input_stats, strict=True):
             values[f"sync.in.{name}.received"] = st.received

@@ -239,12 +239,15 @@ def _cmd_launch(args: argparse.Namespace) -> int:
                 "yes" if n.required else "no",
             )
         console.print(t)
+        console.print("endpoints: ipc:// sockets in the private runtime directory, found through the registry")
         if graph.multi_host:
+            console.print("TCP endpoints for the other hosts (nodes on the same host use ipc):")
             for (node, topic), endpoint in graph.endpoints().items():
-                console.print(f"  {node:>12} {topic:<28} {endpoint}")
-            console.print(f"CurveZMQ: {'keys in ' + graph.keys if graph.keys else 'off (plain TCP)'}")
-        else:
-            console.print("endpoints: ipc:// sockets in the private runtime directory, found through the registry")
+                host = graph.node(node).host
+                readers = [f"{n.name}@{n.host}" for n in graph.nodes if n.host != host and topic in n.topics.inputs]
+                read_by = f"read by {', '.join(readers)}" if readers else ""
+                console.print(f"  {node:>12} {topic:<28} {endpoint:<24} {read_by}")
+            console.print(f"CurveZMQ on TCP: {'keys in ' + graph.keys if graph.keys else 'off (plain TCP)'}")
         return 0
     if args.clock:
         from fusion_stream.clock import ENV_CLOCK

@@ -100,7 +100,7 @@ class Node:
         self.name = name
         self.remap = dict(remap or {})
         self.binds = dict(binds or {})
-        """Topic → endpoint to bind (the supervisor assigns TCP endpoints in multi-host graphs)."""
+        """Topic → TCP endpoint to bind as well, for subscribers on other hosts (multi-host graphs)."""
         self.curve = curve
         self._parent_pid = parent_pid
         self._next_parent_check = 0.0
@@ -133,9 +133,11 @@ class Node:
         return self.remap.get(topic, topic)
 
     def _make_publisher(self, topic: str, kwargs: dict[str, Any]) -> Publisher:
-        endpoint = kwargs.pop("endpoint", None) or self.binds.get(topic)
-        curve = self.curve if endpoint is not None and endpoint.startswith("tcp://") else None
-        return Publisher(topic, endpoint=endpoint, registry=self.registry, node=self.name, curve=curve, **kwargs)
+        # nodes on this machine connect over ipc; a multi-host graph's TCP endpoint is for the others
+        remote = self.binds.get(topic)
+        return Publisher(
+            topic, remote_endpoint=remote, registry=self.registry, node=self.name, curve=self.curve, **kwargs
+        )
 
     def publisher(self, topic: str, **kwargs: Any) -> Publisher:
         pub = self._make_publisher(self.resolve(topic), kwargs)

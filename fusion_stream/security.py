@@ -5,7 +5,10 @@ public key, ``<host>.key_secret`` with both). Every host's public key in the dir
 authorised: a publisher accepts only subscribers whose key is there, and a subscriber checks the
 publisher's key, so a peer without an authorised key receives nothing and traffic is encrypted.
 Generate them with ``fusion-stream keys generate DIR HOST ...`` and copy the directory to each
-machine (each needs only its own ``.key_secret``).
+machine (each needs only its own ``.key_secret``). Only TCP links use it: nodes on the same machine
+talk over ipc sockets in the private runtime directory. The supervisor hands its nodes the keys
+through ``$FUSION_STREAM_CURVE_KEYS`` and ``$FUSION_STREAM_HOST_NAME``; set the same two for your
+own programs (or ``fusion-stream echo``) to read another host's topics.
 """
 
 from __future__ import annotations

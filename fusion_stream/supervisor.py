@@ -107,14 +107,15 @@ class Supervisor:
             raise ValueError(f"no nodes for host {self.host!r} in {self.launch.path}")
         self.registry.ensure()
         self._params_dir.mkdir(mode=0o700, exist_ok=True)
-        self._register_remote_topics()
-        self._heartbeats = Subscriber(DIAGNOSTICS_TOPIC, registry=self.registry, queue_size=1000)
+        keys = CurveKeys.load(self.launch.keys, self.host) if self.launch.keys else None
+        self._register_remote_topics(keys)
+        # local nodes report over ipc; with keys, the other hosts' reports are readable too
+        self._heartbeats = Subscriber(DIAGNOSTICS_TOPIC, registry=self.registry, queue_size=1000, curve=keys)
         for child in self._children:
             self._spawn(child)
 
-    def _register_remote_topics(self) -> None:
+    def _register_remote_topics(self, keys: CurveKeys | None) -> None:
         """Put the other hosts' endpoints in the local registry, so local nodes find them."""
-        keys = CurveKeys.load(self.launch.keys, self.host) if self.launch.keys else None
         for (node, topic), endpoint in self._endpoints.items():
             spec = self.launch.node(node)
             if spec.host == self.host:

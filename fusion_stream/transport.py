@@ -89,8 +89,12 @@ class Publisher:
     """Publishes messages of one topic on its own PUB socket.
 
     ``endpoint`` defaults to a private ``ipc://`` socket (``tcp://127.0.0.1`` on a random port if
-    the path would be too long); ``tcp://HOST:0`` picks a free port. Arrays are sent without a
-    copy, so do not modify an array after publishing the message that holds it.
+    the path would be too long); ``tcp://HOST:0`` picks a free port. ``remote_endpoint`` binds the
+    same socket a second time for subscribers on other machines (a multi-host graph's TCP
+    endpoint); it is not registered here, the other hosts' launchers register it there. With
+    ``curve`` keys every ``tcp://`` endpoint requires CurveZMQ; ``ipc://`` sockets are protected by
+    the private runtime directory instead. Arrays are sent without a copy, so do not modify an
+    array after publishing the message that holds it.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Publisher:
         topic: str,
         *,
         endpoint: str | None = None,
+        remote_endpoint: str | None = None,
         registry: Registry | None = None,
         register: bool = True,
         node: str = "",
@@ -117,12 +122,12 @@ class Publisher:
         self._socket = (context or _context()).socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, queue_size)
         self._socket.setsockopt(zmq.LINGER, 200)
-        self._server_key = ""
-        if curve is not None:
-            serve_curve(self._socket, curve)
-            self._server_key = curve.public.decode()
+        self._curve = curve
         try:
             self.endpoint = self._bind(endpoint)
+            self.remote_endpoint = self._bind(remote_endpoint) if remote_endpoint is not None else None
+            secured = curve is not None and self.endpoint.startswith("tcp://")
+            self._server_key = curve.public.decode() if secured and curve is not None else ""
             if register:
                 self._entry_path = self._registry.register(self._entry())
         except BaseException:
@@ -132,6 +137,11 @@ class Publisher:
     def _bind(self, endpoint: str | None) -> str:
         if endpoint is None:
             endpoint = self._registry.ipc_endpoint(self.src) or "tcp://127.0.0.1:0"
+        # ZeroMQ takes the security mechanism from the socket's options at each bind
+        if endpoint.startswith("tcp://") and self._curve is not None:
+            serve_curve(self._socket, self._curve)
+        else:
+            self._socket.curve_server = False  # ZeroMQ's NULL mechanism
         try:
             if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
                 self._socket.bind_to_random_port(endpoint[: -len(":0")])
@@ -260,6 +270,8 @@ class Subscriber:
     reader falls further behind, ZeroMQ drops the newest and :attr:`SubscriberStats.lost` counts
     them. With ``latest=True`` a background thread drains the socket and each receive returns
     the newest message per topic (older ones count as :attr:`SubscriberStats.superseded`).
+    Publishers on other hosts that require CurveZMQ are reached with ``curve`` keys, by default
+    those named by ``$FUSION_STREAM_CURVE_KEYS`` (directory) and ``$FUSION_STREAM_HOST_NAME``.
     """
 
     def __init__(
@@ -291,7 +303,8 @@ class Subscriber:
         self._leaving: dict[str, float] = {}  # endpoint -> when it left the registry
         self._last_seq: dict[int, int] = {}
         self._next_refresh = 0.0
-        self._curve = curve
+        # a program of the user's on a multi-host graph: keys named in the environment
+        self._curve = curve if curve is not None else CurveKeys.from_env()
         self._warned_keys: set[str] = set()
         ctx = context or _context()
         self._socket = ctx.socket(zmq.SUB)
@@ -326,6 +339,8 @@ class Subscriber:
                     log.warning("%s requires CurveZMQ keys; this subscriber has none, skipping it", endpoint)
                 return
             curve_client(self._socket, self._curve, server_key.encode())
+        elif self._curve is not None:
+            self._socket.curve_server = False  # back to no security for this link (ZeroMQ's NULL)
         try:
             self._socket.connect(endpoint)
         except zmq.ZMQError as err:

@@ -59,6 +59,8 @@ class _Child:
     finished: bool = False
     """Gone for good: exited 0 by itself, or given up on."""
     last_heartbeat: float = 0.0
+    reported: bool = False
+    """Sent /diagnostics since its last start: its node runtime (and signal handling) is up."""
     readers: list[threading.Thread] = field(default_factory=list)
 
 
@@ -144,10 +146,19 @@ class Supervisor:
             "PYTHONUNBUFFERED": "1",
             **secure,
         }
+        # A session of its own: a Ctrl-C in the terminal reaches only the supervisor, which then
+        # stops the nodes in order (see shutdown) instead of interrupting them all mid-import.
         child.proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         child.started = child.last_heartbeat = time.monotonic()
+        child.reported = False
         child.restart_at = None
         reader = threading.Thread(target=self._forward, args=(spec.name, child.proc.stdout), daemon=True)
         reader.start()
@@ -191,6 +202,7 @@ class Supervisor:
                 for child in self._children:
                     if child.spec.name == msg.node:
                         child.last_heartbeat = now
+                        child.reported = True
 
     def _check_heartbeat(self, child: _Child, now: float) -> None:
         silent = now - child.last_heartbeat
@@ -268,7 +280,11 @@ class Supervisor:
         return 1 if self.failure else 0
 
     def shutdown(self) -> dict[str, int]:
-        """Stop every child: SIGINT, SIGTERM, SIGKILL, each after a grace period."""
+        """Stop every child: SIGINT, SIGTERM, SIGKILL, each after a grace period.
+
+        A node that has not reported yet may still be importing, before its runtime handles
+        signals; it gets SIGTERM at once, which ends a bare Python process quietly (SIGINT would
+        print a KeyboardInterrupt traceback) and a started runtime as gracefully as SIGINT."""
         self._stopping.set()
         live = [c for c in self._children if c.proc is not None]
         for sig, grace in ((signal.SIGINT, self.stop_grace_s), (signal.SIGTERM, 1.5), (signal.SIGKILL, 5.0)):
@@ -280,7 +296,7 @@ class Supervisor:
                 self._event(f"{names} still running: sending {sig.name}", logging.WARNING)
             for c in running:
                 assert c.proc is not None
-                c.proc.send_signal(sig)
+                c.proc.send_signal(signal.SIGTERM if sig == signal.SIGINT and not c.reported else sig)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and any(c.proc.poll() is None for c in running if c.proc):
                 time.sleep(0.02)

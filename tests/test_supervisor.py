@@ -4,10 +4,13 @@ Ctrl-C, and no orphans when the launcher itself is killed."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from fusion_stream.registry import Registry
 from fusion_stream.transport import Subscriber
@@ -117,6 +120,38 @@ def test_ctrl_c_stops_every_child_within_5_s(procs: Procs, runtime_dir: Path) ->
     assert launch.returncode == 0
     assert not [p for p in pids if alive(p)]
     assert registry.entries() == []
+
+
+STUBBORN = """
+graph: stubborn
+nodes:
+  - {name: steady, type: pattern, params: {kind: radar, rate_hz: 5}}
+  - name: stuck                       # blocks its loop: only SIGKILL ends it
+    type: pattern
+    params: {kind: radar, topic: /stuck, hang_after_s: 0.3}
+  - name: crasher                     # waiting out a 3 s backoff when the signal comes
+    type: pattern
+    params: {kind: radar, topic: /crash, crash_after_s: 0}
+    respawn: {max_retries: 5, backoff_s: 3}
+"""
+
+
+@pytest.mark.parametrize("after_s", [0.3, 2.5])
+def test_ctrl_c_at_any_moment_leaves_no_child_after_5_s(procs: Procs, runtime_dir: Path, after_s: float) -> None:
+    """While nodes are still starting, or with one stuck and one in its restart backoff."""
+    launch = launcher(procs, runtime_dir, STUBBORN)
+    time.sleep(after_s)
+    t0 = time.monotonic()
+    launch.send_signal(signal.SIGINT)
+    out, _ = launch.communicate(timeout=15)
+    took = time.monotonic() - t0
+    pids = [int(m) for m in re.findall(r"\(pattern, pid (\d+)\)", out)]
+    assert took < 5.0, f"the launcher took {took:.1f} s to stop:\n{out}"
+    assert not [p for p in pids if alive(p)], out
+    if after_s > 1:  # everything had started: the stuck node needed the last resort
+        assert len(pids) >= 3 and "stuck still running: sending SIGTERM" in out
+        assert "sending SIGKILL" in out
+        assert launch.returncode == 0 and "Traceback" not in out, out
 
 
 def test_children_never_outlive_a_killed_launcher(procs: Procs, runtime_dir: Path) -> None:

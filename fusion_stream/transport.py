@@ -56,7 +56,7 @@ def _recv_parts(sock: zmq.Socket[Any]) -> list[Any]:
     return parts
 
 
-_REFRESH_S: Final = 0.2  # how often a waiting subscriber looks for new publishers
+_REFRESH_S: Final = 0.1  # how often a waiting subscriber looks for new publishers
 _DISCONNECT_GRACE_S: Final = 2.0  # how long a link outlives its publisher's registry entry
 
 

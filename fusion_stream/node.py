@@ -120,7 +120,7 @@ class Node:
         self._poller = zmq.Poller()
         self._diag_period_ns = int(diagnostics_period_s * 1e9)
         self._last_diag_mono = time.monotonic_ns()
-        self._diag = self._make_publisher(DIAGNOSTICS_TOPIC, {})
+        self._diag = self._make_publisher(DIAGNOSTICS_TOPIC, {"msg_type": msgs.Diagnostics})
         self._closed = False
         if handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_signal)
@@ -139,8 +139,10 @@ class Node:
             topic, remote_endpoint=remote, registry=self.registry, node=self.name, curve=self.curve, **kwargs
         )
 
-    def publisher(self, topic: str, **kwargs: Any) -> Publisher:
-        pub = self._make_publisher(self.resolve(topic), kwargs)
+    def publisher(self, topic: str, msg_type: type[msgs.Message] | None = None, **kwargs: Any) -> Publisher:
+        """A publisher of ``topic`` (remapped) that closes with the node; ``msg_type`` registers
+        the topic's type before the first message (see :class:`Publisher`)."""
+        pub = self._make_publisher(self.resolve(topic), {"msg_type": msg_type, **kwargs})
         self._publishers.append(pub)
         return pub
 

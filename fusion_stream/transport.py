@@ -93,7 +93,9 @@ class Publisher:
     same socket a second time for subscribers on other machines (a multi-host graph's TCP
     endpoint); it is not registered here, the other hosts' launchers register it there. With
     ``curve`` keys every ``tcp://`` endpoint requires CurveZMQ; ``ipc://`` sockets are protected by
-    the private runtime directory instead. Arrays are sent without a copy, so do not modify an
+    the private runtime directory instead. ``msg_type`` registers the topic's type at once (so
+    ``fusion-stream topics`` shows it before the first message) and refuses any other type;
+    without it the first message sets it. Arrays are sent without a copy, so do not modify an
     array after publishing the message that holds it.
     """
 
@@ -109,15 +111,17 @@ class Publisher:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         context: zmq.Context[Any] | None = None,
         curve: CurveKeys | None = None,
+        msg_type: type[msgs.Message] | None = None,
     ) -> None:
         self.topic = wire.check_topic(topic)
+        self.msg_type = msg_type
         self.src = secrets.randbits(32)
         self.stats = PublisherStats()
         self._registry = registry if registry is not None else Registry()
         self._topic_bytes = topic.encode()
         self._seq = 0
         self._entry_path = None
-        self._type = ""
+        self._type = msg_type.__name__ if msg_type is not None else ""
         self._node = node
         self._socket = (context or _context()).socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, queue_size)
@@ -166,6 +170,8 @@ class Publisher:
 
     def publish(self, msg: msgs.Message) -> int:
         """Send ``msg`` now (never blocks); returns the bytes sent."""
+        if self.msg_type is not None and type(msg) is not self.msg_type:
+            raise TypeError(f"{self.topic} publishes {self._type}, not {type(msg).__name__}")
         if not self._type and self._entry_path is not None:
             self._type = type(msg).__name__
             self._entry_path = self._registry.register(self._entry())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from fusion_stream.errors import ParamError
 from fusion_stream.launch import NodeTopics
+from fusion_stream.msgs import AudioChunk
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim import audio
@@ -111,7 +112,7 @@ def setup_sim(node: Node, p: Params) -> None:
         spec = audio.ArraySpec(sample_rate=p.sample_rate, chunk_samples=samples)
     except ValueError as err:
         raise ParamError("sample_rate", str(err)) from err
-    pub = node.publisher(p.topic)
+    pub = node.publisher(p.topic, AudioChunk)
     grid = FrameGrid(samples * 1_000_000_000 // p.sample_rate, p.epoch_ns)
     state = {"skipped": 0}
     node.add_diagnostics(lambda: {"chunks_skipped": state["skipped"]})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from fusion_stream.errors import ParamError
 from fusion_stream.launch import NodeTopics
-from fusion_stream.msgs import Image
+from fusion_stream.msgs import CompressedImage, Image
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
 from fusion_stream.sim.camera import CameraModel
@@ -75,6 +75,7 @@ def setup(node: Node, p: Params) -> None:
             len(folder),
             lambda i, at: folder.message(i, at, p.sensor, jpeg=p.jpeg, quality=p.quality),
             loop=p.loop,
+            msg_type=CompressedImage if p.jpeg else Image,
         )
     elif p.source == "video":
         path = _need(p.path, "path", "a video file", p.source)
@@ -94,7 +95,7 @@ def setup_sim(node: Node, p: Params) -> None:
     def capture(at: int) -> Image:
         return camera_image(world, sensor, model, at, p.epoch_ns)
 
-    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture)
+    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture, msg_type=Image)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def setup(node: Node, p: Params) -> None:
         raise ParamError("weights" if "weights" in str(err) else "backend", str(err)) from err
     log.info("fusion model %s on %s (%s)", p.weights, backend.name, backend.device)
     pipeline = FusionPipeline(backend, rig, threshold=p.threshold, inputs=p.inputs, frame_id=p.frame_id)
-    pub = node.publisher(p.output)
+    pub = node.publisher(p.output, msgs.Detections)
     window: collections.deque[tuple[float, float, float, float, int]] = collections.deque(maxlen=100)
     counts = {"frames": 0, "partial": 0, "failed": 0}
 

@@ -47,14 +47,14 @@ def setup(node: Node, p: Params) -> None:
         def labels(i: int, at: int) -> Detections:
             return Detections(stamp_ns=at, frame_id=p.frame_id, boxes=folder.boxes(i))
 
-        publish_recording(node, p.topic, p.rate_hz, p.epoch_ns, len(folder), labels)
+        publish_recording(node, p.topic, p.rate_hz, p.epoch_ns, len(folder), labels, msg_type=Detections)
         return
     world = open_world(p)
 
     def capture(at: int) -> Detections:
         return ground_truth(world, (at - p.epoch_ns) / 1e9, at, p.radius_m, p.frame_id)
 
-    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture)
+    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture, msg_type=Detections)
 
 
 if __name__ == "__main__":

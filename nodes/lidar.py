@@ -107,7 +107,9 @@ def _simulated(node: Node, p: Params) -> None:
         return lidar_sweep(world, sensor, spec, start, p.epoch_ns)
 
     # a sweep is complete one period after it started
-    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture, ready_after_ns=round(1e9 / p.rate_hz))
+    publish_on_grid(
+        node, p.topic, p.rate_hz, p.epoch_ns, capture, ready_after_ns=round(1e9 / p.rate_hz), msg_type=PointCloud
+    )
 
 
 def _existing(key: str, value: str, what: str) -> Path:
@@ -130,7 +132,7 @@ def _recording(node: Node, p: Params) -> None:
     playback = RecordedPlayback(
         lambda: recording, start_ns=node.clock.now_ns(), stamps=p.stamps, loop=p.loop, name=path.name
     )
-    pub = node.publisher(p.topic)
+    pub = node.publisher(p.topic, PointCloud)
 
     def tick() -> None:
         for cloud in playback.due(node.clock.now_ns()):
@@ -160,7 +162,7 @@ def _live(node: Node, p: Params) -> None:
         metadata = _existing("metadata", p.metadata, "the sensor's metadata JSON")
         decoder = OusterDecoder(read_metadata(metadata), source=f"UDP port {p.port}", frame_id=p.sensor)
     live = LiveLidar(UdpReceiver(p.port, silence_s=p.silence_s), decoder)
-    pub = node.publisher(p.topic)
+    pub = node.publisher(p.topic, PointCloud)
 
     def tick() -> None:
         for cloud in live.poll():
@@ -197,7 +199,7 @@ def _folder(node: Node, p: Params) -> None:
         files, period_ns=period, epoch_ns=p.epoch_ns, loop=p.loop, start_ns=node.clock.now_ns(), frame_id=p.sensor
     )
     grid = FrameGrid(period, p.epoch_ns)
-    pub = node.publisher(p.topic)
+    pub = node.publisher(p.topic, PointCloud)
 
     def tick() -> None:
         k = grid.due(node.clock.now_ns(), ready_after_ns=period)  # a sweep is complete one period later

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from fusion_stream import testpattern
+from fusion_stream import msgs, testpattern
 from fusion_stream.errors import ParamError
 from fusion_stream.launch import NodeTopics
 from fusion_stream.node import Node
@@ -20,6 +20,13 @@ _DEFAULT_TOPICS = {
     "points": "/lidar/pattern/points",
     "radar": "/radar/pattern/points",
     "audio": "/audio/pattern/chunk",
+}
+
+_TYPES: dict[str, type[msgs.Message]] = {
+    "image": msgs.Image,
+    "points": msgs.PointCloud,
+    "radar": msgs.RadarScan,
+    "audio": msgs.AudioChunk,
 }
 
 
@@ -49,7 +56,7 @@ def setup(node: Node, p: Params) -> None:
         raise ParamError("kind", f"must be one of {sorted(_DEFAULT_TOPICS)}, got {p.kind!r}")
     if p.rate_hz <= 0:
         raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
-    pub = node.publisher(p.topic or _DEFAULT_TOPICS[p.kind])
+    pub = node.publisher(p.topic or _DEFAULT_TOPICS[p.kind], _TYPES[p.kind])
     samples = round(p.sample_rate / p.rate_hz)
     state = {"first_sample": 0, "start_ns": node.clock.now_ns()}
 

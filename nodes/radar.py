@@ -53,7 +53,9 @@ def setup(node: Node, p: Params) -> None:
         raise ParamError("path", "source: file needs path: a radar CSV/YAML file or a folder of them")
     recording = RadarRecording(p.path, frame_id=p.sensor)
     node.log.info("replaying %d scans from %d file(s) at %g Hz", len(recording), len(recording.files), p.rate_hz)
-    publish_recording(node, p.topic, p.rate_hz, p.epoch_ns, len(recording), recording.scan, loop=p.loop)
+    publish_recording(
+        node, p.topic, p.rate_hz, p.epoch_ns, len(recording), recording.scan, loop=p.loop, msg_type=RadarScan
+    )
 
 
 def setup_sim(node: Node, p: Params) -> None:
@@ -67,7 +69,7 @@ def setup_sim(node: Node, p: Params) -> None:
     def capture(at: int) -> RadarScan:
         return radar_scan(world, sensor, spec, at, p.epoch_ns)
 
-    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture)
+    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture, msg_type=RadarScan)
 
 
 if __name__ == "__main__":

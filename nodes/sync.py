@@ -32,7 +32,7 @@ def topics(p: Params) -> NodeTopics:
 
 def setup(node: Node, p: Params) -> None:
     stage = SyncStage(config_from(p))
-    pub = node.publisher(p.output)
+    pub = node.publisher(p.output, msgs.SyncedFrame)
     latency_ns: list[int] = []
     window = {"sets": 0, "partial": 0}
 

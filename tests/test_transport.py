@@ -50,6 +50,15 @@ def test_topic_found_by_name_through_the_registry(registry: Registry) -> None:
     assert not Path(entry.endpoint[len("ipc://") :]).exists(), "socket file left behind"
 
 
+def test_a_declared_type_is_registered_at_once_and_enforced(registry: Registry) -> None:
+    with Publisher("/lidar/top/points", registry=registry, msg_type=msgs.PointCloud) as pub:
+        [entry] = registry.lookup("/lidar/top/points")
+        assert entry.type == "PointCloud"  # before any message
+        with pytest.raises(TypeError, match="/lidar/top/points publishes PointCloud, not RadarScan"):
+            pub.publish(testpattern.radar_scan(1))
+        pub.publish(testpattern.point_cloud(1, points=10))
+
+
 def test_subscriber_started_first_connects_when_the_publisher_appears(registry: Registry) -> None:
     with Subscriber("/late", registry=registry) as sub:
         assert sub.recv(timeout=0.1) is None

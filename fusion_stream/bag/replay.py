@@ -156,7 +156,9 @@ class Replayer:
         for name in self.selected:
             self._publisher(self.output_topic(name))
         if self.options.clock_topic and self._clock_pub is None:
-            self._clock_pub = Publisher(self.options.clock_topic, registry=self.registry, node="replay")
+            self._clock_pub = Publisher(
+                self.options.clock_topic, registry=self.registry, node="replay", msg_type=msgs.ClockTick
+            )
         ack = (
             Subscriber(self.options.ack_topic, registry=self.registry, queue_size=10_000)
             if self.options.lockstep

@@ -94,12 +94,13 @@ def publish_on_grid(
     capture: Callable[[int], msgs.Message],
     *,
     ready_after_ns: int = 0,
+    msg_type: type[msgs.Message] | None = None,
 ) -> FrameGrid:
     """Publish ``capture(capture_ns)`` for each frame of the grid once it is due (its data is
     complete ``ready_after_ns`` after capture); frames skipped go into ``/diagnostics``."""
     if rate_hz <= 0:
         raise ParamError("rate_hz", f"must be > 0, got {rate_hz}")
-    pub = node.publisher(topic)
+    pub = node.publisher(topic, msg_type)
     grid = FrameGrid(round(1e9 / rate_hz), epoch_ns)
     node.add_diagnostics(lambda: {"frames_skipped": grid.skipped})
 

@@ -472,7 +472,7 @@ def publish_wav(
         )
     except ValueError as err:
         raise ParamError("chunk_ms", str(err)) from err
-    pub = node.publisher(topic)
+    pub = node.publisher(topic, AudioChunk)
     node.add_diagnostics(lambda: {"chunks_skipped": playback.skipped})
 
     def tick() -> None:
@@ -507,7 +507,7 @@ def publish_microphone(
         frame_id=frame_id,
         clock=node.clock.now_ns,
     )
-    pub = node.publisher(topic)
+    pub = node.publisher(topic, AudioChunk)
     node.add_diagnostics(lambda: {"overflows": mic.overflows, "chunks_dropped": mic.dropped})
 
     def tick() -> None:

@@ -424,7 +424,7 @@ def publish_video(
     """Play a video file on ``topic`` in real time (see :class:`VideoPlayback`); played once,
     the node stops after the last frame."""
     playback = VideoPlayback(path, loop=loop)
-    pub = node.publisher(topic)
+    pub = node.publisher(topic, CompressedImage if jpeg else Image)
     node.add_diagnostics(lambda: {"frames_skipped": playback.skipped, "passes": playback.passes})
 
     def tick() -> None:
@@ -462,7 +462,7 @@ def publish_live(
     node.log.info("opening %s", camera.name)
     node.set_status(Level.WARN, camera.error or "")
     camera.start()
-    pub = node.publisher(topic)
+    pub = node.publisher(topic, CompressedImage if jpeg else Image)
     node.add_diagnostics(
         lambda: {
             "connected": camera.connected,

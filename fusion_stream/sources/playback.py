@@ -39,6 +39,7 @@ def publish_recording(
     message: Callable[[int, int], Message],
     *,
     loop: bool = True,
+    msg_type: type[Message] | None = None,
 ) -> None:
     """Publish ``message(i, capture_ns)`` for recorded frame ``i`` at each capture time of the
     node's grid, ``i`` from :func:`~fusion_stream.sources.playback.frame_index`, so nodes with
@@ -61,12 +62,12 @@ def publish_recording(
             assert i is not None  # looping never runs out
             return message(i, at)
 
-        publish_on_grid(node, topic, rate_hz, epoch_ns, capture)
+        publish_on_grid(node, topic, rate_hz, epoch_ns, capture, msg_type=msg_type)
         return
 
     now = node.clock.now_ns()
     start = epoch_ns if epoch_ns else (now // period + 1) * period
-    pub = node.publisher(topic)
+    pub = node.publisher(topic, msg_type)
     grid = FrameGrid(period, epoch_ns)
     node.add_diagnostics(lambda: {"frames_skipped": grid.skipped, "frames_total": count})
 

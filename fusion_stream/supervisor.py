@@ -84,9 +84,20 @@ class Supervisor:
         self.failure: str | None = None
         self.events: list[str] = []
         self._output = output or (lambda line: print(line, flush=True))
+        if launch.multi_host and host == LOCAL_HOST and host not in launch.hosts:
+            raise LaunchError(
+                launch.path,
+                "--host",
+                f"this graph runs on several hosts: start one launcher per machine with --host NAME, "
+                f"NAME one of {sorted(launch.hosts)}",
+            )
         if launch.multi_host and host not in launch.hosts:
             raise LaunchError(launch.path, "--host", f"unknown host {host!r}; hosts: {sorted(launch.hosts)}")
+        if not launch.multi_host and host != LOCAL_HOST:
+            raise LaunchError(launch.path, "--host", "this graph declares no hosts: run it without --host")
         self._children = [_Child(spec) for spec in launch.on_host(host)]
+        if not self._children:
+            raise LaunchError(launch.path, "--host", f"no node runs on host {host!r}")
         self._endpoints = launch.endpoints() if launch.multi_host else {}
         self._remote_entries: list[Path] = []
         self._stopping = threading.Event()
@@ -105,8 +116,6 @@ class Supervisor:
         log.log(level, text)
 
     def start(self) -> None:
-        if not self._children:
-            raise ValueError(f"no nodes for host {self.host!r} in {self.launch.path}")
         self.registry.ensure()
         self._params_dir.mkdir(mode=0o700, exist_ok=True)
         keys = CurveKeys.load(self.launch.keys, self.host) if self.launch.keys else None

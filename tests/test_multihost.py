@@ -119,6 +119,14 @@ def test_security_needs_hosts_and_known_host(procs: Procs, runtime_dir: Path) ->
     p = procs.cli("launch", str(graph), "--host", "c", "--duration", "1")
     _, err = p.communicate(timeout=30)
     assert p.returncode == 2 and "unknown host 'c'" in err
+    p = procs.cli("launch", str(graph), "--duration", "1")
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 2 and "start one launcher per machine with --host NAME, NAME one of ['a', 'b']" in err
+    single = runtime_dir / "single.yaml"
+    single.write_text("graph: one\nnodes: [{name: src, type: pattern}]\n")
+    p = procs.cli("launch", str(single), "--host", "a", "--duration", "1")
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 2 and "this graph declares no hosts: run it without --host" in err
     p = procs.cli("launch", str(graph), "--dry-run")
     out, _ = p.communicate(timeout=30)
     assert p.returncode == 0 and "tcp://127.0.0.1:20050" in out and "CurveZMQ on TCP: keys in" in out

@@ -137,6 +137,19 @@ def test_clock_jump_backwards_resets_like_a_looping_bag() -> None:
     check_accounting(p)
 
 
+def test_one_old_frame_of_another_input_is_late_not_a_new_timeline() -> None:
+    """A camera whose first frame took 1.5 s to render must not reset the live sets."""
+    p = policy()
+    for k in range(20):
+        p.add(LIDAR, k * 100 * MS, f"L{k}", now_ns=k * 100 * MS + MS)
+        p.poll(k * 100 * MS + 60 * MS)
+    p.add(AUDIO, 1900 * MS, "a1900", now_ns=1950 * MS, duration_ns=20 * MS)
+    assert p.add(CAMERA, 400 * MS, "c400", now_ns=1960 * MS) == []
+    assert p.resets == 0 and p.stats[CAMERA].dropped["late"] == 1
+    assert p.stats[AUDIO].dropped.get("reset", 0) == 0
+    check_accounting(p)
+
+
 @pytest.mark.parametrize(
     "inputs",
     [

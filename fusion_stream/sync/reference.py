@@ -14,8 +14,8 @@ keeps doing so every period until the reference comes back. Downstream (the fusi
 working on the other sensors, which is what a vehicle needs while a LiDAR driver restarts.
 
 The caller passes ``now_ns`` (wall time live, bag time in replay). Sets come out in reference
-order and never go back in time; a jump backwards beyond ``reset_jump_ns`` (a looping bag)
-resets the state. Every message is accounted for in :attr:`stats` (see
+order and never go back in time; a jump backwards beyond ``reset_jump_ns`` of the clock or of
+the reference input (a looping bag) resets the state. Every message is accounted for in :attr:`stats` (see
 :mod:`fusion_stream.sync.stats`), and queues are bounded.
 """
 
@@ -157,7 +157,9 @@ class ReferenceWindowPolicy(Generic[T]):
         if t > now_ns + self.max_future_ns:
             self._drop(buf, FUTURE, f"stamp {t} is {(t - now_ns) / 1e9:.1f} s ahead of the clock")
             return self.poll(now_ns)
-        if self._last_emitted is not None and t < self._last_emitted - self.reset_jump_ns:
+        # Only the reference (or the clock) going back means a new timeline (a looping bag); one
+        # old message of another input is just late, like a camera's first frame after a slow start.
+        if index == self.reference and self._last_emitted is not None and t < self._last_emitted - self.reset_jump_ns:
             self._reset(f"input {buf.cfg.name!r} went back {(self._last_emitted - t) / 1e9:.1f} s in time")
         if self._too_late(buf.cfg, entry) or (buf.floor is not None and t <= buf.floor):
             self._drop(buf, LATE, f"stamp {t} arrived after its set was emitted")

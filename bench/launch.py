@@ -67,16 +67,32 @@ def alive(pid: int) -> bool:
         return False
 
 
+def start_launcher(graph: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fusion_stream.cli", "launch", str(graph)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def stop_graph(launcher: subprocess.Popen[bytes], registry: Registry) -> float:
+    """SIGINT to the launcher → it and every node of the graph gone, in seconds."""
+    pids = {e.pid for e in registry.entries()}
+    t0 = time.perf_counter()
+    launcher.send_signal(signal.SIGINT)
+    launcher.wait(timeout=30)
+    while any(alive(p) for p in pids):
+        time.sleep(0.005)
+    return time.perf_counter() - t0
+
+
 def one_round(graph: Path, nodes: int, registry: Registry, kills: int) -> tuple[float, list[float], float]:
     """(start s, respawn s per kill, stop s) for one launch of the graph."""
     topics = [f"/bench/n{i}" for i in range(nodes)]
     with Subscriber(topics, registry=registry, queue_size=1000) as sub:
         t0 = time.perf_counter()
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "fusion_stream.cli", "launch", str(graph)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        launcher = start_launcher(graph)
         seen: set[str] = set()
         while len(seen) < nodes:
             env = sub.recv_envelope(timeout=60.0)
@@ -97,37 +113,18 @@ def one_round(graph: Path, nodes: int, registry: Registry, kills: int) -> tuple[
                 if env.topic == topic and env.src != entry.src:
                     break
             respawns.append(time.perf_counter() - t0)
-        pids = {e.pid for e in registry.entries()}
-        t0 = time.perf_counter()
-        launcher.send_signal(signal.SIGINT)
-        launcher.wait(timeout=30)
-        while any(alive(p) for p in pids):
-            time.sleep(0.005)
-        stop = time.perf_counter() - t0
-    return start, respawns, stop
+        return start, respawns, stop_graph(launcher, registry)
 
 
 def sim_round(registry: Registry) -> tuple[float, float]:
     """(launch → first /detections s, SIGINT → every node gone s) for launch/sim.yaml."""
-    root = Path(__file__).resolve().parent.parent
     with Subscriber("/detections", registry=registry) as sub:
         t0 = time.perf_counter()
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "fusion_stream.cli", "launch", str(root / "launch/sim.yaml")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=root,
-        )
+        launcher = start_launcher(Path("launch/sim.yaml"))
         if sub.recv(timeout=120.0) is None:
             raise RuntimeError("launch/sim.yaml published no /detections within 120 s")
         first = time.perf_counter() - t0
-        pids = {e.pid for e in registry.entries()}
-        t0 = time.perf_counter()
-        launcher.send_signal(signal.SIGINT)
-        launcher.wait(timeout=30)
-        while any(alive(p) for p in pids):
-            time.sleep(0.005)
-        return first, time.perf_counter() - t0
+        return first, stop_graph(launcher, registry)
 
 
 def main() -> None:

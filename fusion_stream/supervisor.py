@@ -12,14 +12,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,55 @@ from fusion_stream.security import ENV_HOST, ENV_KEYS, CurveKeys
 from fusion_stream.transport import Subscriber
 
 log = logging.getLogger(__name__)
+
+
+class _Console:
+    """Prints the nodes' output lines from a thread of its own; the readers never wait for it.
+
+    A node whose stdout pipe is full blocks in its next log call and stops working. So when the
+    console falls behind (a slow terminal, ``| less`` paused, a pipe nobody reads any more),
+    lines are dropped and counted per node instead, and the pipes keep draining."""
+
+    def __init__(self, output: Callable[[str], None], max_lines: int = 10_000) -> None:
+        self._output = output
+        self._queue: queue.Queue[str | None] = queue.Queue(max_lines)
+        self.dropped: Counter[str] = Counter()
+        self._reported: Counter[str] = Counter()
+        self._broken = False
+        self._thread = threading.Thread(target=self._run, name="console", daemon=True)
+        self._thread.start()
+
+    def put(self, source: str, line: str) -> None:
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped[source] += 1
+
+    def take_drop_reports(self) -> list[str]:
+        """One line per source whose lines were dropped since the last call."""
+        out = []
+        for source, n in self.dropped.items():
+            if n > self._reported[source]:
+                out.append(
+                    f"{n - self._reported[source]} output lines of {source} dropped: the console is not keeping up"
+                )
+                self._reported[source] = n
+        return out
+
+    def _run(self) -> None:
+        while (line := self._queue.get()) is not None:
+            if self._broken:
+                continue  # nobody reads our output any more: keep draining
+            try:
+                self._output(line)
+            except OSError:  # BrokenPipeError: `fusion-stream launch ... | head`
+                self._broken = True
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Print what is queued (for up to ``timeout`` s), then stop."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout=timeout)
 
 
 def _describe_exit(code: int) -> str:
@@ -84,6 +136,7 @@ class Supervisor:
         self.failure: str | None = None
         self.events: list[str] = []
         self._output = output or (lambda line: print(line, flush=True))
+        self._console: _Console | None = None
         if launch.multi_host and host == LOCAL_HOST and host not in launch.hosts:
             raise LaunchError(
                 launch.path,
@@ -110,12 +163,17 @@ class Supervisor:
     def children(self) -> dict[str, subprocess.Popen[str] | None]:
         return {c.spec.name: c.proc for c in self._children}
 
-    def _event(self, text: str, level: int = logging.INFO) -> None:
+    def _event(self, text: str) -> None:
         self.events.append(text)
-        self._output(f"[launch] {text}")
-        log.log(level, text)
+        line = f"[launch] {text}"
+        if self._console is not None:
+            self._console.put("launch", line)
+        else:
+            self._output(line)
+        log.debug(text)  # the [launch] line is the user's copy; this one is for library users
 
     def start(self) -> None:
+        self._console = _Console(self._output)
         self.registry.ensure()
         self._params_dir.mkdir(mode=0o700, exist_ok=True)
         keys = CurveKeys.load(self.launch.keys, self.host) if self.launch.keys else None
@@ -164,6 +222,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            errors="backslashreplace",  # a node printing bytes must not stop its own forwarding
             start_new_session=True,
         )
         child.started = child.last_heartbeat = time.monotonic()
@@ -175,10 +234,10 @@ class Supervisor:
         self._event(f"started {spec.name} ({spec.type}, pid {child.proc.pid})")
 
     def _forward(self, name: str, stream: IO[str] | None) -> None:
-        if stream is None:
+        if stream is None or self._console is None:
             return
         for line in stream:
-            self._output(f"[{name}] {line.rstrip()}")
+            self._console.put(name, f"[{name}] {line.rstrip()}")
         stream.close()
 
     # ------------------------------------------------------------------ supervision
@@ -188,6 +247,9 @@ class Supervisor:
         if self._stopping.is_set():
             return
         now = time.monotonic()
+        if self._console is not None:
+            for report in self._console.take_drop_reports():
+                self._event(report)
         self._read_heartbeats(now)
         for child in self._children:
             proc = child.proc
@@ -217,7 +279,7 @@ class Supervisor:
         silent = now - child.last_heartbeat
         if now - child.started > self.startup_grace_s and silent > self.heartbeat_timeout_s:
             assert child.proc is not None
-            self._event(f"{child.spec.name} sent no /diagnostics for {silent:.1f} s: killing it", logging.WARNING)
+            self._event(f"{child.spec.name} sent no /diagnostics for {silent:.1f} s: killing it")
             child.proc.kill()
 
     def _on_exit(self, child: _Child, code: int, now: float) -> None:
@@ -238,17 +300,16 @@ class Supervisor:
             child.restart_at = now + delay
             self._event(
                 f"{spec.name} died ({what}) after {ran:.1f} s; restarting in {delay:.1f} s "
-                f"(attempt {child.failures} of {policy.max_retries})",
-                logging.WARNING,
+                f"(attempt {child.failures} of {policy.max_retries})"
             )
             return
         child.finished = True
         reason = "respawn is off" if not policy.enabled else f"it failed {child.failures} times in a row"
         if spec.required:
             self.failure = f"required node {spec.name} died ({what}) and {reason}; stopping the graph"
-            self._event(self.failure, logging.ERROR)
+            self._event(self.failure)
         else:
-            self._event(f"{spec.name} died ({what}) and {reason}; continuing without it", logging.WARNING)
+            self._event(f"{spec.name} died ({what}) and {reason}; continuing without it")
 
     @property
     def done(self) -> bool:
@@ -302,7 +363,7 @@ class Supervisor:
                 break
             if sig != signal.SIGINT:
                 names = ", ".join(c.spec.name for c in running)
-                self._event(f"{names} still running: sending {sig.name}", logging.WARNING)
+                self._event(f"{names} still running: sending {sig.name}")
             for c in running:
                 assert c.proc is not None
                 c.proc.send_signal(signal.SIGTERM if sig == signal.SIGINT and not c.reported else sig)
@@ -320,6 +381,10 @@ class Supervisor:
             self._heartbeats = None
         for f in self._params_dir.glob("*.yaml"):
             f.unlink(missing_ok=True)
+        if self._console is not None:
+            for report in self._console.take_drop_reports():
+                self._event(report)
+            self._console.close()
         for entry in self._remote_entries:
             self.registry.unregister(entry)
         return codes

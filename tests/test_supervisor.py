@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fusion_stream.registry import Registry
+from fusion_stream.supervisor import _Console
 from fusion_stream.transport import Subscriber
 
 from .conftest import Procs, collect_frames, wait_for
@@ -237,3 +238,35 @@ def test_the_default_sim_graph_survives_kill_9_of_each_sensor(procs: Procs, runt
     assert launch.returncode == 0, out[-3000:]
     for sensor in respawned_after:
         assert f"{sensor} died (killed by SIGKILL)" in out
+
+
+def test_a_slow_or_gone_console_never_holds_the_nodes_output_back() -> None:
+    """Lines are queued for a printer thread; past the queue they are dropped and counted, so a
+    node writing to its pipe never blocks on a slow terminal or a closed one."""
+    printed: list[str] = []
+
+    def slow(line: str) -> None:
+        time.sleep(0.01)
+        printed.append(line)
+
+    console = _Console(slow, max_lines=100)
+    t0 = time.monotonic()
+    for i in range(5000):
+        console.put("camera", f"[camera] line {i}")
+    assert time.monotonic() - t0 < 1.0, "putting lines waited for the console"
+    assert console.dropped["camera"] >= 4000
+    [report] = console.take_drop_reports()
+    assert report.startswith(f"{console.dropped['camera']} output lines of camera dropped")
+    assert console.take_drop_reports() == []  # reported once
+    console.close(timeout=5.0)
+    assert printed[0] == "[camera] line 0" and len(printed) <= 101
+
+    def gone(line: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    console = _Console(gone, max_lines=10)
+    for i in range(100):
+        console.put("lidar", f"{i}")
+        time.sleep(0.001)
+    console.close(timeout=5.0)
+    assert console.dropped["lidar"] < 90, "a closed console must keep draining"

@@ -48,36 +48,51 @@ class _Console:
 
     A node whose stdout pipe is full blocks in its next log call and stops working. So when the
     console falls behind (a slow terminal, ``| less`` paused, a pipe nobody reads any more),
-    lines are dropped and counted per node instead, and the pipes keep draining."""
+    node lines beyond ``max_lines`` waiting are dropped and counted per node, and the pipes keep
+    draining. The supervisor's own events are never dropped."""
 
     def __init__(self, output: Callable[[str], None], max_lines: int = 10_000) -> None:
         self._output = output
-        self._queue: queue.Queue[str | None] = queue.Queue(max_lines)
-        self.dropped: Counter[str] = Counter()
+        self._max_lines = max_lines
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # safe to put re-entrantly
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._dropped: Counter[str] = Counter()
         self._reported: Counter[str] = Counter()
         self._broken = False
         self._thread = threading.Thread(target=self._run, name="console", daemon=True)
         self._thread.start()
 
     def put(self, source: str, line: str) -> None:
-        try:
-            self._queue.put_nowait(line)
-        except queue.Full:
-            self.dropped[source] += 1
+        """Queue a node's line, or count it as dropped if too many are waiting."""
+        with self._lock:
+            if self._waiting >= self._max_lines:
+                self._dropped[source] += 1
+                return
+            self._waiting += 1
+        self._queue.put(line)
+
+    def put_event(self, line: str) -> None:
+        """Queue a line of the supervisor's own (never dropped; they are few)."""
+        with self._lock:
+            self._waiting += 1
+        self._queue.put(line)
+
+    def dropped(self, source: str) -> int:
+        with self._lock:
+            return self._dropped[source]
 
     def take_drop_reports(self) -> list[str]:
         """One line per source whose lines were dropped since the last call."""
-        out = []
-        for source, n in self.dropped.items():
-            if n > self._reported[source]:
-                out.append(
-                    f"{n - self._reported[source]} output lines of {source} dropped: the console is not keeping up"
-                )
-                self._reported[source] = n
-        return out
+        with self._lock:
+            news = {src: n - self._reported[src] for src, n in self._dropped.items() if n > self._reported[src]}
+            self._reported.update(news)
+        return [f"{n} output lines of {src} dropped: the console is not keeping up" for src, n in news.items()]
 
     def _run(self) -> None:
         while (line := self._queue.get()) is not None:
+            with self._lock:
+                self._waiting -= 1
             if self._broken:
                 continue  # nobody reads our output any more: keep draining
             try:
@@ -87,9 +102,14 @@ class _Console:
 
     def close(self, timeout: float = 2.0) -> None:
         """Print what is queued (for up to ``timeout`` s), then stop."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
+        self._queue.put(None)
         self._thread.join(timeout=timeout)
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+    """Signal a node and whatever it started (each node leads a session and process group)."""
+    with contextlib.suppress(ProcessLookupError):  # gone already: poll() picks its exit up
+        os.killpg(proc.pid, sig)
 
 
 def _describe_exit(code: int) -> str:
@@ -137,6 +157,7 @@ class Supervisor:
         self.events: list[str] = []
         self._output = output or (lambda line: print(line, flush=True))
         self._console: _Console | None = None
+        self._signalled: int | None = None
         if launch.multi_host and host == LOCAL_HOST and host not in launch.hosts:
             raise LaunchError(
                 launch.path,
@@ -167,21 +188,25 @@ class Supervisor:
         self.events.append(text)
         line = f"[launch] {text}"
         if self._console is not None:
-            self._console.put("launch", line)
+            self._console.put_event(line)
         else:
             self._output(line)
         log.debug(text)  # the [launch] line is the user's copy; this one is for library users
 
     def start(self) -> None:
         self._console = _Console(self._output)
-        self.registry.ensure()
-        self._params_dir.mkdir(mode=0o700, exist_ok=True)
-        keys = CurveKeys.load(self.launch.keys, self.host) if self.launch.keys else None
-        self._register_remote_topics(keys)
-        # local nodes report over ipc; with keys, the other hosts' reports are readable too
-        self._heartbeats = Subscriber(DIAGNOSTICS_TOPIC, registry=self.registry, queue_size=1000, curve=keys)
-        for child in self._children:
-            self._spawn(child)
+        try:
+            self.registry.ensure()
+            self._params_dir.mkdir(mode=0o700, exist_ok=True)
+            keys = CurveKeys.load(self.launch.keys, self.host) if self.launch.keys else None
+            self._register_remote_topics(keys)
+            # local nodes report over ipc; with keys, the other hosts' reports are readable too
+            self._heartbeats = Subscriber(DIAGNOSTICS_TOPIC, registry=self.registry, queue_size=1000, curve=keys)
+            for child in self._children:
+                self._spawn(child)
+        except BaseException:
+            self.shutdown()  # what did start stops again, the console thread too
+            raise
 
     def _register_remote_topics(self, keys: CurveKeys | None) -> None:
         """Put the other hosts' endpoints in the local registry, so local nodes find them."""
@@ -280,7 +305,7 @@ class Supervisor:
         if now - child.started > self.startup_grace_s and silent > self.heartbeat_timeout_s:
             assert child.proc is not None
             self._event(f"{child.spec.name} sent no /diagnostics for {silent:.1f} s: killing it")
-            child.proc.kill()
+            _signal_group(child.proc, signal.SIGKILL)
 
     def _on_exit(self, child: _Child, code: int, now: float) -> None:
         spec = child.spec
@@ -326,15 +351,15 @@ class Supervisor:
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            self._event(f"{signal.Signals(signum).name} received: stopping")
-            self._stopping.set()
+            # no locks in a handler (it may interrupt this thread holding one): a flag only
+            self._signalled = signum
 
         for s in previous:
             signal.signal(s, on_signal)
         end = None if duration_s is None else time.monotonic() + duration_s
         try:
             self.start()
-            while not self._stopping.is_set() and not self.done:
+            while not self._stopping.is_set() and self._signalled is None and not self.done:
                 if end is not None and time.monotonic() >= end:
                     self._event(f"--duration {duration_s:g} s elapsed: stopping")
                     break
@@ -344,6 +369,8 @@ class Supervisor:
                 else:
                     self._stopping.wait(0.05)
         finally:
+            if self._signalled is not None:
+                self._event(f"{signal.Signals(self._signalled).name} received: stopping")
             self.shutdown()
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -366,7 +393,7 @@ class Supervisor:
                 self._event(f"{names} still running: sending {sig.name}")
             for c in running:
                 assert c.proc is not None
-                c.proc.send_signal(signal.SIGTERM if sig == signal.SIGINT and not c.reported else sig)
+                _signal_group(c.proc, signal.SIGTERM if sig == signal.SIGINT and not c.reported else sig)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and any(c.proc.poll() is None for c in running if c.proc):
                 time.sleep(0.02)
@@ -384,7 +411,8 @@ class Supervisor:
         if self._console is not None:
             for report in self._console.take_drop_reports():
                 self._event(report)
-            self._console.close()
+            console, self._console = self._console, None
+            console.close()
         for entry in self._remote_entries:
             self.registry.unregister(entry)
         return codes

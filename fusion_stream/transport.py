@@ -136,16 +136,20 @@ class Publisher:
                 self._entry_path = self._registry.register(self._entry())
         except BaseException:
             self._socket.close(linger=0)
+            bound = getattr(self, "endpoint", "")
+            if bound.startswith("ipc://"):  # the second bind failed: leave no socket file
+                Path(bound[len("ipc://") :]).unlink(missing_ok=True)
             raise
 
     def _bind(self, endpoint: str | None) -> str:
         if endpoint is None:
             endpoint = self._registry.ipc_endpoint(self.src) or "tcp://127.0.0.1:0"
         # ZeroMQ takes the security mechanism from the socket's options at each bind
-        if endpoint.startswith("tcp://") and self._curve is not None:
-            serve_curve(self._socket, self._curve)
-        else:
-            self._socket.curve_server = False  # ZeroMQ's NULL mechanism
+        if self._curve is not None:
+            if endpoint.startswith("tcp://"):
+                serve_curve(self._socket, self._curve)
+            else:
+                self._socket.curve_server = False  # ZeroMQ's NULL mechanism
         try:
             if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
                 self._socket.bind_to_random_port(endpoint[: -len(":0")])
@@ -309,8 +313,8 @@ class Subscriber:
         self._leaving: dict[str, float] = {}  # endpoint -> when it left the registry
         self._last_seq: dict[int, int] = {}
         self._next_refresh = 0.0
-        # a program of the user's on a multi-host graph: keys named in the environment
-        self._curve = curve if curve is not None else CurveKeys.from_env()
+        self._curve = curve
+        self._curve_from_env = curve is None  # loaded when a publisher first needs CurveZMQ
         self._warned_keys: set[str] = set()
         ctx = context or _context()
         self._socket = ctx.socket(zmq.SUB)
@@ -338,6 +342,13 @@ class Subscriber:
         return frozenset(self._connected)
 
     def _connect(self, endpoint: str, server_key: str = "") -> None:
+        if server_key and self._curve_from_env:
+            # a program of the user's on a multi-host graph: the keys named in its environment
+            self._curve_from_env = False
+            try:
+                self._curve = CurveKeys.from_env()
+            except TransportError as err:
+                log.warning("%s; CurveZMQ publishers are skipped", err)
         if server_key:
             if self._curve is None:
                 if endpoint not in self._warned_keys:

@@ -235,15 +235,16 @@ def test_a_silent_reference_with_a_period_gets_stand_in_sets_until_it_returns() 
         sets += p.add(LIDAR, t * MS, f"L{t}", now_ns=(t + 1) * MS)
     sets += feed_without_lidar(p, 0, 700)
     stamps = [s.stamp_ns // MS for s in sets]
-    # 300 is due at 300 + 50 (deadline) + 100 (a whole period overdue); 600 is not due by 702 ms
-    assert stamps == [0, 100, 200, 300, 400, 500], stamps
+    # silent once nothing arrived for a period + the deadline (from 351 ms); each stand-in is
+    # then due at its stamp + the deadline, like a real set
+    assert stamps == [0, 100, 200, 300, 400, 500, 600], stamps
     stand_ins = sets[3:]
     assert all(s.missing == ("lidar",) for s in stand_ins)
-    assert [s.members["camera"] for s in stand_ins] == [("c297",), ("c396",), ("c495",)]
+    assert [s.members["camera"] for s in stand_ins] == [("c297",), ("c396",), ("c495",), ("c594",)]
     assert stand_ins[0].members["audio"] == ("a200", "a220", "a240", "a260", "a280")
-    assert p.stand_ins == 3
+    assert p.stand_ins == 4
     # the LiDAR comes back: its sweeps make ordinary sets again, and no stand-in comes between
-    sets = p.add(LIDAR, 700 * MS, "L700", now_ns=702 * MS)  # before 600's stand-in was due (750)
+    sets = p.add(LIDAR, 700 * MS, "L700", now_ns=702 * MS)
     sets += feed_without_lidar(p, 700, 800) + p.poll(851 * MS)
     assert [(s.stamp_ns // MS, s.missing) for s in sets] == [(700, ())]
     check_accounting(p)
@@ -257,14 +258,28 @@ def test_no_stand_ins_without_a_reference_period_or_without_anything_to_send() -
     assert len(q.add(LIDAR, 0, "L0", now_ns=MS) + q.poll(200 * MS)) == 1
     assert q.poll(5_000 * MS) == [] and q.stand_ins == 0  # every sensor silent: nothing to send
     # a long pause of the clock does not release a burst of stand-ins for the time gone by
-    assert len(feed_without_lidar(q, 5_000, 5_300)) <= 2
+    assert [s.stamp_ns // MS for s in feed_without_lidar(q, 5_000, 5_300)] == [5_000, 5_100, 5_200]
 
 
 def test_a_sweep_later_than_its_stand_in_is_dropped_as_late() -> None:
     p = policy(reference_period_ns=100 * MS, deadline_ns=50 * MS)
     p.add(LIDAR, 0, "L0", now_ns=MS)
     sets = feed_without_lidar(p, 0, 300)
-    assert [s.stamp_ns // MS for s in sets] == [0, 100]
+    assert [s.stamp_ns // MS for s in sets] == [0, 100, 200]  # silent from 151 ms
     assert p.add(LIDAR, 100 * MS, "L100", now_ns=300 * MS) == []  # 200 ms late: its stand-in went out
     assert p.stats[LIDAR].dropped["late"] == 1
+    check_accounting(p)
+
+
+def test_sweeps_that_keep_coming_late_are_never_replaced_by_stand_ins() -> None:
+    """A slow LiDAR driver (sweeps 160 ms after their stamp, deadline 50 ms) is late, not dead."""
+    p = policy(reference_period_ns=100 * MS, deadline_ns=50 * MS)
+    events = [(t + 160, LIDAR, t, 0) for t in range(0, 3000, 100)]
+    events += [(t + 2, CAMERA, t, 0) for t in range(0, 3000, 33)]
+    events += [(t + 22, AUDIO, t, 20 * MS) for t in range(0, 3000, 20)]
+    sets: list[SyncedSet[str]] = []
+    for now, i, t, duration in sorted(events):
+        sets += p.add(i, t * MS, f"{i}:{t}", now_ns=now * MS, duration_ns=duration)
+    assert p.stand_ins == 0 and p.stats[LIDAR].dropped == {}
+    assert all("lidar" in s.members for s in sets) and len(sets) >= 29
     check_accounting(p)

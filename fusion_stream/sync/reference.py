@@ -8,10 +8,12 @@ emitted as soon as every input is decided, and at the latest when the caller's c
 stalls the pipeline.
 
 If the reference input has a ``period_ns``, a silent reference (a dead LiDAR) does not stop the
-sets either: once the next sweep is a whole period overdue past its deadline, the policy emits a
-set on a stand-in stamp one period after the last set, with the reference listed as missing, and
-keeps doing so every period until the reference comes back. Downstream (the fusion node) keeps
-working on the other sensors, which is what a vehicle needs while a LiDAR driver restarts.
+sets either: once no reference message has *arrived* for a period plus the deadline (so a LiDAR
+whose sweeps keep coming, however late, is never pre-empted), the policy emits sets on stand-in
+stamps one period apart after the last set, with the reference listed as missing, until the
+reference comes back (only after a first reference message: before it there is no timeline).
+Downstream (the fusion node) keeps working on the other sensors, which is what a vehicle needs
+while a LiDAR driver restarts.
 
 The caller passes ``now_ns`` (wall time live, bag time in replay). Sets come out in reference
 order and never go back in time; a jump backwards beyond ``reset_jump_ns`` of the clock or of
@@ -41,6 +43,7 @@ from fusion_stream.sync.stats import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_MAX_STAND_IN_BURST = 3
 Mode = Literal["reference", "nearest", "window"]
 
 
@@ -141,6 +144,7 @@ class ReferenceWindowPolicy(Generic[T]):
         self._last_now: int | None = None
         self.stand_ins = 0
         """Sets emitted on a stand-in stamp because the reference input was silent."""
+        self._ref_arrival: int | None = None  # when the last reference message arrived
 
     # ------------------------------------------------------------------ public
 
@@ -152,6 +156,8 @@ class ReferenceWindowPolicy(Generic[T]):
         self._check_clock(now_ns)
         buf = self._buffers[index]
         buf.stats.received += 1
+        if index == self.reference:
+            self._ref_arrival = now_ns
         t = stamp_ns + buf.cfg.offset_ns
         entry = _Entry(t, t + max(0, duration_ns), now_ns, msg)
         if t > now_ns + self.max_future_ns:
@@ -222,6 +228,7 @@ class ReferenceWindowPolicy(Generic[T]):
             buf.floor = None
         self._last_emitted = None
         self._last_now = None
+        self._ref_arrival = None
 
     def _too_late(self, cfg: InputConfig, e: _Entry[T]) -> bool:
         """Whether no future set (reference stamp > last emitted) can use this message."""
@@ -274,14 +281,15 @@ class ReferenceWindowPolicy(Generic[T]):
     def _stand_ins(self, now_ns: int) -> list[SyncedSet[T]]:
         """Sets on stand-in stamps while the reference is silent (only with a reference period)."""
         period = self._buffers[self.reference].cfg.period_ns
-        last = self._last_emitted
-        if not period or last is None:
+        last, arrival = self._last_emitted, self._ref_arrival
+        if not period or last is None or arrival is None:
             return []
-        overdue = self.deadline_ns + period  # a sweep merely late must not be pre-empted
-        behind = (now_ns - overdue - last) // period  # stand-in stamps that are due
+        if now_ns - arrival <= period + self.deadline_ns:  # not silent: late sweeps still come
+            return []
+        behind = (now_ns - self.deadline_ns - last) // period  # stand-in stamps that are due
         if behind < 1:
             return []
-        if behind * period > self.reset_jump_ns:  # a long gap (a paused clock): no burst of old sets
+        if behind > _MAX_STAND_IN_BURST:  # after a stall (a paused clock): only the newest
             last += (behind - 1) * period
             self._last_emitted = last
             behind = 1

@@ -158,15 +158,13 @@ class Supervisor:
         self._output = output or (lambda line: print(line, flush=True))
         self._console: _Console | None = None
         self._signalled: int | None = None
-        if launch.multi_host and host == LOCAL_HOST and host not in launch.hosts:
-            raise LaunchError(
-                launch.path,
-                "--host",
-                f"this graph runs on several hosts: start one launcher per machine with --host NAME, "
-                f"NAME one of {sorted(launch.hosts)}",
-            )
         if launch.multi_host and host not in launch.hosts:
-            raise LaunchError(launch.path, "--host", f"unknown host {host!r}; hosts: {sorted(launch.hosts)}")
+            why = (
+                "this graph runs on several hosts: start one launcher per machine with --host NAME, NAME one of"
+                if host == LOCAL_HOST
+                else f"unknown host {host!r}; hosts:"
+            )
+            raise LaunchError(launch.path, "--host", f"{why} {sorted(launch.hosts)}")
         if not launch.multi_host and host != LOCAL_HOST:
             raise LaunchError(launch.path, "--host", "this graph declares no hosts: run it without --host")
         self._children = [_Child(spec) for spec in launch.on_host(host)]

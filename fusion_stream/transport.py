@@ -127,18 +127,18 @@ class Publisher:
         self._socket.setsockopt(zmq.SNDHWM, queue_size)
         self._socket.setsockopt(zmq.LINGER, 200)
         self._curve = curve
+        self.endpoint = ""
         try:
             self.endpoint = self._bind(endpoint)
             self.remote_endpoint = self._bind(remote_endpoint) if remote_endpoint is not None else None
-            secured = curve is not None and self.endpoint.startswith("tcp://")
-            self._server_key = curve.public.decode() if secured and curve is not None else ""
+            tcp = self.endpoint.startswith("tcp://")
+            self._server_key = curve.public.decode() if curve is not None and tcp else ""
             if register:
                 self._entry_path = self._registry.register(self._entry())
         except BaseException:
             self._socket.close(linger=0)
-            bound = getattr(self, "endpoint", "")
-            if bound.startswith("ipc://"):  # the second bind failed: leave no socket file
-                Path(bound[len("ipc://") :]).unlink(missing_ok=True)
+            if self.endpoint.startswith("ipc://"):  # the second bind failed: leave no socket file
+                Path(self.endpoint[len("ipc://") :]).unlink(missing_ok=True)
             raise
 
     def _bind(self, endpoint: str | None) -> str:

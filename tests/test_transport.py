@@ -222,3 +222,21 @@ def test_decoded_arrays_are_zero_copy_views(registry: Registry) -> None:
         assert isinstance(got, msgs.PointCloud)
         assert not got.data.flags.owndata and not got.data.flags.writeable
         assert np.isfinite(got.data).all()
+
+
+def test_bad_keys_in_the_environment_skip_curve_publishers_with_a_clear_warning(
+    registry: Registry, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A program pointed at a key directory that does not exist still reads local topics."""
+    monkeypatch.setenv("FUSION_STREAM_CURVE_KEYS", str(runtime_dir / "no-such-keys"))
+    monkeypatch.setenv("FUSION_STREAM_HOST_NAME", "b")
+    remote = TopicEntry("/remote", "tcp://127.0.0.1:9", "", "far", 0, "other-host", 7, "x" * 40)
+    registry.register(remote)
+    with (
+        Publisher("/near", registry=registry) as pub,
+        Subscriber(["/near", "/remote"], registry=registry) as sub,
+    ):
+        connect(pub, sub)
+        pub.publish(testpattern.radar_scan(5))
+        assert isinstance(sub.recv(timeout=2.0), msgs.RadarScan)
+    assert "no CurveZMQ key pair for host 'b'" in caplog.text and "CurveZMQ publishers are skipped" in caplog.text

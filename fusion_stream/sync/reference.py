@@ -17,8 +17,8 @@ while a LiDAR driver restarts.
 
 The caller passes ``now_ns`` (wall time live, bag time in replay). Sets come out in reference
 order and never go back in time; a jump backwards beyond ``reset_jump_ns`` of the clock or of
-the reference input (a looping bag) resets the state. Every message is accounted for in :attr:`stats` (see
-:mod:`fusion_stream.sync.stats`), and queues are bounded.
+the reference input (a looping bag) resets the state. Every message is accounted for in
+:attr:`stats` (see :mod:`fusion_stream.sync.stats`), and queues are bounded.
 """
 
 from __future__ import annotations
@@ -156,8 +156,6 @@ class ReferenceWindowPolicy(Generic[T]):
         self._check_clock(now_ns)
         buf = self._buffers[index]
         buf.stats.received += 1
-        if index == self.reference:
-            self._ref_arrival = now_ns
         t = stamp_ns + buf.cfg.offset_ns
         entry = _Entry(t, t + max(0, duration_ns), now_ns, msg)
         if t > now_ns + self.max_future_ns:
@@ -167,6 +165,8 @@ class ReferenceWindowPolicy(Generic[T]):
         # old message of another input is just late, like a camera's first frame after a slow start.
         if index == self.reference and self._last_emitted is not None and t < self._last_emitted - self.reset_jump_ns:
             self._reset(f"input {buf.cfg.name!r} went back {(self._last_emitted - t) / 1e9:.1f} s in time")
+        if index == self.reference:
+            self._ref_arrival = now_ns  # after any reset: the reference is alive, late or not
         if self._too_late(buf.cfg, entry) or (buf.floor is not None and t <= buf.floor):
             self._drop(buf, LATE, f"stamp {t} arrived after its set was emitted")
             return self.poll(now_ns)

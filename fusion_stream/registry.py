@@ -1,32 +1,59 @@
 """Where a running graph says which endpoint serves which topic.
 
 Publishers bind their own socket and write one small JSON file per socket into a private
-per-user runtime directory (``$FUSION_STREAM_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/fusion_stream``,
-else ``/tmp/fusion_stream-<uid>``), under the graph's name (``$FUSION_STREAM_GRAPH``, default
+per-user runtime directory, under the graph's name (``$FUSION_STREAM_GRAPH``, default
 ``default``). Subscribers read the directory, so ``Subscriber("/detections")`` needs no address.
 No broker runs: a file is written atomically by its publisher and removed when it closes; files
-left by processes that died are ignored and cleaned up by the next reader.
+left by processes that died are removed by the next reader, with the dead publisher's ``ipc://``
+socket file (only inside the graph directory) and the ``params/<pid>`` directory of a dead
+launcher (:meth:`Registry.params_dir`).
+
+The runtime directory is ``$FUSION_STREAM_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/fusion_stream``,
+else ``/tmp/fusion_stream-<uid>``. Whoever owns that directory decides which endpoints a
+subscriber connects to, so writers *and readers* trust it only if it is a real directory (not a
+symbolic link), owned by the user and writable by nobody else; the same holds for the graph and
+``topics`` directories below it (opened with ``O_NOFOLLOW``, checked with ``fstat``, read through
+the open descriptors). Anything else is refused with a :class:`TransportError` that names the
+fix. Entry files are opened without following links; one that is not a regular file of the user,
+is over 64 KiB or does not hold a valid entry (topic name, field types) is skipped and reported
+once.
+
+``/tmp`` is shared, so another local user can create ``/tmp/fusion_stream-<uid>`` first. The
+fallback is therefore claimed (created 0700) by the first fusion_stream program of the user that
+looks for it, and if it is taken (someone else's, a link, or writable by others) every program of
+the user moves, with a warning, to ``~/.cache/fusion_stream/run-<hostname>``: a place only the
+user can create, found the same way by publishers and subscribers, so they still meet. If that
+is not usable either, the error says to set ``FUSION_STREAM_RUNTIME_DIR`` or ``XDG_RUNTIME_DIR``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import secrets
 import socket
 import stat
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from fusion_stream.errors import TransportError
+from fusion_stream.errors import TopicNameError, TransportError
+from fusion_stream.wire import check_topic
 
 log = logging.getLogger(__name__)
 
 ENV_RUNTIME_DIR = "FUSION_STREAM_RUNTIME_DIR"
 ENV_GRAPH = "FUSION_STREAM_GRAPH"
-_MAX_IPC_PATH = 100
-_HOSTNAME = socket.gethostname()  # sockaddr_un.sun_path is 108 bytes on Linux, including the NUL
+MAX_ENTRY_BYTES = 64 * 1024
+"""An entry is ~300 bytes; a bigger file is not one of ours and is not read."""
+_MAX_IPC_PATH = 100  # sockaddr_un.sun_path is 108 bytes on Linux, including the NUL
+_MAX_PID = 2**31 - 1  # pid_t
+_HOSTNAME = socket.gethostname()
+_TMP = Path("/tmp")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block
+_FIX = f"set {ENV_RUNTIME_DIR} (or XDG_RUNTIME_DIR) to a directory of your own"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,42 +78,148 @@ class TopicEntry:
         return _pid_alive(self.pid)
 
 
+_FIELDS = {f.name: f for f in fields(TopicEntry)}
+_REQUIRED = {"topic", "endpoint", "type", "node", "pid", "host", "src"}
+
+
+def entry_from_json(data: object) -> TopicEntry:
+    """A :class:`TopicEntry` from a parsed entry file; ValueError says which field is wrong.
+
+    Strict, because a reader acts on every field: the topic is matched and subscribed, the
+    endpoint connected, the pid signalled (0 or a negative pid would address process groups)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"not a JSON object but {type(data).__name__}")
+    unknown = sorted(str(k)[:40] for k in data if k not in _FIELDS)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}")
+    missing = sorted(_REQUIRED - set(data))
+    if missing:
+        raise ValueError(f"missing keys {missing}")
+    for key in ("topic", "endpoint", "type", "node", "host", "server_key"):
+        if key in data and not isinstance(data[key], str):
+            raise ValueError(f"{key}: a string is needed, not {type(data[key]).__name__}")
+    for key, top in (("pid", _MAX_PID), ("src", 2**32 - 1)):
+        value = data[key]
+        if type(value) is not int or not 0 <= value <= top:
+            raise ValueError(f"{key}: an integer in 0..{top} is needed")
+    try:
+        check_topic(data["topic"])
+    except TopicNameError:
+        raise ValueError(f"topic {data['topic'][:80]!r} is not a valid topic name") from None
+    if not data["endpoint"].startswith(("ipc://", "tcp://")):
+        raise ValueError("endpoint: an ipc:// or tcp:// address is needed")
+    if data["host"] == _HOSTNAME and data["pid"] == 0:
+        raise ValueError("pid: 0 is not a process")
+    return TopicEntry(**data)
+
+
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # kill(0 or -n) signals process groups: never a publisher's pid
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    except OverflowError:
+        return False
     return True
 
 
+def _untrusted(st: os.stat_result) -> str | None:
+    """Why a directory (from lstat/fstat) must not be trusted, or None."""
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != os.getuid():
+        return f"belongs to uid {st.st_uid}, not you ({os.getuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "is writable by others"
+    return None
+
+
 def default_runtime_dir() -> Path:
-    """The private per-user directory for sockets and registries (not created here)."""
+    """The private per-user directory for sockets and registries.
+
+    The ``/tmp`` fallback is created here (so it is ours from the first look on) and replaced by
+    ``~/.cache/fusion_stream/run-<hostname>`` when someone else holds it (module docstring)."""
     explicit = os.environ.get(ENV_RUNTIME_DIR)
     if explicit:
         return Path(explicit)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "fusion_stream"
-    return Path(f"/tmp/fusion_stream-{os.getuid()}")
+    fallback = _TMP / f"fusion_stream-{os.getuid()}"
+    try:
+        os.mkdir(fallback, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as err:  # e.g. a read-only /tmp: the lstat below says so
+        log.debug("cannot create %s: %s", fallback, err.strerror)
+    try:
+        problem = _untrusted(os.lstat(fallback)) or ""
+    except OSError as err:
+        problem = f"cannot be created ({err.strerror})"
+    if not problem:
+        return fallback
+    try:
+        alternative = Path.home() / ".cache" / "fusion_stream" / f"run-{_HOSTNAME}"
+        _private_dir(alternative)
+    except (RuntimeError, KeyError, TransportError) as err:
+        raise TransportError(
+            f"the runtime directory {fallback} {problem} (another user may have created it), "
+            f"and no private alternative in your home directory: {err}; {_FIX}"
+        ) from err
+    log.warning(
+        "the runtime directory %s %s (another user may have created it); using %s instead (%s to choose another)",
+        fallback,
+        problem,
+        alternative,
+        ENV_RUNTIME_DIR,
+    )
+    return alternative
 
 
 def _private_dir(path: Path) -> Path:
-    """Create ``path`` as 0700, and refuse one owned by someone else or open to others."""
+    """Create ``path`` as 0700, and refuse a link or one owned by someone else or open to others."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.stat()
+        st = os.lstat(path)
     except OSError as err:
         raise TransportError(f"cannot create runtime directory {path}: {err}") from err
-    if st.st_uid != os.getuid():
-        raise TransportError(
-            f"runtime directory {path} belongs to uid {st.st_uid}, not you ({os.getuid()}); "
-            f"set {ENV_RUNTIME_DIR} to a directory of your own"
-        )
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise TransportError(f"runtime directory {path} is writable by others; run `chmod 700 {path}`")
+    problem = _untrusted(st)
+    if problem is not None:
+        raise TransportError(f"refusing runtime directory {path}: it {problem}; {_fix(problem, path)}")
     return path
+
+
+def _fix(problem: str, path: Path) -> str:
+    if problem == "is writable by others":
+        return f"run `chmod 700 {path}` if it is yours, or {_FIX}"
+    return _FIX
+
+
+def _open_dir(path: Path, name: str | Path, dir_fd: int | None = None) -> int | None:
+    """Open a directory without following a link, check it is private; None if it is absent."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise TransportError(f"cannot read the registry directory {path}: {err.strerror}") from err
+        try:
+            link = _untrusted(os.lstat(name, dir_fd=dir_fd)) or "is not a directory"
+        except OSError:
+            link = "is not a directory"
+        raise TransportError(f"refusing registry directory {path}: it {link}; {_fix(link, path)}") from None
+    problem = _untrusted(os.fstat(fd))
+    if problem is not None:
+        os.close(fd)
+        raise TransportError(f"refusing registry directory {path}: it {problem}; {_fix(problem, path)}")
+    return fd
 
 
 class Registry:
@@ -95,12 +228,13 @@ class Registry:
     def __init__(self, runtime_dir: Path | str | None = None, graph: str | None = None) -> None:
         self.runtime_dir = Path(runtime_dir) if runtime_dir is not None else default_runtime_dir()
         self.graph = graph or os.environ.get(ENV_GRAPH) or "default"
-        if "/" in self.graph or self.graph.startswith("."):
+        if "/" in self.graph or self.graph.startswith(".") or "\0" in self.graph:
             raise TransportError(f"invalid graph name {self.graph!r}: no '/' and no leading '.'")
         self.path = self.runtime_dir / self.graph
         self._topics = self.path / "topics"
         self._cache_key: tuple[int, int] | None = None
         self._cache: list[TopicEntry] = []
+        self._reported: dict[str, int] = {}  # bad entry file -> its inode, warned about once
 
     def __repr__(self) -> str:
         return f"Registry({str(self.path)!r})"
@@ -116,6 +250,15 @@ class Registry:
         path = self.path / f"{src:08x}.ipc"
         return f"ipc://{path}" if len(str(path)) <= _MAX_IPC_PATH else None
 
+    def params_dir(self) -> Path:
+        """A private directory for this launcher's parameter files, ``params/<pid>``.
+
+        Named by the launcher's pid so a reader's sweep can remove it once that process is gone
+        (kill -9 leaves no chance to clean up)."""
+        self.ensure()
+        _private_dir(self.path / "params")
+        return _private_dir(self.path / "params" / str(os.getpid()))
+
     def register(self, entry: TopicEntry) -> Path:
         """Publish ``entry``; returns the file to pass to :meth:`unregister`."""
         self.ensure()
@@ -128,41 +271,182 @@ class Registry:
     def unregister(self, path: Path) -> None:
         path.unlink(missing_ok=True)
 
+    def _open(self) -> tuple[int, int] | None:
+        """(graph dir fd, topics dir fd), each checked; None while there is no registry yet."""
+        root = _open_dir(self.runtime_dir, self.runtime_dir)
+        if root is None:
+            return None
+        try:
+            graph = _open_dir(self.path, self.graph, root)
+        finally:
+            os.close(root)
+        if graph is None:
+            return None
+        try:
+            topics = _open_dir(self._topics, "topics", graph)
+        except BaseException:
+            os.close(graph)
+            raise
+        if topics is None:
+            os.close(graph)
+            return None
+        return graph, topics
+
     def changed_key(self) -> tuple[int, int] | None:
         """Cheap fingerprint of the directory; differs after any register or unregister."""
-        try:
-            st = self._topics.stat()
-        except FileNotFoundError:
+        fds = self._open()
+        if fds is None:
             return None
+        try:
+            st = os.fstat(fds[1])
+        finally:
+            os.close(fds[0])
+            os.close(fds[1])
         return (st.st_mtime_ns, st.st_ino)
 
     def entries(self, *, include_dead: bool = False) -> list[TopicEntry]:
-        """Every registered publisher; entries of dead local processes are removed."""
-        key = self.changed_key()
-        if key is None:
-            return []
-        if key != self._cache_key or include_dead:
-            self._cache = self._read(include_dead)
-            self._cache_key = key if not include_dead else None
-        alive = [e for e in self._cache if include_dead or e.alive]
-        return sorted(alive, key=lambda e: (e.topic, e.pid, e.src))
+        """Every registered publisher; entries of dead local processes are removed (a cached
+        entry found dead makes the directory be read, and swept, again).
 
-    def _read(self, include_dead: bool) -> list[TopicEntry]:
-        out: list[TopicEntry] = []
-        for path in self._topics.glob("*.json"):
+        Raises TransportError when the directories cannot be trusted (module docstring)."""
+        fds = self._open()
+        if fds is None:
+            return []
+        graph_fd, topics_fd = fds
+        try:
+            st = os.fstat(topics_fd)
+            key = (st.st_mtime_ns, st.st_ino)
+            if key != self._cache_key or include_dead or not all(e.alive for e in self._cache):
+                self._cache = self._read(graph_fd, topics_fd, include_dead)
+                self._cache_key = key if not include_dead else None
+                if not include_dead:
+                    self._sweep_params(graph_fd)
+        finally:
+            os.close(graph_fd)
+            os.close(topics_fd)
+        return sorted(self._cache, key=lambda e: (e.topic, e.pid, e.src))
+
+    def _skip(self, name: str, ino: int, reason: str) -> None:
+        """Report a bad entry file once (per file and inode), not at every read."""
+        if self._reported.get(name) != ino:
+            self._reported[name] = ino
+            log.warning("ignoring registry entry %s: %s", self._topics / name, reason)
+
+    def _load(self, name: str, topics_fd: int) -> TopicEntry | None:
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=topics_fd)
+        except FileNotFoundError:
+            return None  # removed while we listed
+        except OSError as err:
             try:
-                entry = TopicEntry(**json.loads(path.read_text()))
-            except FileNotFoundError:
-                continue  # removed while we listed
-            except (OSError, ValueError, TypeError) as err:
-                log.warning("ignoring unreadable registry entry %s: %s", path, err)
+                ino = os.lstat(name, dir_fd=topics_fd).st_ino
+            except OSError:
+                return None
+            why = "a symbolic link" if err.errno == errno.ELOOP else (err.strerror or str(err))
+            self._skip(name, ino, f"cannot open it: {why}")
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self._skip(name, st.st_ino, "not a regular file")
+                return None
+            if st.st_uid != os.getuid():
+                self._skip(name, st.st_ino, f"it belongs to uid {st.st_uid}, not you ({os.getuid()})")
+                return None
+            if st.st_size > MAX_ENTRY_BYTES:
+                self._skip(name, st.st_ino, f"{st.st_size} bytes, more than an entry may have ({MAX_ENTRY_BYTES})")
+                return None
+            raw = os.read(fd, MAX_ENTRY_BYTES + 1)
+        finally:
+            os.close(fd)
+        try:
+            return entry_from_json(json.loads(raw))
+        except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
+            self._skip(name, st.st_ino, _short(err))
+            return None
+
+    def _read(self, graph_fd: int, topics_fd: int, include_dead: bool) -> list[TopicEntry]:
+        out: list[TopicEntry] = []
+        names = [n for n in os.listdir(topics_fd) if n.endswith(".json")]
+        for gone in set(self._reported) - set(names):
+            del self._reported[gone]
+        for name in names:
+            entry = self._load(name, topics_fd)
+            if entry is None:
                 continue
             if not include_dead and not entry.alive:
-                log.debug("removing registry entry of dead process %d: %s", entry.pid, path)
-                path.unlink(missing_ok=True)
+                log.debug("removing registry entry of dead process %d: %s", entry.pid, name)
+                _unlink(name, topics_fd)
+                self._remove_socket(entry, graph_fd)
                 continue
             out.append(entry)
         return out
 
+    def _remove_socket(self, entry: TopicEntry, graph_fd: int) -> None:
+        """The ipc socket file of a dead publisher, only if it is this graph's own."""
+        name = f"{entry.src:08x}.ipc"
+        if entry.endpoint != f"ipc://{self.path / name}":
+            return
+        try:
+            if stat.S_ISSOCK(os.lstat(name, dir_fd=graph_fd).st_mode):
+                _unlink(name, graph_fd)
+        except FileNotFoundError:
+            return
+
+    def _sweep_params(self, graph_fd: int) -> None:
+        """Remove ``params/<pid>`` directories of launchers that are gone."""
+        try:
+            params = _open_dir(self.path / "params", "params", graph_fd)
+        except TransportError as err:
+            log.warning("not sweeping parameter files: %s", err)
+            return
+        if params is None:
+            return
+        try:
+            for name in os.listdir(params):
+                if name.isascii() and name.isdigit() and not _pid_alive(int(name)):
+                    self._remove_params(name, params)
+        finally:
+            os.close(params)
+
+    def _remove_params(self, name: str, params_fd: int) -> None:
+        try:
+            fd = _open_dir(self.path / "params" / name, name, params_fd)
+        except TransportError as err:  # a link or not ours: leave it alone
+            log.debug("not sweeping %s", err)
+            return
+        if fd is None:
+            return
+        try:
+            for child in os.listdir(fd):
+                if stat.S_ISREG(os.lstat(child, dir_fd=fd).st_mode):
+                    _unlink(child, fd)
+        finally:
+            os.close(fd)
+        try:
+            os.rmdir(name, dir_fd=params_fd)
+        except OSError as err:  # something else in it: leave it
+            log.debug("cannot remove %s: %s", self.path / "params" / name, err.strerror)
+        else:
+            log.debug("removed the parameter files of launcher %s, gone", name)
+
     def lookup(self, topic: str) -> list[TopicEntry]:
         return [e for e in self.entries() if e.topic == topic]
+
+
+def _short(err: BaseException) -> str:
+    """A reason that names what is wrong without echoing the file's content."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"not JSON ({err.msg} at line {err.lineno} column {err.colno})"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {err.start})"
+    if isinstance(err, RecursionError):
+        return "not JSON we can read (nested too deeply)"
+    return str(err)
+
+
+def _unlink(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return

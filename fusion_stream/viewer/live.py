@@ -111,6 +111,8 @@ class GraphWatcher:
     def status(self) -> list[str]:
         """What is wrong, in plain words (empty when all is well)."""
         problems = []
+        if self.tap.problem is not None:  # a refused registry: the fix, not "no graph"
+            return [self.tap.problem]
         if not self.tap.subscribers:
             problems.append(
                 f"no graph running: nothing is registered in {self.registry.path} "

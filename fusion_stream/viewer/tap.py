@@ -3,7 +3,11 @@
 The viewer and the Foxglove bridge both want "whatever the graph publishes, as it appears":
 topics are found in the endpoint registry every half second, each gets a latest-only
 subscriber (a viewer that falls behind skips frames instead of lagging), and every message goes
-to ``on_message``. ``on_tick`` runs about ten times a second for periodic work."""
+to ``on_message``. ``on_tick`` runs about ten times a second for periodic work.
+
+A registry the tap must not trust (another user's directory, a link: see
+:mod:`fusion_stream.registry`) is reported in :attr:`TopicTap.problem` and looked at again
+later; the thread keeps running, so fixing the directory brings the graph in."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from collections.abc import Callable
 
 import zmq
 
+from fusion_stream.errors import TransportError
 from fusion_stream.registry import Registry
 from fusion_stream.transport import Subscriber
 from fusion_stream.wire import Envelope
@@ -39,6 +44,8 @@ class TopicTap:
         self.on_message = on_message
         self.on_tick = on_tick
         self.subscribers: dict[str, Subscriber] = {}
+        self.problem: str | None = None
+        """Why the graph's topics cannot be followed now (a refused registry), or None."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -54,10 +61,22 @@ class TopicTap:
         return sorted(self.subscribers)
 
     def _discover(self, poller: zmq.Poller) -> None:
-        for entry in self.registry.entries():
+        try:
+            entries = self.registry.entries()
+        except TransportError as err:
+            if self.problem != str(err):
+                log.error("%s", err)
+            self.problem = str(err)
+            return
+        self.problem = None
+        for entry in entries:
             if entry.topic in self.subscribers or entry.topic in self.skip:
                 continue
-            sub = Subscriber(entry.topic, registry=self.registry, latest=True)
+            try:
+                sub = Subscriber(entry.topic, registry=self.registry, latest=True)
+            except TransportError as err:  # the registry changed under us: next round
+                log.warning("cannot follow %s: %s", entry.topic, err)
+                continue
             self.subscribers[entry.topic] = sub
             poller.register(sub.socket, zmq.POLLIN)
             log.info("following %s", entry.topic)

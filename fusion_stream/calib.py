@@ -179,19 +179,58 @@ class Rig:
 # --------------------------------------------------------------------------- loading
 
 
-def _numbers(raw: Any, n: int | None, path: str, key: str) -> tuple[float, ...]:
-    ok = isinstance(raw, list | tuple) and (n is None or len(raw) == n)
-    if ok:
-        try:
-            values = tuple(float(v) for v in raw)
-        except (TypeError, ValueError):
-            ok = False
-        else:
-            ok = all(math.isfinite(v) for v in values) and not any(isinstance(v, bool) for v in raw)
-    if not ok:
+# Physically sensible bounds: anything outside is a typo or a hostile file, and would otherwise
+# overflow (1e15 ms is beyond int64 nanoseconds) or make consumers allocate 1e9 x 1e9 images.
+MAX_TRANSLATION_M = 1000.0
+"""A sensor within a kilometre of the rig origin (a vehicle, or a site for fixed sensors)."""
+MAX_ANGLE_DEG = 360.0
+MAX_TIME_OFFSET_MS = 86_400_000.0
+"""One day: larger offsets are a clock in another epoch, not a lag."""
+MAX_IMAGE_PX = 16384
+MAX_IMAGE_PIXELS = 100_000_000
+"""Width × height: the largest camera sensors have ~100 MP."""
+MAX_FOCAL_PX = 1e6
+MAX_DISTORTION = 100.0
+"""plumb_bob coefficients are O(1); 100 is far beyond any real lens."""
+MAX_MIC_OFFSET_M = 10.0
+"""Microphone positions relative to the array's own frame."""
+MAX_MICROPHONES = 256
+MAX_SENSORS = 256
+
+
+def _show(raw: Any) -> str:
+    """A bad value for an error message: numbers as written (short), anything else by type only
+    (a file's content is not echoed: it may be long, or not meant to be printed)."""
+    if raw is None or isinstance(raw, bool | int | float):
+        text = repr(raw) if not isinstance(raw, int) or abs(raw) < 10**30 else f"an integer of {len(str(raw))} digits"
+        return text
+    return f"a {type(raw).__name__}"
+
+
+def _number(
+    raw: Any, path: str, key: str, lo: float, hi: float, what: str = "a number", *, above_lo: bool = False
+) -> float:
+    """``raw`` as a finite float in [lo, hi] (or (lo, hi] with ``above_lo``); a CalibrationError
+    naming the key otherwise (never an OverflowError for 1e303 or a 400-digit integer)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise CalibrationError(path, key, f"must be {what}, got {_show(raw)}")
+    try:
+        v = float(raw)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v) or v > hi or v < lo or (above_lo and v == lo):
+        interval = f"{'(' if above_lo else '['}{lo:g}, {hi:g}]"
+        raise CalibrationError(path, key, f"must be {what} in {interval}, got {_show(raw)}")
+    return v
+
+
+def _numbers(raw: Any, n: int | None, path: str, key: str, bound: float) -> tuple[float, ...]:
+    """A list of ``n`` numbers, each within ±``bound``."""
+    if not isinstance(raw, list | tuple) or (n is not None and len(raw) != n):
         want = f"{n} numbers" if n else "a list of numbers"
-        raise CalibrationError(path, key, f"must be {want}, got {raw!r}")
-    return values
+        got = f"{len(raw)} values" if isinstance(raw, list | tuple) else _show(raw)
+        raise CalibrationError(path, key, f"must be {want}, got {got}")
+    return tuple(_number(v, path, f"{key}[{i}]", -bound, bound) for i, v in enumerate(raw))
 
 
 def _extrinsics(raw: Any, path: str, key: str) -> Transform:
@@ -202,35 +241,40 @@ def _extrinsics(raw: Any, path: str, key: str) -> Transform:
     unknown = set(raw) - {"translation", "rotation_rpy_deg", "rotation_quaternion"}
     if unknown:
         raise CalibrationError(path, f"{key}.{sorted(unknown)[0]}", "unknown key")
-    t = _numbers(raw.get("translation", [0, 0, 0]), 3, path, f"{key}.translation")
+    t = _numbers(raw.get("translation", [0, 0, 0]), 3, path, f"{key}.translation", MAX_TRANSLATION_M)
     translation = (t[0], t[1], t[2])
     if "rotation_rpy_deg" in raw and "rotation_quaternion" in raw:
         raise CalibrationError(path, key, "give rotation_rpy_deg or rotation_quaternion, not both")
     if "rotation_quaternion" in raw:
-        q = _numbers(raw["rotation_quaternion"], 4, path, f"{key}.rotation_quaternion")
+        q = _numbers(raw["rotation_quaternion"], 4, path, f"{key}.rotation_quaternion", 2.0)
         if abs(math.sqrt(sum(v * v for v in q)) - 1.0) > 1e-3:
             raise CalibrationError(
                 path, f"{key}.rotation_quaternion", f"must be a unit quaternion [x, y, z, w], got {q}"
             )
         return Transform.from_quaternion(translation, (q[0], q[1], q[2], q[3]))
-    rpy = _numbers(raw.get("rotation_rpy_deg", [0, 0, 0]), 3, path, f"{key}.rotation_rpy_deg")
+    rpy = _numbers(raw.get("rotation_rpy_deg", [0, 0, 0]), 3, path, f"{key}.rotation_rpy_deg", MAX_ANGLE_DEG)
     return Transform.from_rpy(translation, (math.radians(rpy[0]), math.radians(rpy[1]), math.radians(rpy[2])))
 
 
 def _intrinsics(raw: Any, path: str, key: str) -> Intrinsics:
     if not isinstance(raw, Mapping):
         raise CalibrationError(path, key, "a camera needs intrinsics {width, height, fx, fy, cx, cy}")
-    values: dict[str, float] = {}
-    for name in ("width", "height", "fx", "fy", "cx", "cy"):
-        v = raw.get(name)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-            raise CalibrationError(path, f"{key}.{name}", f"must be a positive number, got {v!r}")
-        values[name] = float(v)
-    if values["width"] != int(values["width"]) or values["height"] != int(values["height"]):
-        raise CalibrationError(path, key, "width and height must be whole pixels")
-    return Intrinsics(
-        int(values["width"]), int(values["height"]), values["fx"], values["fy"], values["cx"], values["cy"]
-    )
+    size: dict[str, int] = {}
+    for name in ("width", "height"):
+        v = _number(raw.get(name), path, f"{key}.{name}", 0, MAX_IMAGE_PX, "a whole number of pixels", above_lo=True)
+        if v != int(v):
+            raise CalibrationError(path, f"{key}.{name}", f"must be a whole number of pixels, got {_show(v)}")
+        size[name] = int(v)
+    if size["width"] * size["height"] > MAX_IMAGE_PIXELS:
+        raise CalibrationError(path, key, f"width x height is more than {MAX_IMAGE_PIXELS} pixels")
+    focal = {
+        n: _number(raw.get(n), path, f"{key}.{n}", 0, MAX_FOCAL_PX, "a focal length in pixels", above_lo=True)
+        for n in ("fx", "fy")
+    }
+    # the principal point lies in (or near) the image
+    cx = _number(raw.get("cx"), path, f"{key}.cx", 0, 2 * size["width"], "a pixel column", above_lo=True)
+    cy = _number(raw.get("cy"), path, f"{key}.cy", 0, 2 * size["height"], "a pixel row", above_lo=True)
+    return Intrinsics(size["width"], size["height"], focal["fx"], focal["fy"], cx, cy)
 
 
 def _sensor(name: str, raw: Any, path: str) -> Sensor:
@@ -244,25 +288,34 @@ def _sensor(name: str, raw: Any, path: str) -> Sensor:
     unknown = set(raw) - known
     if unknown:
         raise CalibrationError(path, f"{key}.{sorted(unknown)[0]}", f"unknown key; known: {sorted(known)}")
-    offset = raw.get("time_offset_ms", 0)
-    if isinstance(offset, bool) or not isinstance(offset, int | float) or not math.isfinite(offset):
-        raise CalibrationError(path, f"{key}.time_offset_ms", f"must be a number of milliseconds, got {offset!r}")
+    offset = _number(
+        raw.get("time_offset_ms", 0),
+        path,
+        f"{key}.time_offset_ms",
+        -MAX_TIME_OFFSET_MS,
+        MAX_TIME_OFFSET_MS,
+        "a number of milliseconds",
+    )
     intrinsics = None
     distortion: tuple[float, ...] = ()
     mics = None
     if kind == "camera":
         intrinsics = _intrinsics(raw.get("intrinsics"), path, f"{key}.intrinsics")
-        distortion = _numbers(raw.get("distortion", [0, 0, 0, 0, 0]), 5, path, f"{key}.distortion")
+        distortion = _numbers(raw.get("distortion", [0, 0, 0, 0, 0]), 5, path, f"{key}.distortion", MAX_DISTORTION)
     if kind == "microphones":
         rows = raw.get("microphones")
-        if not isinstance(rows, list) or len(rows) < 2:
-            raise CalibrationError(path, f"{key}.microphones", "needs at least 2 microphone positions [x, y, z]")
-        mics = _frozen(np.array([_numbers(r, 3, path, f"{key}.microphones[{i}]") for i, r in enumerate(rows)]))
+        if not isinstance(rows, list) or not 2 <= len(rows) <= MAX_MICROPHONES:
+            raise CalibrationError(
+                path, f"{key}.microphones", f"needs 2 to {MAX_MICROPHONES} microphone positions [x, y, z]"
+            )
+        mics = _frozen(
+            np.array([_numbers(r, 3, path, f"{key}.microphones[{i}]", MAX_MIC_OFFSET_M) for i, r in enumerate(rows)])
+        )
     return Sensor(
         name=name,
         type=kind,
         extrinsics=_extrinsics(raw.get("extrinsics"), path, f"{key}.extrinsics"),
-        time_offset_ns=round(float(offset) * 1e6),
+        time_offset_ns=round(offset * 1e6),
         intrinsics=intrinsics,
         distortion=distortion,
         microphones=mics,
@@ -295,6 +348,8 @@ def load(path: Path | str) -> Rig:
     sensors_raw = raw.get("sensors")
     if not isinstance(sensors_raw, Mapping) or not sensors_raw:
         raise CalibrationError(where, "sensors", "must map sensor names to their calibration")
+    if len(sensors_raw) > MAX_SENSORS:
+        raise CalibrationError(where, "sensors", f"more than {MAX_SENSORS} sensors")
     sensors = {str(name): _sensor(str(name), s, where) for name, s in sensors_raw.items()}
     frame_id = raw.get("frame_id", "base_link")
     if not isinstance(frame_id, str) or not frame_id:

@@ -21,12 +21,24 @@ from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.scene import ego_velocity
 from fusion_stream.sim.world import Scenario, World, ground_truth
 
+MAX_RENDER_PIXELS = 40_000_000
+"""The simulated camera renders every pixel (colour, depth): an 8K camera fits, 16384² does not."""
+
 
 def check(rig: Rig, rig_path: str, out_dir: Path | str, scenario: Scenario, t: float) -> Iterator[tuple[Path, str]]:
     """Yield (PNG written, agreement text) for every camera × LiDAR pair of the rig."""
     cameras, lidars = rig.of_type("camera"), rig.of_type("lidar")
     if not cameras or not lidars:
         raise CalibrationError(rig_path, "sensors", "needs at least one camera and one lidar to draw a projection")
+    for cam in cameras:
+        assert cam.intrinsics is not None
+        if cam.intrinsics.width * cam.intrinsics.height > MAX_RENDER_PIXELS:
+            raise CalibrationError(
+                rig_path,
+                f"sensors.{cam.name}.intrinsics",
+                f"{cam.intrinsics.width}x{cam.intrinsics.height} is more than the {MAX_RENDER_PIXELS} pixels "
+                "calib check renders",
+            )
     world = World(scenario)
     stamp = round(t * 1e9)
     velocity = ego_velocity(world, t)

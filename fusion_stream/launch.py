@@ -152,25 +152,75 @@ def parse_args(texts: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _substitute(value: Any, args: Mapping[str, Any], path: str, key: str) -> Any:
+MAX_SUBSTITUTED_NODES = 50_000
+"""Values that ``${arg}`` substitution may put into a launch file, counted as YAML nodes."""
+MAX_SUBSTITUTED_CHARS = 1 << 20
+"""Characters of the strings it may build: ``"${a}${a}..."`` with a long ``a`` multiplies."""
+
+
+def _size(value: Any) -> int:
+    """Nodes of a (bounded, acyclic: read by yamlio) argument value."""
+    if isinstance(value, Mapping):
+        return 1 + sum(_size(k) + _size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 1 + sum(_size(v) for v in value)
+    return 1
+
+
+class _Budget:
+    """What substitution may still add to the file: each ``${arg}`` counts as what it stands for,
+    so one file cannot multiply a large argument into gigabytes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.nodes = MAX_SUBSTITUTED_NODES
+        self.chars = MAX_SUBSTITUTED_CHARS
+        self._sizes: dict[str, int] = {}
+
+    def spend(self, key: str, nodes: int = 0, chars: int = 0) -> None:
+        self.nodes -= nodes
+        self.chars -= chars
+        if self.nodes < 0 or self.chars < 0:
+            raise LaunchError(
+                self.path,
+                key,
+                f"argument substitution expands the file beyond {MAX_SUBSTITUTED_NODES} values or "
+                f"{MAX_SUBSTITUTED_CHARS} characters; use fewer or smaller ${{...}} arguments",
+            )
+
+    def size(self, args: Mapping[str, Any], name: str) -> int:
+        if name not in self._sizes:
+            self._sizes[name] = _size(args[name])
+        return self._sizes[name]
+
+
+def _substitute(value: Any, args: Mapping[str, Any], path: str, key: str, budget: _Budget | None = None) -> Any:
+    budget = budget or _Budget(path)
     if isinstance(value, str):
         whole = _ARG_RE.fullmatch(value)
         if whole:  # "${rate}" alone keeps the argument's type
             name = whole.group(1)
             if name not in args:
                 raise LaunchError(path, key, f"unknown argument ${{{name}}}; declared: {sorted(args)}")
+            budget.spend(key, nodes=budget.size(args, name))
             return args[name]
 
-        def one(m: re.Match[str]) -> str:
+        parts: list[str] = []
+        for m in _ARG_RE.finditer(value):
             if m.group(1) not in args:
                 raise LaunchError(path, key, f"unknown argument ${{{m.group(1)}}}; declared: {sorted(args)}")
-            return str(args[m.group(1)])
-
-        return _ARG_RE.sub(one, value)
+            parts.append(str(args[m.group(1)]))
+            budget.spend(key, chars=len(parts[-1]))
+        budget.spend(key, nodes=1, chars=len(value))
+        it = iter(parts)
+        return _ARG_RE.sub(lambda _: next(it), value) if parts else value
     if isinstance(value, Mapping):
-        return {k: _substitute(v, args, path, f"{key}.{k}") for k, v in value.items()}
+        budget.spend(key, nodes=1)
+        return {k: _substitute(v, args, path, f"{key}.{k}", budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, args, path, f"{key}[{i}]") for i, v in enumerate(value)]
+        budget.spend(key, nodes=1)
+        return [_substitute(v, args, path, f"{key}[{i}]", budget) for i, v in enumerate(value)]
+    budget.spend(key, nodes=1)
     return value
 
 
@@ -214,7 +264,7 @@ def _respawn(raw: Any, path: str, key: str) -> RespawnPolicy:
     return policy
 
 
-def _node(raw: Any, i: int, args: Mapping[str, Any], path: str) -> NodeSpec:
+def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget) -> NodeSpec:
     where = f"nodes[{i}]"
     _expect(isinstance(raw, Mapping), path, where, "each node must be a mapping")
     known = {"name", "type", "params", "remap", "host", "required", "respawn", "env"}
@@ -233,13 +283,13 @@ def _node(raw: Any, i: int, args: Mapping[str, Any], path: str) -> NodeSpec:
     module = node_module(node_type)
     _expect(module is not None, path, f"{where}.type", f"unknown node type {node_type!r}; known: {available_types()}")
     assert module is not None
-    params = _substitute(raw.get("params") or {}, args, path, f"{where}.params")
+    params = _substitute(raw.get("params") or {}, args, path, f"{where}.params", budget)
     _expect(isinstance(params, Mapping), path, f"{where}.params", "must be a mapping")
     try:
         typed = params_mod.convert(module.Params, params, path=path)
     except ParamError as err:
         raise LaunchError(path, f"{where}.params.{err.key}", err.reason) from err
-    remap = _substitute(raw.get("remap") or {}, args, path, f"{where}.remap")
+    remap = _substitute(raw.get("remap") or {}, args, path, f"{where}.remap", budget)
     _expect(isinstance(remap, Mapping), path, f"{where}.remap", "must map topic names to topic names")
     for a, b in remap.items():
         try:
@@ -293,7 +343,16 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
             k,
             "unknown key; known: args, external_topics, graph, hosts, nodes, security, supervision",
         )
-    args = dict(raw.get("args") or {})
+    raw_args = raw.get("args") or {}
+    _expect(isinstance(raw_args, Mapping), where, "args", "must map argument names to default values")
+    args = dict(raw_args)
+    for k in args:
+        _expect(
+            isinstance(k, str) and bool(_ARG_RE.fullmatch(f"${{{k}}}")),
+            where,
+            f"args.{k}",
+            "argument names are letters, digits and '_' (used as ${name})",
+        )
     for k, v in (overrides or {}).items():
         _expect(k in args, where, f"args.{k}", f"unknown argument {k!r} on the command line; declared: {sorted(args)}")
         args[k] = v
@@ -302,7 +361,8 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
     raw_nodes = raw.get("nodes")
     _expect(isinstance(raw_nodes, list) and bool(raw_nodes), where, "nodes", "must be a non-empty list")
     assert isinstance(raw_nodes, list)
-    nodes = tuple(_node(n, i, args, where) for i, n in enumerate(raw_nodes))
+    budget = _Budget(where)
+    nodes = tuple(_node(n, i, args, where, budget) for i, n in enumerate(raw_nodes))
     seen: dict[str, int] = {}
     for i, n in enumerate(nodes):
         _expect(
@@ -333,7 +393,7 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
         assert isinstance(security, Mapping)
         _expect(bool(hosts), where, "security", "CurveZMQ protects TCP links between hosts: declare hosts first")
         keys = str((path.parent / security["keys"]).resolve())
-    external = tuple(raw.get("external_topics") or ())
+    external = _external_topics(raw.get("external_topics"), where)
     published = {t for n in nodes for t in n.topics.outputs} | set(external)
     for i, n in enumerate(nodes):
         for t in n.topics.inputs:
@@ -348,6 +408,20 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
     except ParamError as err:
         raise LaunchError(where, f"supervision.{err.key}", err.reason) from err
     return LaunchFile(where, graph, MappingProxyType(args), nodes, external, MappingProxyType(hosts), keys, supervision)
+
+
+def _external_topics(raw: Any, path: str) -> tuple[str, ...]:
+    """``external_topics``: a list of topic names (anything else was a traceback further on)."""
+    if raw is None:
+        return ()
+    _expect(isinstance(raw, list), path, "external_topics", "must be a list of topic names")
+    for i, t in enumerate(raw):
+        _expect(isinstance(t, str), path, f"external_topics[{i}]", f"must be a topic name, got a {type(t).__name__}")
+        try:
+            check_topic(t)
+        except ValueError as err:
+            raise LaunchError(path, f"external_topics[{i}]", str(err)) from err
+    return tuple(raw)
 
 
 def _hosts(raw: Any, path: str) -> dict[str, HostSpec]:

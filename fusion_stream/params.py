@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
-import yaml
 
+from fusion_stream import yamlio
 from fusion_stream.errors import ParamError
-from fusion_stream.yamlio import read_mapping
 
 T = TypeVar("T")
 
@@ -32,16 +31,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ParamError(text, "expected KEY:=VALUE")
-    try:
-        return key, yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as err:
-        raise ParamError(key, f"value {value!r} is not valid YAML: {err}") from err
+    if not value.strip():
+        return key, ""
+    # bounded like a file: an alias bomb on the command line is one too
+    return key, yamlio.load(value, lambda reason: ParamError(key, f"value {reason}"), yamlio.ARGUMENT)
 
 
 def read_yaml(path: Path | str) -> dict[str, Any]:
     """A YAML file holding a mapping; errors name the file."""
     path = Path(path)
-    data = read_mapping(
+    data = yamlio.read_mapping(
         path,
         lambda reason: ParamError("<file>", reason, path=str(path)),
         missing="file not found",

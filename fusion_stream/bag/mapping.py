@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from fusion_stream import msgs, wire
+from fusion_stream import msgs, wire, yamlio
 from fusion_stream.bag import convert
 from fusion_stream.bag.reader import Bag, RawMessage
 from fusion_stream.errors import FileKeyError, FormatError, TopicNameError
@@ -76,12 +74,7 @@ class TopicMap:
 def load_map(path: Path | str) -> TopicMap:
     """Read and validate a topic-mapping file; errors name the file and key."""
     p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except OSError as err:
-        raise FileKeyError(str(p), "(file)", f"cannot read: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise FileKeyError(str(p), "(file)", f"not valid YAML: {err}") from err
+    doc = yamlio.read(p, lambda reason: FileKeyError(str(p), "(file)", reason), missing="no such topic-mapping file")
     if not isinstance(doc, dict) or not isinstance(doc.get("topics"), dict):
         raise FileKeyError(str(p), "topics", "must be a mapping of recorded topic → {topic, kind, frame_id}")
     rules = {}

@@ -10,14 +10,15 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import numpy as np
 
 from fusion_stream.cache import cache_root
 from fusion_stream.errors import BackendUnavailableError, InferenceError
-from fusion_stream.model.config import OUTPUT_NAMES, ModelConfig
+from fusion_stream.model.config import MAX_WEIGHTS_BYTES, OUTPUT_NAMES, ModelConfig, WeightsError
 from fusion_stream.model.preprocess import INPUT_NAMES
+from fusion_stream.yamlio import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,11 @@ CONFIG_KEY = "fusion_stream.config"
 def onnx_for(weights: Path) -> Path:
     """The ONNX export of a weights file, made once and cached by the weights' hash (torch is
     only imported when the export has to be made)."""
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    sha = hashlib.sha256()
+    with _open_weights(weights) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+    digest = sha.hexdigest()[:16]
     path = cache_root() / "onnx" / f"{weights.stem}-{digest}-v{EXPORT_VERSION}.onnx"
     if not path.exists():
         from fusion_stream.infer.export import export_onnx
@@ -55,10 +60,24 @@ def onnx_for(weights: Path) -> Path:
     return path
 
 
+def _open_weights(weights: Path) -> IO[bytes]:
+    """The weights file, if it is a regular file of bounded size (not a device or FIFO)."""
+    return open_regular(
+        weights,
+        lambda reason: WeightsError(str(weights), "<file>", reason),
+        max_bytes=MAX_WEIGHTS_BYTES,
+        missing="no such weights file (train one with `fusion-stream train`)",
+    )
+
+
 def config_from_metadata(metadata: Mapping[str, str], source: Path) -> ModelConfig:
     if CONFIG_KEY not in metadata:
         raise InferenceError(f"{source}: no {CONFIG_KEY} metadata; export it again with `fusion-stream export-onnx`")
-    return ModelConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+    try:
+        raw = json.loads(metadata[CONFIG_KEY])
+    except (ValueError, RecursionError) as err:
+        raise WeightsError(str(source), CONFIG_KEY, f"{CONFIG_KEY} metadata is not a JSON model config") from err
+    return ModelConfig.from_dict(raw, source=str(source))
 
 
 def config_from_onnx(path: Path) -> ModelConfig:
@@ -139,8 +158,8 @@ def load(model: Path | str, backend: str = "auto", device: str = "auto", threads
     ``backend="auto"`` takes the first of TensorRT, ONNX Runtime and torch that works here.
     ``threads``: CPU threads for inference (0: the library's default, usually every core)."""
     weights = Path(model)
-    if not weights.exists():
-        raise InferenceError(f"{weights}: no such weights file (train one with `fusion-stream train`)")
+    with _open_weights(weights):  # a missing file, a device or a giant file: say so before any backend
+        pass
     if backend not in ("auto", *BACKENDS):
         raise InferenceError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
     if device == "auto":

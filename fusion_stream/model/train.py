@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fusion_stream import calib, msgs
-from fusion_stream.errors import FormatError
 from fusion_stream.model import preprocess, targets
-from fusion_stream.model.config import OUTPUT_NAMES, ModelConfig
+from fusion_stream.model.config import MAX_WEIGHTS_BYTES, OUTPUT_NAMES, ModelConfig, WeightsError
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
 from fusion_stream.model.net import FusionNet, decode
+from fusion_stream.yamlio import open_regular
 
 
 @dataclass(frozen=True)
@@ -260,23 +260,33 @@ def save_weights(path: Path, net: FusionNet, cfg: ModelConfig, record: dict[str,
 
 
 def load_weights(path: Path | str) -> tuple[FusionNet, dict[str, Any]]:
-    """The network (in eval mode) and its training record; a bad file is a :class:`FormatError`."""
+    """The network (in eval mode) and its training record.
+
+    A bad file is a :class:`WeightsError` naming the file and key: only a regular file of at most
+    ``MAX_WEIGHTS_BYTES`` is read (``/dev/zero`` would be read until memory runs out), only
+    tensors are unpickled, and the model config is bounds-checked before a network is built."""
     path = Path(path)
-    if not path.exists():
-        raise FormatError(f"{path}: no such weights file (train one with `fusion-stream train`)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise FormatError(f"{path}: not a fusion_stream weights file ({type(err).__name__}: {err})") from err
+    where = str(path)
+
+    def fail(reason: str) -> WeightsError:
+        return WeightsError(where, "<file>", reason)
+
+    missing = "no such weights file (train one with `fusion-stream train`)"
+    with open_regular(path, fail, max_bytes=MAX_WEIGHTS_BYTES, missing=missing) as f:
+        try:
+            blob = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for a damaged file
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise fail(f"not a fusion_stream weights file ({type(err).__name__}: {first})") from err
     if not isinstance(blob, dict) or blob.get("format") != "fusion_stream.weights/1":
-        raise FormatError(f"{path}: not a fusion_stream weights file (no 'format: fusion_stream.weights/1')")
-    try:
-        cfg = ModelConfig.from_dict(blob["config"])
-    except FormatError as err:
-        raise FormatError(f"{path}: {err}") from err
+        raise fail("not a fusion_stream weights file (no 'format: fusion_stream.weights/1')")
+    cfg = ModelConfig.from_dict(blob.get("config"), source=where)
+    state, record = blob.get("state"), blob.get("record", {})
+    if not isinstance(state, dict) or not isinstance(record, dict):
+        raise WeightsError(where, "state", "state and record must be mappings: not a fusion_stream weights file")
     net = FusionNet(cfg)
     try:
-        net.load_state_dict(blob["state"])
+        net.load_state_dict(state)
     except RuntimeError as err:
-        raise FormatError(f"{path}: weights do not fit the model config: {err}") from err
-    return net.eval(), dict(blob.get("record", {}))
+        raise WeightsError(where, "state", f"weights do not fit the model config: {err}") from err
+    return net.eval(), dict(record)

@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from fusion_stream import yamlio
 from fusion_stream.errors import FormatError
 from fusion_stream.msgs import RadarScan
 
@@ -55,8 +55,6 @@ CSV_COLUMNS = ("range_m", "azimuth_deg", "elevation_deg", "radial_velocity_mps",
 ARS548_KEYS = ("range", "azimuth_angle", "elevation_angle", "range_rate", "rcs")
 ARS548_INVALID = ("invalid_distance", "invalid_azimuth", "invalid_elevation", "invalid_range_rate")
 SUFFIXES = (".csv", ".yaml", ".yml")
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def polar_to_scan(
@@ -257,8 +255,8 @@ def fast_detection_list(text: str) -> dict[str, Any] | None:
             return None
         items[-1][key] = True if value == "true" else False if value == "false" else value
     try:
-        header = yaml.load(head, Loader=_Loader) if head.strip() else {}
-    except yaml.YAMLError:
+        header = yamlio.load(head, FormatError, yamlio.DATA) if head.strip() else {}
+    except FormatError:  # the full parse below says what is wrong
         return None
     if not isinstance(header, dict) or "detections" in header:
         return None
@@ -268,17 +266,16 @@ def fast_detection_list(text: str) -> dict[str, Any] | None:
 def read_yaml(path: Path | str, *, frame_id: str = "") -> list[RadarScan]:
     """Scans of a detection YAML file (see the module docstring)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise FormatError(f"{path}: cannot read the radar YAML ({err})") from err
+
+    def fail(reason: str) -> FormatError:
+        return FormatError(f"{path}: {reason}")
+
+    # bounded like every YAML the package reads: regular files, size, depth and aliases
+    text = yamlio.read_text(path, fail, max_bytes=yamlio.DATA.max_bytes, missing="no such radar file")
     fast = fast_detection_list(text)
     if fast is not None:
         return scans_from_documents([fast], str(path), frame_id=frame_id)
-    try:
-        docs = list(yaml.load_all(text, Loader=_Loader))
-    except yaml.YAMLError as err:
-        raise FormatError(f"{path}: not valid YAML ({err})") from err
+    docs = list(yamlio.load_all(text, fail, yamlio.DATA))
     return scans_from_documents(docs, str(path), frame_id=frame_id)
 
 

@@ -3,8 +3,10 @@ against real sensor processes, and the Foxglove bridge seen by a WebSocket clien
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
@@ -200,3 +202,48 @@ def test_foxglove_bridge_on_a_taken_port_is_a_clear_error(registry: Registry) ->
             FoxgloveBridge(registry, port=first.port)
     finally:
         first.stop()
+
+
+def _get(port: int, host: str | None, path: str = "/api/state", headers: dict[str, str] | None = None) -> int:
+    """Status of a real request to the viewer with this ``Host`` header (None: none sent)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        for k, v in (headers or {}).items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        reply = conn.getresponse()
+        body = reply.read()
+        assert reply.status != 403 or b"graph" not in body  # nothing of the graph leaks
+        return reply.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "0.0.0.0"])
+def test_viewer_answers_only_requests_that_name_it_dns_rebinding(registry: Registry, bind: str) -> None:
+    watcher = GraphWatcher(registry).start()
+    http_server = server.serve(watcher, RIG, host=bind, port=0)
+    port = http_server.server_address[1]
+    try:
+        for good in ("localhost", f"localhost:{port}", f"127.0.0.1:{port}", "127.0.0.1", f"[::1]:{port}", "[::1]"):
+            assert _get(port, good) == 200, good
+        for evil in ("evil.example", f"evil.example:{port}", "localhost.evil.example", "127.0.0.1.nip.io", "[evil]:1"):
+            assert _get(port, evil) == 403, evil
+            assert _get(port, evil, "/") == 403, evil
+            assert _get(port, evil, "/", {"Connection": "Upgrade", "Upgrade": "websocket"}) == 403, evil
+        assert _get(port, "localhost:notaport") == 403
+        hostname = socket.gethostname()
+        assert _get(port, f"{hostname}:{port}") == (200 if bind == "0.0.0.0" else 403)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # two Host headers
+        conn.putrequest("GET", "/api/state", skip_host=True)
+        conn.putheader("Host", "localhost")
+        conn.putheader("Host", "evil.example")
+        conn.endheaders()
+        assert conn.getresponse().status == 403
+        conn.close()
+    finally:
+        http_server.shutdown()
+        watcher.stop()

@@ -4,12 +4,20 @@ The page is one self-contained HTML file that polls ``/api/state`` (JSON) and re
 pictures (``/img/camera.png``, ``/img/bev.png``, ``/img/audio.png``) as they change. Pictures
 are rendered on request from the newest messages and cached until something new arrives.
 Everything binds to 127.0.0.1 unless told otherwise: the page shows camera images.
+
+A page on any web site can make the browser send requests to 127.0.0.1 under a name it controls
+(DNS rebinding), and then read the answers as its own. So every request (any method, a WebSocket
+upgrade too) must name this server in its ``Host`` header: ``localhost``, an IP address (the
+browser's origin is then that address, not someone's domain), the bound name, or this machine's
+name when bound to all interfaces. Anything else gets 403.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -126,9 +134,62 @@ setInterval(tick, 300); tick();
 """
 
 
-def _handler(pictures: Pictures) -> type[BaseHTTPRequestHandler]:
+_WILDCARD = ("", "0.0.0.0", "::")
+
+
+def allowed_names(bind: str) -> frozenset[str]:
+    """The host names (besides IP addresses) a request to a server bound to ``bind`` may use."""
+    names = {"localhost"}
+    bind = bind.strip("[]").lower()
+    if bind in _WILDCARD:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    elif not _is_ip(bind):
+        names.add(bind)
+    return frozenset(n.rstrip(".") for n in names if n)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def host_allowed(header: str, names: frozenset[str]) -> bool:
+    """Whether a ``Host`` header (``name[:port]``, ``[v6]:port``) names this server."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        inside, bracket, port = host[1:].partition("]")
+        if not bracket or (port and not (port.startswith(":") and port[1:].isdigit())):
+            return False
+        return _is_ip(inside)
+    name, colon, port = host.partition(":")
+    if colon and not port.isdigit():
+        return False
+    name = name.rstrip(".")
+    return bool(name) and (name in names or _is_ip(name))
+
+
+def _handler(pictures: Pictures, names: frozenset[str]) -> type[BaseHTTPRequestHandler]:
+    refused: set[str] = set()
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "fusion-stream-viewer"
+
+        def parse_request(self) -> bool:  # every method passes here, before its do_* runs
+            if not super().parse_request():
+                return False
+            hosts = self.headers.get_all("Host") or []
+            if len(hosts) <= 1 and all(host_allowed(h, names) for h in hosts):
+                return True
+            shown = ", ".join(repr(h[:80]) for h in hosts)
+            if shown not in refused and len(refused) < 100:
+                refused.add(shown)
+                log.warning("refused a request for host %s (DNS rebinding?); served names: %s", shown, sorted(names))
+            self.close_connection = True
+            self._send(HTTPStatus.FORBIDDEN, b"unknown Host: open this viewer by its address\n", "text/plain")
+            return False
 
         def log_message(self, format: str, *args: Any) -> None:  # the base class's name
             log.debug("%s " + format, self.address_string(), *args)
@@ -170,7 +231,7 @@ def _handler(pictures: Pictures) -> type[BaseHTTPRequestHandler]:
 def serve(watcher: GraphWatcher, rig: calib.Rig, *, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
     """Start the web server in a background thread; ``shutdown()`` stops it."""
     try:
-        server = ThreadingHTTPServer((host, port), _handler(Pictures(watcher, rig)))
+        server = ThreadingHTTPServer((host, port), _handler(Pictures(watcher, rig), allowed_names(host)))
     except OSError as err:
         raise UsageError(f"cannot serve on {host}:{port}: {err.strerror} (another viewer? choose --port)") from err
     server.daemon_threads = True

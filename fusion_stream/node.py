@@ -57,6 +57,7 @@ class _Subscription:
     window: _Window = field(default_factory=_Window)
     last_malformed: int = 0
     last_lost: int = 0
+    receive_errors: int = 0
 
 
 @dataclass
@@ -243,7 +244,14 @@ class Node:
     def _dispatch(self, s: _Subscription) -> None:
         n = 0
         while n < _MAX_BATCH:
-            env = s.sub.recv_envelope(timeout=0)
+            try:
+                env = s.sub.recv_envelope(timeout=0)
+            except Exception:  # the receive path of one topic must not take down the node
+                self.errors += 1
+                s.receive_errors += 1
+                if s.receive_errors == 1:
+                    self.log.exception("receiving %s failed; further failures are only counted", s.label)
+                break
             if env is None:
                 break
             n += 1
@@ -285,6 +293,7 @@ class Node:
             values[f"{key}.lost"] = st.lost
             values[f"{key}.superseded"] = st.superseded
             values[f"{key}.malformed"] = malformed
+            values[f"{key}.receive_errors"] = s.receive_errors
             values[f"{key}.backlog_max"] = w.backlog_max
             values[f"{key}.proc_ms_p50"] = round(_pct(w.proc_ns, 0.5), 4)
             values[f"{key}.proc_ms_max"] = round(_pct(w.proc_ns, 1.0), 4)

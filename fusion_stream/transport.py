@@ -44,16 +44,36 @@ _EVENTS: Final = int(zmq.EVENTS)
 _RCVMORE: Final = int(zmq.RCVMORE)
 
 
-def _recv_parts(sock: zmq.Socket[Any]) -> list[Any]:
+def _recv_parts(sock: zmq.Socket[Any], max_bytes: int) -> list[Any]:
     """One multipart message: topic and header as bytes, array frames without a copy.
 
-    (Small frames are cheaper copied than wrapped in zmq.Frame objects, large ones are not.)"""
+    (Small frames are cheaper copied than wrapped in zmq.Frame objects, large ones are not.)
+    A message with more frames than :data:`wire.MAX_FRAMES` or more bytes than ``max_bytes`` is
+    read to its end and released frame by frame, then refused with :class:`WireError`: nothing a
+    peer sends can make this process hold more than one bounded message per receive."""
     parts: list[Any] = [sock.recv(_NOBLOCK)]
+    total = len(parts[0])
     if sock.getsockopt(_RCVMORE):
         parts.append(sock.recv(_NOBLOCK))
+        total += len(parts[1])
         while sock.getsockopt(_RCVMORE):
-            parts.append(sock.recv(_NOBLOCK, copy=False))
+            if len(parts) >= wire.MAX_FRAMES or total > max_bytes:
+                return _refuse_rest(sock, len(parts), total, max_bytes)
+            frame = sock.recv(_NOBLOCK, copy=False)
+            total += len(frame)
+            parts.append(frame)
+    if total > max_bytes:
+        raise WireError("oversized", f"message of {total} bytes exceeds {max_bytes}")
     return parts
+
+
+def _refuse_rest(sock: zmq.Socket[Any], n: int, total: int, max_bytes: int) -> list[Any]:
+    while sock.getsockopt(_RCVMORE):
+        total += len(sock.recv(_NOBLOCK, copy=False))  # dropped at once
+        n += 1
+    raise WireError(
+        "oversized", f"message of {n} frames, {total} bytes exceeds {wire.MAX_FRAMES} frames or {max_bytes} bytes"
+    )
 
 
 _REFRESH_S: Final = 0.1  # how often a waiting subscriber looks for new publishers
@@ -77,7 +97,8 @@ class SubscriberStats:
     received: int = 0
     bytes: int = 0
     lost: int = 0
-    """Messages a publisher sent that never arrived (sequence gaps: full queues, late join)."""
+    """Messages a publisher sent that never arrived (sequence gaps: full queues, late join); in
+    ``latest`` mode the messages skipped on purpose are :attr:`superseded`, not lost."""
     lost_by_topic: Counter[str] = field(default_factory=Counter)
     superseded: int = 0
     """Messages skipped in ``latest`` mode because a newer one was already queued."""
@@ -217,6 +238,8 @@ class _LatestPump(threading.Thread):
         self.owner = owner
         self.lock = threading.Lock()
         self.slot: OrderedDict[bytes, list[Any]] = OrderedDict()
+        self.skipped: dict[int, list[int]] = {}
+        """Publisher id → sequence numbers superseded before the consumer took them."""
         self.stopping = threading.Event()
         address = f"inproc://fusion-stream-latest-{id(self):x}-{secrets.token_hex(4)}"
         self.wake_recv = ctx.socket(zmq.PAIR)
@@ -236,15 +259,22 @@ class _LatestPump(threading.Thread):
                 fresh = False
                 while True:
                     try:
-                        frames = _recv_parts(sock)
+                        frames = _recv_parts(sock, self.owner._max_message_bytes)
                     except zmq.Again:
                         break
+                    except WireError as err:
+                        self.owner._count_malformed(err)
+                        continue
                     topic = frames[0]
                     if topic not in self.owner._wanted:
                         continue
                     with self.lock:
-                        if self.slot.pop(topic, None) is not None:
+                        old = self.slot.pop(topic, None)
+                        if old is not None:
                             self.owner.stats.superseded += 1
+                            origin = wire.peek_origin(old[1]) if len(old) > 1 else None
+                            if origin is not None:  # skipped on purpose: not a transport loss
+                                self.skipped.setdefault(origin[0], []).append(origin[1])
                         self.slot[topic] = frames
                     fresh = True
                 if fresh:
@@ -257,6 +287,18 @@ class _LatestPump(threading.Thread):
     def take(self) -> list[Any] | None:
         with self.lock:
             return self.slot.popitem(last=False)[1] if self.slot else None
+
+    def count_skipped(self, src: int, after: int, upto: int) -> int:
+        """How many of ``src``'s messages with ``after < seq < upto`` were superseded (forgotten)."""
+        with self.lock:
+            seqs = self.skipped.pop(src, None)
+            if not seqs:
+                return 0
+            n = sum(1 for q in seqs if after < q < upto)
+            rest = [q for q in seqs if q > upto]
+            if rest:
+                self.skipped[src] = rest
+            return n
 
     def clear_wakeups(self) -> None:
         with contextlib.suppress(zmq.Again):
@@ -305,7 +347,9 @@ class Subscriber:
         self.latest = latest
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self._max_message_bytes = max_bytes + wire.MAX_HEADER_BYTES + wire.MAX_TOPIC_LEN
         self.stats = SubscriberStats()
+        self._stats_lock = threading.Lock()  # the latest-mode pump counts malformed messages too
         self._wanted = {t.encode() for t in self.topics}
         self._registry = registry if registry is not None else Registry()
         self._discover = endpoints is None
@@ -320,7 +364,8 @@ class Subscriber:
         self._socket = ctx.socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, queue_size)
         self._socket.setsockopt(zmq.LINGER, 0)
-        # Let ZeroMQ refuse a huge frame before allocating it, not after.
+        # Let ZeroMQ refuse a huge frame before allocating it, not after (it disconnects the peer).
+        # The limit is per frame; what a message holds in all is bounded in _recv_parts.
         self._socket.setsockopt(zmq.MAXMSGSIZE, max_bytes + wire.MAX_HEADER_BYTES)
         for wanted in self._wanted:
             self._socket.setsockopt(zmq.SUBSCRIBE, wanted)
@@ -413,19 +458,31 @@ class Subscriber:
 
     # ------------------------------------------------------------------ receiving
 
+    def _count_malformed(self, err: WireError, *, unexpected: bool = False) -> None:
+        with self._stats_lock:
+            self.stats.malformed[err.reason] += 1
+            first = self.stats.malformed[err.reason] == 1
+        if first:
+            log.warning("dropping %s (further %r drops are only counted)", err, err.reason, exc_info=unexpected)
+
     def _take(self, frames: list[Any]) -> wire.Envelope | None:
         """Decode one raw message; count and skip it if malformed."""
         try:
             env = wire.decode(frames, max_bytes=self.max_bytes)
         except WireError as err:
-            self.stats.malformed[err.reason] += 1
-            if self.stats.malformed[err.reason] == 1:
-                log.warning("dropping %s (further %r drops are only counted)", err, err.reason)
+            self._count_malformed(err)
+            return None
+        except Exception as err:  # noqa: BLE001  # last resort: no message may stop the receiver
+            self._count_malformed(WireError("decoder-bug", f"{type(err).__name__}: {err}"), unexpected=True)
             return None
         last = self._last_seq.get(env.src)
         if last is not None and env.seq > last + 1:
-            self.stats.lost += env.seq - last - 1
-            self.stats.lost_by_topic[env.topic] += env.seq - last - 1
+            gap = env.seq - last - 1
+            if self._pump is not None:
+                gap -= min(gap, self._pump.count_skipped(env.src, last, env.seq))
+            if gap:
+                self.stats.lost += gap
+                self.stats.lost_by_topic[env.topic] += gap
         if last is None or env.seq > last:
             self._last_seq[env.src] = env.seq
         self.stats.received += 1
@@ -439,7 +496,11 @@ class Subscriber:
         sock = self._socket
         # Asking ZMQ_EVENTS is much cheaper than a non-blocking receive that raises zmq.Again.
         while sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
-            frames = _recv_parts(sock)
+            try:
+                frames = _recv_parts(sock, self._max_message_bytes)
+            except WireError as err:
+                self._count_malformed(err)
+                continue
             if frames[0] in self._wanted:  # else: a prefix match of another topic
                 return frames
         return None

@@ -115,7 +115,7 @@ _BODY = st.one_of(
 ).map(list)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     head=st.tuples(_INTS, _INTS, _INTS, _INTS, st.text(max_size=6)),
     body=_BODY,

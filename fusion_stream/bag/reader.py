@@ -8,21 +8,32 @@ way to decode it, and :meth:`Bag.info` works without decoding a single message.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import heapq
+import io
 import logging
+import math
+import os
 import struct
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from mcap.exceptions import EndOfFile, McapError
-from mcap.reader import NonSeekingReader, SeekingReader
-from mcap.records import Schema
+import lz4.frame  # type: ignore[import-untyped]
+import zstandard
+from mcap.data_stream import ReadDataStream
+from mcap.opcode import Opcode
+from mcap.records import Channel, ChunkIndex, Message, Schema, Statistics
 from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.rosbag1.reader import Header as Header1
+from rosbags.rosbag1.reader import Reader as Reader1
+from rosbags.rosbag1.reader import ReaderError as ReaderError1
 
 from fusion_stream.bag import rostypes
-from fusion_stream.errors import FormatError
+from fusion_stream.errors import FormatError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -113,28 +124,521 @@ def _kind(path: Path) -> str:
     raise FormatError(f"{path}: not an MCAP file, a ROS 1 bag or a ROS 2 bag directory (starts with {head[:12]!r})")
 
 
+# --------------------------------------------------------------------------- bounded MCAP reading
+#
+# The ``mcap`` library inflates a chunk with ``zstandard.decompress`` (which trusts the size in the
+# zstd frame header, not the one it is given) or ``lz4.frame.decompress`` (no bound at all), and
+# reads a record's declared lengths straight from the file. A 65 KB file can thus ask for GiBs.
+# Below, every length is checked against what is left of the file or chunk before anything is
+# read, a chunk's declared size against a limit, and inflation stops one byte past that size.
+
+MAX_CHUNK_BYTES = 512 << 20
+"""Default bound on a chunk's uncompressed size and on any record read whole (our recorder writes
+4 MiB chunks; one uncompressed LiDAR sweep is a few MiB)."""
+MAX_CHUNK_ENV = "FUSION_STREAM_BAG_MAX_CHUNK_MB"
+"""Environment variable that raises (or lowers) :data:`MAX_CHUNK_BYTES`, in MiB, for a genuine file."""
+_COMPRESSIONS = ("", "zstd", "lz4")
+_FOOTER_BYTES = 9 + 20
+_MESSAGE_HEAD = struct.Struct("<HIQQ")
+
+
+class BagTruncatedError(FormatError):
+    """The file ends inside a record, as a recorder killed mid-write leaves it: what precedes is whole."""
+
+
+class BagLimitError(FormatError):
+    """A chunk or record is bigger than the reader allows, or inflates past the size it declares:
+    a decompression bomb or damage, refused before the memory and time are spent."""
+
+
+def chunk_limit() -> int:
+    """The per-chunk limit: :data:`MAX_CHUNK_BYTES` unless ``FUSION_STREAM_BAG_MAX_CHUNK_MB`` is set."""
+    raw = os.environ.get(MAX_CHUNK_ENV, "").strip()
+    if not raw:
+        return MAX_CHUNK_BYTES
+    try:
+        mib = float(raw)
+    except ValueError:
+        mib = math.nan
+    if not (math.isfinite(mib) and 1 <= mib <= 1 << 20):
+        raise UsageError(f"{MAX_CHUNK_ENV}={raw!r}: give the largest chunk to read in MiB, from 1 to 1048576")
+    return int(mib * (1 << 20))
+
+
+def _name(opcode: int) -> str:
+    try:
+        return Opcode(opcode).name.lower().replace("_", " ")
+    except ValueError:
+        return f"unknown (opcode {opcode:#04x})"
+
+
+class _ShortRecord(Exception):
+    """A length inside a record reaches past the record's end."""
+
+
+class _Exact:
+    """The bytes of one record; a read that would run past them fails instead of returning less."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        out = self._data.read(n) if n >= 0 else b""
+        if n < 0 or len(out) != n:
+            raise _ShortRecord(f"a field of {n} bytes reaches past the end of the record")
+        return out
+
+
+@dataclass(frozen=True)
+class _ChunkHead:
+    offset: int
+    """File offset of the chunk record (its opcode byte)."""
+    start_ns: int
+    end_ns: int
+    uncompressed_size: int
+    crc: int
+    compression: str
+    data_offset: int
+    data_length: int
+
+
+@dataclass
+class _Summary:
+    schemas: dict[int, Schema] = field(default_factory=dict)
+    channels: dict[int, Channel] = field(default_factory=dict)
+    statistics: Statistics | None = None
+    chunk_indexes: list[ChunkIndex] = field(default_factory=list)
+
+
+_Record = Schema | Channel | Message
+
+
+class _Mcap:
+    """An MCAP file read with every length checked first: nothing it reads or inflates is bigger
+    than what is left of the file, the enclosing chunk, or ``limit`` (see the section comment)."""
+
+    def __init__(self, stream: IO[bytes], path: Path, limit: int) -> None:
+        self.f = stream
+        self.path = path
+        self.limit = limit
+        self.size = os.fstat(stream.fileno()).st_size
+
+    def _limit_hint(self) -> str:
+        return f"{self.limit / (1 << 20):g} MiB (set {MAX_CHUNK_ENV} to read a genuine file with larger chunks)"
+
+    def _read(self, offset: int, n: int) -> bytes:
+        self.f.seek(offset)
+        data = self.f.read(n)
+        if len(data) != n:
+            raise BagTruncatedError(f"{self.path}: truncated: the file ends inside the record at offset {offset}")
+        return data
+
+    def check_magic(self) -> None:
+        if self._read(0, len(MCAP_MAGIC)) != MCAP_MAGIC:
+            raise FormatError(f"{self.path}: not an MCAP file (bad magic)")
+
+    def records(self, start: int) -> Iterator[tuple[int, int, int]]:
+        """``(offset, opcode, length)`` of each top-level record from ``start`` up to the footer."""
+        pos = start
+        while True:
+            if pos + 9 > self.size:
+                raise BagTruncatedError(
+                    f"{self.path}: truncated: the file ends at offset {self.size} without a footer "
+                    "(the last complete record ends there)"
+                )
+            opcode, length = struct.unpack("<BQ", self._read(pos, 9))
+            if length > self.size - pos - 9:
+                raise BagTruncatedError(
+                    f"{self.path}: truncated or damaged: the {_name(opcode)} record at offset {pos} claims "
+                    f"{length} bytes, {length - (self.size - pos - 9)} more than the file has"
+                )
+            yield pos, opcode, length
+            if opcode == Opcode.FOOTER:
+                return
+            pos += 9 + length
+
+    def body(self, pos: int, opcode: int, length: int) -> bytes:
+        if length > self.limit:
+            raise BagLimitError(
+                f"{self.path}: the {_name(opcode)} record at offset {pos} is {length} bytes, more than the "
+                f"limit of {self._limit_hint()}"
+            )
+        return self._read(pos + 9, length)
+
+    def parse(self, where: str, opcode: int, body: bytes) -> Schema | Channel | Statistics | ChunkIndex:
+        stream = ReadDataStream(cast(IO[bytes], _Exact(body)))
+        try:
+            if opcode == Opcode.SCHEMA:
+                return cast(Schema, Schema.read(stream))
+            if opcode == Opcode.CHANNEL:
+                return cast(Channel, Channel.read(stream))
+            if opcode == Opcode.STATISTICS:
+                return cast(Statistics, Statistics.read(stream))
+            if opcode == Opcode.CHUNK_INDEX:
+                return cast(ChunkIndex, ChunkIndex.read(stream))
+        except (_ShortRecord, UnicodeDecodeError, struct.error) as err:
+            raise FormatError(f"{self.path}: damaged {_name(opcode)} record {where}: {err}") from err
+        raise AssertionError(f"parse() called for opcode {opcode}")  # a bug of ours, not of the file
+
+    def message(self, where: str, body: bytes) -> Message:
+        if len(body) < _MESSAGE_HEAD.size:
+            raise FormatError(
+                f"{self.path}: damaged message record {where}: {len(body)} bytes, shorter than its header"
+            )
+        channel_id, sequence, log_ns, publish_ns = _MESSAGE_HEAD.unpack_from(body)
+        return Message(channel_id, log_ns, body[_MESSAGE_HEAD.size :], publish_ns, sequence)
+
+    def record(self, where: str, opcode: int, body: bytes) -> _Record | None:
+        """A schema, channel or message record; ``None`` for the kinds that messages do not need."""
+        if opcode == Opcode.MESSAGE:
+            return self.message(where, body)
+        if opcode in (Opcode.SCHEMA, Opcode.CHANNEL):
+            rec = self.parse(where, opcode, body)
+            assert isinstance(rec, Schema | Channel)
+            return rec
+        return None
+
+    def chunk_head(self, pos: int, length: int) -> _ChunkHead:
+        """The chunk record at ``pos`` (``length`` from its record header), checked, without its data."""
+        where = f"{self.path}: the chunk at offset {pos}"
+        if length < 40:
+            raise FormatError(f"{where} is damaged: {length} bytes, shorter than a chunk header")
+        start_ns, end_ns, usize, crc, comp_len = struct.unpack("<QQQII", self._read(pos + 9, 32))
+        if comp_len > 64 or 40 + comp_len > length:
+            raise FormatError(f"{where} is damaged: a compression name of {comp_len} bytes")
+        tail = self._read(pos + 9 + 32, comp_len + 8)
+        try:
+            compression = tail[:comp_len].decode()
+        except UnicodeDecodeError as err:
+            raise FormatError(f"{where} is damaged: the compression name is not text") from err
+        (data_length,) = struct.unpack_from("<Q", tail, comp_len)
+        if data_length > length - 40 - comp_len:
+            raise FormatError(f"{where} is damaged: {data_length} bytes of data in a record of {length}")
+        if compression not in _COMPRESSIONS:
+            raise FormatError(f"{where} uses compression {compression[:16]!r}; only zstd, lz4 or none are read")
+        if usize > self.limit:
+            raise BagLimitError(
+                f"{where} declares {usize} bytes uncompressed, more than the limit of {self._limit_hint()}: "
+                "refused as a decompression bomb or damage"
+            )
+        if data_length > self.limit + self.limit // 64 + (1 << 16):  # no compressor expands more
+            raise BagLimitError(f"{where} holds {data_length} bytes, more than the limit of {self._limit_hint()}")
+        return _ChunkHead(pos, start_ns, end_ns, usize, crc, compression, pos + 9 + 40 + comp_len, data_length)
+
+    def frame_size(self, head: _ChunkHead) -> int | None:
+        """The uncompressed size in the chunk's zstd or lz4 frame header, if it says."""
+        prefix = self._read(head.data_offset, min(head.data_length, 32))
+        try:
+            if head.compression == "zstd":
+                n = zstandard.frame_content_size(prefix)
+                return None if n < 0 else int(n)
+            if head.compression == "lz4":
+                n = lz4.frame.get_frame_info(prefix)["content_size"]
+                return int(n) or None
+        except (zstandard.ZstdError, RuntimeError):  # not a frame header: inflating says why
+            return None
+        return None
+
+    def inflate(self, head: _ChunkHead) -> bytes:
+        """The chunk's records, at most ``uncompressed_size`` bytes of work and memory, CRC-checked."""
+        where = f"{self.path}: the chunk at offset {head.offset}"
+        data = self._read(head.data_offset, head.data_length)
+        want = head.uncompressed_size
+        try:
+            if head.compression == "zstd":
+                out = _zstd(data, want + 1)
+            elif head.compression == "lz4":
+                out = _lz4(data, want + 1)
+            else:
+                out = data
+        except (zstandard.ZstdError, RuntimeError) as err:  # lz4.frame raises RuntimeError
+            raise FormatError(f"{where} does not decompress ({head.compression}: {err})") from err
+        if len(out) > want:
+            raise BagLimitError(
+                f"{where} inflates to more than the {want} bytes it declares: refused as a decompression bomb or damage"
+            )
+        if len(out) < want:
+            raise FormatError(f"{where} is damaged: it inflates to {len(out)} of the {want} bytes it declares")
+        if head.crc and zlib.crc32(out) != head.crc:
+            raise FormatError(f"{where} is damaged: its CRC does not match its content")
+        return out
+
+    def chunk_records(self, head: _ChunkHead) -> Iterator[tuple[int, _Record]]:
+        """``(position, record)`` of the schemas, channels and messages inside a chunk."""
+        data = self.inflate(head)
+        pos, end = 0, len(data)
+        while pos < end:
+            where = f"in the chunk at offset {head.offset} (byte {pos} of its records)"
+            if pos + 9 > end:
+                raise FormatError(f"{self.path}: damaged record {where}: a record header cut short")
+            opcode, length = struct.unpack_from("<BQ", data, pos)
+            if length > end - pos - 9:
+                raise FormatError(
+                    f"{self.path}: damaged {_name(opcode)} record {where}: it claims {length} bytes, "
+                    f"more than the chunk's {end - pos - 9} left"
+                )
+            rec = self.record(where, opcode, data[pos + 9 : pos + 9 + length])
+            if rec is not None:
+                yield pos, rec
+            pos += 9 + length
+
+    def linear(self) -> Iterator[_Record]:
+        """Every schema, channel and message in file order, by reading the records one by one."""
+        self.check_magic()
+        for pos, opcode, length in self.records(len(MCAP_MAGIC)):
+            if opcode == Opcode.CHUNK:
+                for _, inner in self.chunk_records(self.chunk_head(pos, length)):
+                    yield inner
+            elif opcode in (Opcode.SCHEMA, Opcode.CHANNEL, Opcode.MESSAGE):
+                rec = self.record(f"at offset {pos}", opcode, self.body(pos, opcode, length))
+                assert rec is not None
+                yield rec
+
+    def summary(self) -> _Summary | None:
+        """The summary section, or ``None`` when the file has none (its writer never finished)."""
+        if self.size < 2 * len(MCAP_MAGIC) + _FOOTER_BYTES:
+            return None
+        tail = self._read(self.size - len(MCAP_MAGIC) - _FOOTER_BYTES, _FOOTER_BYTES + len(MCAP_MAGIC))
+        opcode, length, start, _offsets, _crc = struct.unpack_from("<BQQQI", tail)
+        if tail[-len(MCAP_MAGIC) :] != MCAP_MAGIC or opcode != Opcode.FOOTER or length != 20 or start == 0:
+            return None
+        if not len(MCAP_MAGIC) <= start <= self.size - len(MCAP_MAGIC) - _FOOTER_BYTES:
+            raise FormatError(f"{self.path}: damaged footer: the summary starts at {start}, outside the file")
+        summary = _Summary()
+        for pos, op, n in self.records(start):
+            if op in (Opcode.SCHEMA, Opcode.CHANNEL, Opcode.STATISTICS, Opcode.CHUNK_INDEX):
+                rec = self.parse(f"at offset {pos}", op, self.body(pos, op, n))
+                if isinstance(rec, Schema):
+                    summary.schemas[rec.id] = rec
+                elif isinstance(rec, Channel):
+                    summary.channels[rec.id] = rec
+                elif isinstance(rec, Statistics):
+                    summary.statistics = rec
+                else:
+                    summary.chunk_indexes.append(rec)
+        return summary
+
+    def indexed_chunks(self, summary: _Summary) -> list[tuple[ChunkIndex, _ChunkHead]]:
+        """Each indexed chunk with its checked header. The index must point at distinct chunks
+        that agree with it, so reading them all costs no more than the file's own chunks."""
+        out: list[tuple[ChunkIndex, _ChunkHead]] = []
+        end = 0
+        for ci in sorted(summary.chunk_indexes, key=lambda c: c.chunk_start_offset):
+            where = f"{self.path}: the chunk index entry for offset {ci.chunk_start_offset}"
+            if ci.chunk_start_offset < end or ci.chunk_start_offset + 9 > self.size:
+                raise FormatError(f"{where} overlaps another chunk or lies outside the file")
+            opcode, length = struct.unpack("<BQ", self._read(ci.chunk_start_offset, 9))
+            if opcode != Opcode.CHUNK or length > self.size - ci.chunk_start_offset - 9:
+                raise FormatError(f"{where} does not point at a whole chunk record")
+            head = self.chunk_head(ci.chunk_start_offset, length)
+            said = (ci.compression, ci.compressed_size, ci.uncompressed_size)
+            if said != (head.compression, head.data_length, head.uncompressed_size):
+                raise FormatError(
+                    f"{where} does not match the chunk: compression and sizes {said} in the index, "
+                    f"{(head.compression, head.data_length, head.uncompressed_size)} in the chunk"
+                )
+            frame = self.frame_size(head)
+            if frame is not None and frame > head.uncompressed_size:
+                raise BagLimitError(
+                    f"{self.path}: the chunk at offset {head.offset} inflates to {frame} bytes (its "
+                    f"{head.compression} frame says) but declares {head.uncompressed_size}: refused as a "
+                    "decompression bomb or damage"
+                )
+            end = ci.chunk_start_offset + 9 + length
+            out.append((ci, head))
+        return out
+
+    def indexed_messages(
+        self, summary: _Summary, topics: set[str] | None, start_ns: int | None, end_ns: int | None
+    ) -> Iterator[tuple[Schema | None, Channel, Message]]:
+        """Messages in log-time order (file order among equal times), one chunk in memory at a time
+        unless chunks overlap in time."""
+        wanted_ids = None if topics is None else {cid for cid, ch in summary.channels.items() if ch.topic in topics}
+        heap: list[tuple[int, int, int, int, _ChunkHead | Message]] = []
+        seq = 0
+        for ci, head in self.indexed_chunks(summary):
+            if start_ns is not None and ci.message_end_time < start_ns:
+                continue
+            if end_ns is not None and ci.message_start_time >= end_ns:
+                continue
+            if wanted_ids is not None and ci.message_index_offsets and not wanted_ids & set(ci.message_index_offsets):
+                continue
+            heap.append((ci.message_start_time, head.offset, -1, seq, head))
+            seq += 1
+        heapq.heapify(heap)
+        while heap:
+            _, offset, _, _, item = heapq.heappop(heap)
+            if isinstance(item, _ChunkHead):
+                for pos, rec in self.chunk_records(item):
+                    if not isinstance(rec, Message):
+                        continue
+                    if wanted_ids is not None and rec.channel_id not in wanted_ids:
+                        continue
+                    if (start_ns is not None and rec.log_time < start_ns) or (
+                        end_ns is not None and rec.log_time >= end_ns
+                    ):
+                        continue
+                    heapq.heappush(heap, (rec.log_time, offset, pos, seq, rec))
+                    seq += 1
+                continue
+            channel = summary.channels.get(item.channel_id)
+            if channel is None:
+                raise FormatError(
+                    f"{self.path}: a message in the chunk at offset {offset} names channel {item.channel_id}, "
+                    "which the summary does not have"
+                )
+            yield summary.schemas.get(channel.schema_id), channel, item
+
+
+def mcap_records(stream: IO[bytes], path: Path, limit: int | None = None) -> Iterator[Schema | Channel | Message]:
+    """Every schema, channel and message of an MCAP file in file order, each length checked and
+    each chunk inflated within ``limit`` (default :func:`chunk_limit`). Raises
+    :class:`BagTruncatedError` where the file ends inside a record, :class:`BagLimitError` for an
+    oversized chunk or record and :class:`FormatError` for other damage."""
+    return _Mcap(stream, path, chunk_limit() if limit is None else limit).linear()
+
+
+def _zstd(data: bytes, most: int) -> bytes:
+    """Inflate zstd frames, stopping after ``most`` bytes whatever the frame header claims."""
+    parts: list[bytes] = []
+    left = most
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True) as reader:
+        while left > 0:
+            part = reader.read(min(left, 1 << 24))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+    return b"".join(parts)
+
+
+def _lz4(data: bytes, most: int) -> bytes:
+    """Inflate an lz4 frame, stopping after ``most`` bytes."""
+    dec = lz4.frame.LZ4FrameDecompressor()
+    parts: list[bytes] = []
+    left = most
+    chunk = data
+    while left > 0 and not dec.eof:
+        part = dec.decompress(chunk, max_length=min(left, 1 << 24))
+        chunk = b""
+        if not part:
+            break  # the frame is cut short (or done): the size check says which
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _check_rosbag2_mcap(path: Path, limit: int) -> None:
+    """Refuse the MCAP storage files of a ROS 2 bag that ``rosbags`` would inflate without bound.
+
+    ``rosbags`` passes the declared size to zstd (which trusts the frame header instead) and none
+    to lz4, so every chunk's header, index entry and frame header are checked first, and lz4
+    chunks whose frame does not state its size are inflated once with the bound."""
+    for file in sorted(path.glob("*.mcap")):
+        with open(file, "rb") as f:
+            mcap = _Mcap(f, file, limit)
+            mcap.check_magic()
+            summary = mcap.summary()
+            if summary is not None and summary.chunk_indexes:
+                chunks = [head for _, head in mcap.indexed_chunks(summary)]  # rosbags trusts the index
+            else:
+                chunks = []
+                with contextlib.suppress(BagTruncatedError):  # rosbags reads what is whole
+                    chunks = [mcap.chunk_head(pos, n) for pos, op, n in mcap.records(8) if op == Opcode.CHUNK]
+            for head in chunks:
+                frame = mcap.frame_size(head)
+                if frame is not None and frame > head.uncompressed_size:
+                    raise BagLimitError(
+                        f"{file}: the chunk at offset {head.offset} inflates to {frame} bytes (its frame says) "
+                        f"but declares {head.uncompressed_size}: refused as a decompression bomb or damage"
+                    )
+                if head.compression == "lz4" and frame is None:
+                    mcap.inflate(head)
+
+
+def _bound_rosbag1_chunks(reader: AnyReader, path: Path, limit: int) -> None:
+    """Give every chunk of a ROS 1 bag a decompressor bounded by the size its header declares.
+
+    ``rosbags`` inflates bz2 and lz4 chunks whole, whatever their ``size`` field says: a bz2
+    chunk of a few KB can hold GiBs of zeros. The declared size is checked against ``limit``
+    and inflation stops one byte past it."""
+    for bag in reader.readers:
+        if not isinstance(bag, Reader1) or bag.bio is None:
+            continue
+        for pos, chunk in list(bag.chunks.items()):
+            bag.bio.seek(pos)
+            try:
+                header = Header1.read(bag.bio)
+                size = header.get_uint32("size")
+                compression = header.get_string("compression")
+            except ReaderError1 as err:
+                raise FormatError(f"{path}: damaged chunk header at offset {pos}: {err}") from err
+            if size > limit:
+                raise BagLimitError(
+                    f"{path}: the chunk at offset {pos} declares {size} bytes uncompressed, more than the limit "
+                    f"of {limit / (1 << 20):g} MiB (set {MAX_CHUNK_ENV} to read a genuine file with larger "
+                    "chunks): refused as a decompression bomb or damage"
+                )
+            bag.chunks[pos] = chunk._replace(decompressor=_bounded_ros1(path, pos, compression, size))
+
+
+def _bounded_ros1(path: Path, pos: int, compression: str, size: int) -> Callable[[bytes], bytes]:
+    def inflate(data: bytes) -> bytes:
+        where = f"{path}: the chunk at offset {pos}"
+        try:
+            if compression == "bz2":
+                out = bz2.BZ2Decompressor().decompress(data, max_length=size + 1)
+            elif compression == "lz4":
+                out = _lz4(data, size + 1)
+            else:
+                out = data
+        except (OSError, RuntimeError, EOFError) as err:  # bz2: OSError; lz4.frame: RuntimeError
+            raise FormatError(f"{where} does not decompress ({compression}: {err})") from err
+        if len(out) > size:
+            raise BagLimitError(
+                f"{where} inflates to more than the {size} bytes it declares: refused as a decompression bomb or damage"
+            )
+        if len(out) < size:
+            raise FormatError(f"{where} is damaged: it inflates to {len(out)} of the {size} bytes it declares")
+        return out
+
+    return inflate
+
+
 class Bag:
     """A bag opened for reading. Use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, max_chunk_bytes: int | None = None) -> None:
         self.path = Path(path)
         kind = _kind(self.path)
         if kind == "rosbag2-file":  # a .db3 inside a bag directory: open the directory
             self.path, kind = self.path.parent, "rosbag2"
         self.format = kind
+        self.limit = max_chunk_bytes if max_chunk_bytes is not None else chunk_limit()
+        """Largest chunk (uncompressed) or record read whole; bigger ones are a :class:`BagLimitError`."""
         self._stream: IO[bytes] | None = None
+        self._mcap: _Mcap | None = None
         self._any: AnyReader | None = None
         self._schemas: dict[int, str] = {}
         if kind == "mcap":
             self._stream = open(self.path, "rb")  # noqa: SIM115  # closed in close()
-        else:
-            self._any = AnyReader([self.path], default_typestore=rostypes.typestore())
+            self._mcap = _Mcap(self._stream, self.path, self.limit)
+            return
+        if kind == "rosbag2":
+            _check_rosbag2_mcap(self.path, self.limit)
+        self._any = AnyReader([self.path], default_typestore=rostypes.typestore())
+        try:
+            self._any.open()
+        except AnyReaderError as err:
+            raise FormatError(f"{self.path}: cannot read the {kind} bag: {err}") from err
+        except Exception as err:  # corrupt sqlite, truncated chunk headers ...
+            raise FormatError(f"{self.path}: damaged {kind} bag ({type(err).__name__}: {err})") from err
+        if kind == "rosbag1":
             try:
-                self._any.open()
-            except AnyReaderError as err:
-                raise FormatError(f"{self.path}: cannot read the {kind} bag: {err}") from err
-            except Exception as err:  # corrupt sqlite, truncated chunk headers ...
-                raise FormatError(f"{self.path}: damaged {kind} bag ({type(err).__name__}: {err})") from err
+                _bound_rosbag1_chunks(self._any, self.path, self.limit)
+            except BaseException:
+                self.close()
+                raise
 
     # ------------------------------------------------------------------ info
 
@@ -162,17 +666,30 @@ class Bag:
         start, end = (min(first.values()), max(last.values())) if first else (0, 0)  # last message, inclusive
         return BagInfo(self.path, self.format, _size(self.path), start, end, topics)
 
+    def _mcap_index(self) -> tuple[_Summary, list[tuple[ChunkIndex, _ChunkHead]]] | None:
+        """The file's summary and checked chunk index, or ``None`` to read it linearly instead (no
+        summary: its recorder was killed; a damaged one). Oversized chunks are refused here."""
+        assert self._mcap is not None
+        try:
+            self._mcap.check_magic()
+            summary = self._mcap.summary()
+            if summary is None or not summary.chunk_indexes:
+                return None
+            return summary, self._mcap.indexed_chunks(summary)
+        except BagLimitError:
+            raise
+        except FormatError as err:
+            log.info("%s: the index is unusable (%s); reading the file record by record", self.path, err)
+            return None
+
     def _mcap_info(self) -> BagInfo:
-        assert self._stream is not None
-        summary = None
-        with contextlib.suppress(McapError, ValueError, EOFError, OSError):
-            self._stream.seek(0)
-            summary = SeekingReader(self._stream).get_summary()
-        if summary is not None and summary.statistics is not None and summary.chunk_indexes:
-            stats = summary.statistics
-            compression = {c.compression or "none" for c in summary.chunk_indexes}
+        index = self._mcap_index()
+        if index is not None and index[0].statistics is not None:
+            summary, chunks = index
+            stats = index[0].statistics
+            compression = {head.compression or "none" for _, head in chunks}
             times: dict[int, tuple[int, int]] = {}
-            for ci in summary.chunk_indexes:  # per-channel first/last from the message indexes is
+            for ci, _ in chunks:  # per-channel first/last from the message indexes is
                 for cid in ci.message_index_offsets:  # costly; chunk bounds are close enough
                     lo, hi = times.get(cid, (ci.message_start_time, ci.message_end_time))
                     times[cid] = (min(lo, ci.message_start_time), max(hi, ci.message_end_time))
@@ -211,6 +728,8 @@ class Bag:
                 entry[0] += 1
                 entry[1] = min(entry[1], raw.log_ns)
                 entry[2] = max(entry[2], raw.log_ns)
+        except BagLimitError:
+            raise  # not a torn end: refuse the file
         except FormatError as err:
             problem = str(err)
         topics = tuple(TopicInfo(t, ty, n, lo, hi) for (t, ty), (n, lo, hi) in sorted(counts.items()))
@@ -226,9 +745,7 @@ class Bag:
             yield
         except FormatError:
             raise
-        except EndOfFile as err:
-            raise FormatError(f"{self.path}: truncated: the file ends inside a record") from err
-        except (McapError, EOFError, ValueError, KeyError, OSError, struct.error) as err:
+        except (EOFError, ValueError, KeyError, OSError, struct.error) as err:
             raise FormatError(f"{self.path}: damaged or truncated ({type(err).__name__}: {err})") from err
         except Exception as err:  # rosbags/sqlite raise their own types for damaged files
             if type(err).__module__.startswith(("rosbags", "sqlite3", "lz4", "zstandard")):
@@ -245,13 +762,34 @@ class Bag:
         return self._schemas[schema.id]
 
     def _mcap_linear(self) -> Iterator[RawMessage]:
-        assert self._stream is not None
-        self._stream.seek(0)
+        """Messages in file order, reading record by record (for a file without a usable index)."""
+        assert self._mcap is not None
+        schemas: dict[int, Schema] = {}
+        channels: dict[int, Channel] = {}
         with self._errors():
-            for schema, channel, message in NonSeekingReader(self._stream).iter_messages(log_time_order=False):
-                yield RawMessage(
-                    channel.topic, self._schema_name(schema), message.log_time, message.data, message.publish_time, self
-                )
+            for rec in self._mcap.linear():
+                if isinstance(rec, Schema):
+                    schemas[rec.id] = rec
+                elif isinstance(rec, Channel):
+                    if rec.schema_id != 0 and rec.schema_id not in schemas:
+                        raise FormatError(
+                            f"{self.path}: channel {rec.topic!r} names schema {rec.schema_id}, not defined before it"
+                        )
+                    channels[rec.id] = rec
+                else:
+                    channel = channels.get(rec.channel_id)
+                    if channel is None:
+                        raise FormatError(
+                            f"{self.path}: a message names channel {rec.channel_id}, not defined before it"
+                        )
+                    yield RawMessage(
+                        channel.topic,
+                        self._schema_name(schemas.get(channel.schema_id)),
+                        rec.log_time,
+                        rec.data,
+                        rec.publish_time,
+                        self,
+                    )
 
     def messages(
         self, topics: Iterable[str] | None = None, *, start_ns: int | None = None, end_ns: int | None = None
@@ -264,13 +802,20 @@ class Bag:
                 for conn, t, data in self._any.messages(connections=conns, start=start_ns, stop=end_ns):
                     yield RawMessage(conn.topic, conn.msgtype, t, data, t, self)
             return
-        assert self._stream is not None
-        self._stream.seek(0)
-        reader = SeekingReader(self._stream)
+        assert self._mcap is not None
+        index = self._mcap_index()
+        if index is None:  # no index to merge by: every message, sorted (as the mcap library does)
+            found = [
+                raw
+                for raw in self._mcap_linear()
+                if (wanted is None or raw.topic in wanted)
+                and (start_ns is None or raw.log_ns >= start_ns)
+                and (end_ns is None or raw.log_ns < end_ns)
+            ]
+            yield from sorted(found, key=lambda raw: raw.log_ns)
+            return
         with self._errors():
-            for schema, channel, message in reader.iter_messages(
-                topics=None if wanted is None else sorted(wanted), starting_at=start_ns, ending_before=end_ns
-            ):
+            for schema, channel, message in self._mcap.indexed_messages(index[0], wanted, start_ns, end_ns):
                 yield RawMessage(
                     channel.topic, self._schema_name(schema), message.log_time, message.data, message.publish_time, self
                 )
@@ -321,6 +866,7 @@ class Bag:
         return self._any.typestore if self._any is not None else rostypes.typestore()
 
     def close(self) -> None:
+        self._mcap = None
         if self._stream is not None:
             self._stream.close()
             self._stream = None

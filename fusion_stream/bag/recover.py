@@ -8,16 +8,13 @@ channels, index and statistics. The damaged original is left as it was.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import zstandard
-from mcap.exceptions import EndOfFile, McapError
 from mcap.records import Channel, Message, Schema
-from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
+from fusion_stream.bag.reader import BagLimitError, BagTruncatedError, mcap_records
 from fusion_stream.bag.writer import LIBRARY, PROFILE
 from fusion_stream.errors import FormatError
 
@@ -47,32 +44,38 @@ def recover(path: Path | str, output: Path | str | None = None) -> Recovered:
     channels: dict[int, int] = {}
     count = 0
     stopped = "end of file"
-    with open(src, "rb") as f, open(tmp, "wb") as out:
-        writer = Writer(out, compression=CompressionType.ZSTD)
-        writer.start(profile=PROFILE, library=LIBRARY)
-        try:
-            for record in StreamReader(f, validate_crcs=True).records:
-                if isinstance(record, Schema) and record.id not in schemas:
-                    schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
-                elif isinstance(record, Channel) and record.id not in channels:
-                    sid = schemas.get(record.schema_id, 0)
-                    channels[record.id] = writer.register_channel(
-                        record.topic, record.message_encoding, sid, metadata=record.metadata
-                    )
-                elif isinstance(record, Message) and record.channel_id in channels:
-                    writer.add_message(
-                        channels[record.channel_id], record.log_time, record.data, record.publish_time, record.sequence
-                    )
-                    count += 1
-        except EndOfFile:
-            stopped = "the end of the last complete record (the file was cut short)"
-        except (McapError, EOFError, ValueError, struct.error, zstandard.ZstdError) as err:  # damage ends the read
-            stopped = f"damage: {type(err).__name__}: {err}" if str(err) else f"damage: {type(err).__name__}"
-        except Exception as err:
-            if type(err).__module__.startswith(("lz4", "mcap")):
-                stopped = f"{type(err).__name__}: {err}"
-            else:
-                raise
-        writer.finish()  # type: ignore[no-untyped-call]
+    try:
+        with open(src, "rb") as f, open(tmp, "wb") as out:
+            writer = Writer(out, compression=CompressionType.ZSTD)
+            writer.start(profile=PROFILE, library=LIBRARY)
+            try:
+                # every length checked, chunks inflated within their declared size and CRC-checked
+                for record in mcap_records(f, src):
+                    if isinstance(record, Schema) and record.id not in schemas:
+                        schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+                    elif isinstance(record, Channel) and record.id not in channels:
+                        sid = schemas.get(record.schema_id, 0)
+                        channels[record.id] = writer.register_channel(
+                            record.topic, record.message_encoding, sid, metadata=record.metadata
+                        )
+                    elif isinstance(record, Message) and record.channel_id in channels:
+                        writer.add_message(
+                            channels[record.channel_id],
+                            record.log_time,
+                            record.data,
+                            record.publish_time,
+                            record.sequence,
+                        )
+                        count += 1
+            except BagTruncatedError:
+                stopped = "the end of the last complete record (the file was cut short)"
+            except BagLimitError:
+                raise  # a bomb is not a torn end: refuse rather than salvage around it
+            except FormatError as err:  # damage ends the read; what came before is kept
+                stopped = f"damage: {err}"
+            writer.finish()  # type: ignore[no-untyped-call]
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, dst)
     return Recovered(dst, count, len(channels), stopped)

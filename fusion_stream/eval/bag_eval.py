@@ -142,17 +142,11 @@ def evaluate_bag(
     """Run sync + fusion over the bag in lockstep and score the detections (see module doc)."""
     result = BagEvaluation(Path(path))
     rig = calib.load(calib.resolve_path(setup.calib))
-    model = load(calib.resolve_path(setup.weights), backend=setup.backend, device="auto", threads=threads)
-    result.backend = model.name
-    cfg = model.config
-    result.classes = tuple(cfg.classes)
-    pipeline = FusionPipeline(model, rig, threshold=EVAL_THRESHOLD, inputs=setup.inputs)
     stage = SyncStage(config_from(setup.sync))
     wanted = set(stage.topics) | {setup.ground_truth_topic}
     gt: dict[int, msgs.Detections] = {}
-    t0 = time.perf_counter()
     with Bag(path) as bag:
-        info = bag.info()
+        info = bag.info()  # a damaged, hostile or foreign bag is refused before the model loads (seconds)
         tmap = topic_map or TopicMap()
         tmap.check(t.topic for t in info.topics)
         recorded = {tmap.rename(t.topic) for t in info.topics}
@@ -163,6 +157,12 @@ def evaluate_bag(
             )
         if absent:
             log.warning("%s: no %s in the bag; those inputs will be missing from every set", bag.path, absent)
+        model = load(calib.resolve_path(setup.weights), backend=setup.backend, device="auto", threads=threads)
+        result.backend = model.name
+        cfg = model.config
+        result.classes = tuple(cfg.classes)
+        pipeline = FusionPipeline(model, rig, threshold=EVAL_THRESHOLD, inputs=setup.inputs)
+        t0 = time.perf_counter()
         names = [t.topic for t in info.topics if tmap.rename(t.topic) in wanted]
         total = sum(t.count for t in info.topics if t.topic in names)
         result.bag_s = info.duration_s

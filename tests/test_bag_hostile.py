@@ -358,3 +358,29 @@ def test_a_crc_mismatch_in_a_chunk_is_damage(tmp_path: Path) -> None:
         assert bag.info().message_count == 2
     with Bag(write_mcap(tmp_path / "crc.mcap", bad)) as bag:
         assert "CRC does not match" in bag.info().problem
+
+
+ROS2_METADATA = """rosbag2_bagfile_information:
+  version: 5
+  storage_identifier: mcap
+  relative_file_paths: [data.mcap]
+  duration: {nanoseconds: 1500}
+  starting_time: {nanoseconds_since_epoch: 500}
+  message_count: 2
+  topics_with_message_count:
+    - topic_metadata: {name: /blob, type: t/msg/Blob, serialization_format: cdr, offered_qos_profiles: ""}
+      message_count: 2
+  compression_format: ""
+  compression_mode: ""
+"""
+
+
+@pytest.mark.parametrize("kind", ["zstd-frame-says-2GiB-indexed", "zstd-honest", "lz4-lying"])
+def test_a_ros2_bag_with_mcap_storage_is_checked_before_rosbags_inflates_it(kind: str, tmp_path: Path) -> None:
+    """rosbags' own MCAP storage reader trusts the zstd frame header and bounds lz4 not at all."""
+    (tmp_path / "metadata.yaml").write_text(ROS2_METADATA)
+    BOMBS[kind](tmp_path / "data.mcap")
+    t0 = time.monotonic()
+    with pytest.raises(BagLimitError, match=r"data\.mcap: the chunk at offset \d+"):
+        Bag(tmp_path)
+    assert time.monotonic() - t0 < 2.0

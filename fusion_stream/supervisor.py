@@ -4,10 +4,19 @@
   with a ``[name]`` prefix;
 * liveness comes from process exit and from the node's ``/diagnostics`` heartbeat: a node that
   stops reporting is killed and treated as crashed;
+* but a node that is *stopped* is not a node that is hung: one stopped by a signal (SIGSTOP,
+  SIGTSTP: ``kill -STOP``, a job-control stop; state ``T``) or held by a debugger or tracer (state
+  ``t``) did not fail, somebody paused it on purpose. It is left alone, neither killed nor sent
+  SIGCONT (that would undo the pause and break a debugging session), and reported once as
+  stopped; when it continues it is reported again and its heartbeat clock starts over, so it
+  gets the whole timeout to report, and its subscribers never see a respawn (a shell treats a
+  stopped job the same way). :attr:`Supervisor.states` tells a library user which are stopped;
 * a crashed node is restarted after a backoff that doubles with each failure in a row, up to its
   retry limit; then a required node ends the whole graph with a non-zero exit;
-* stopping sends SIGINT, then SIGTERM, then SIGKILL, with a timeout at each step, and children
-  also stop by themselves if the supervisor dies (they watch their parent), so none is orphaned.
+* stopping sends SIGINT, then SIGTERM, then SIGKILL, with a timeout at each step, each of the
+  first two followed by SIGCONT (as systemd.kill(5) does), so a stopped node ends as gracefully
+  as a running one; children also stop by themselves if the supervisor dies (they watch their
+  parent), so none is orphaned.
 """
 
 from __future__ import annotations
@@ -112,6 +121,22 @@ def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+STOPPED_STATES = {"T": "stopped by a signal", "t": "stopped by a debugger or tracer"}
+"""Process states (``/proc/PID/stat``) of a node that is paused, not hung: see the module doc."""
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of process ``pid`` (R, S, D, T, t, Z...), or None where unknown
+    (gone, or no ``/proc``: then a node is never judged stopped, only silent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ...": comm may hold spaces and parentheses, so split after the last ')'
+    fields = stat[stat.rfind(")") + 1 :].split()
+    return fields[0] if fields else None
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -133,6 +158,8 @@ class _Child:
     last_heartbeat: float = 0.0
     reported: bool = False
     """Sent /diagnostics since its last start: its node runtime (and signal handling) is up."""
+    stopped_since: float | None = None
+    """When it was found stopped (SIGSTOP, a debugger), while it still is."""
     readers: list[threading.Thread] = field(default_factory=list)
 
 
@@ -181,6 +208,22 @@ class Supervisor:
     @property
     def children(self) -> dict[str, subprocess.Popen[str] | None]:
         return {c.spec.name: c.proc for c in self._children}
+
+    @property
+    def states(self) -> dict[str, str]:
+        """Each node's state as the supervisor sees it: starting (not reported yet), running,
+        stopped (paused by a signal or a debugger: left alone), restarting, or finished."""
+        out = {}
+        for c in self._children:
+            if c.finished:
+                out[c.spec.name] = "finished"
+            elif c.proc is None:
+                out[c.spec.name] = "restarting"
+            elif c.stopped_since is not None:
+                out[c.spec.name] = "stopped"
+            else:
+                out[c.spec.name] = "running" if c.reported else "starting"
+        return out
 
     def _event(self, text: str) -> None:
         self.events.append(text)
@@ -250,6 +293,7 @@ class Supervisor:
         )
         child.started = child.last_heartbeat = time.monotonic()
         child.reported = False
+        child.stopped_since = None
         child.restart_at = None
         reader = threading.Thread(target=self._forward, args=(spec.name, child.proc.stdout), daemon=True)
         reader.start()
@@ -299,11 +343,31 @@ class Supervisor:
                         child.reported = True
 
     def _check_heartbeat(self, child: _Child, now: float) -> None:
+        assert child.proc is not None
+        name, pid = child.spec.name, child.proc.pid
+        if child.stopped_since is not None:  # paused: look each round for it to continue
+            if process_state(pid) in STOPPED_STATES:
+                return
+            self._event(
+                f"{name} continues after {now - child.stopped_since:.1f} s stopped; "
+                f"its heartbeat is expected within {self.heartbeat_timeout_s:g} s again"
+            )
+            child.stopped_since = None
+            child.last_heartbeat = now  # the whole timeout to report again, not a kill at once
+            return
         silent = now - child.last_heartbeat
-        if now - child.started > self.startup_grace_s and silent > self.heartbeat_timeout_s:
-            assert child.proc is not None
-            self._event(f"{child.spec.name} sent no /diagnostics for {silent:.1f} s: killing it")
-            _signal_group(child.proc, signal.SIGKILL)
+        if now - child.started <= self.startup_grace_s or silent <= self.heartbeat_timeout_s:
+            return
+        state = process_state(pid)
+        if state in STOPPED_STATES:
+            child.stopped_since = now
+            self._event(
+                f"{name} sent no /diagnostics for {silent:.1f} s but is {STOPPED_STATES[state]} "
+                f"(pid {pid}), not hung: left alone until it continues (kill -CONT {pid})"
+            )
+            return
+        self._event(f"{name} sent no /diagnostics for {silent:.1f} s: killing it")
+        _signal_group(child.proc, signal.SIGKILL)
 
     def _on_exit(self, child: _Child, code: int, now: float) -> None:
         spec = child.spec
@@ -392,6 +456,8 @@ class Supervisor:
             for c in running:
                 assert c.proc is not None
                 _signal_group(c.proc, signal.SIGTERM if sig == signal.SIGINT and not c.reported else sig)
+                if sig != signal.SIGKILL:  # a stopped node acts on the signal only once continued
+                    _signal_group(c.proc, signal.SIGCONT)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and any(c.proc.poll() is None for c in running if c.proc):
                 time.sleep(0.02)

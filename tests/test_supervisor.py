@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fusion_stream.registry import Registry
-from fusion_stream.supervisor import _Console
+from fusion_stream.supervisor import _Console, process_state
 from fusion_stream.transport import Subscriber
 
 from .conftest import Procs, collect_frames, wait_for
@@ -141,6 +141,10 @@ nodes:
 def test_ctrl_c_at_any_moment_leaves_no_child_after_5_s(procs: Procs, runtime_dir: Path, after_s: float) -> None:
     """While nodes are still starting, or with one stuck and one in its restart backoff."""
     launch = launcher(procs, runtime_dir, STUBBORN)
+    if after_s > 1:  # on a loaded machine imports alone can take seconds: wait for the runtimes
+        registry = Registry(runtime_dir, "stubborn")
+        wait_for(lambda: node_pids(registry, "stuck") and node_pids(registry, "steady"), 30.0, "the nodes to start")
+        after_s = 1.5  # their first /diagnostics (after 1 s): the supervisor knows they handle SIGINT
     time.sleep(after_s)
     t0 = time.monotonic()
     launch.send_signal(signal.SIGINT)
@@ -194,6 +198,61 @@ def test_a_node_that_stops_reporting_is_killed_and_restarted(procs: Procs, runti
     assert "hanger sent no /diagnostics for" in out, out
     assert "hanger died (killed by SIGKILL)" in out
     assert out.count("started hanger") == 2
+
+
+PAUSED = """
+graph: pause
+supervision: {heartbeat_timeout_s: 2, startup_grace_s: 4}
+nodes:
+  - name: paused
+    type: pattern
+    params: {kind: radar, topic: /paused, rate_hz: 20}
+"""
+
+
+def test_a_stopped_node_is_left_alone_and_continues(procs: Procs, runtime_dir: Path) -> None:
+    """SIGSTOP for longer than the heartbeat timeout is a pause, not a hang: the node is neither
+    killed nor respawned, resumes on SIGCONT with the same process and gets the whole timeout to
+    report again; Ctrl-C while a node is stopped still stops it gracefully (SIGINT, then SIGCONT)."""
+    launch = launcher(procs, runtime_dir, PAUSED)
+    launched = time.monotonic()
+    registry = Registry(runtime_dir, "pause")
+    with Subscriber("/paused", registry=registry, queue_size=200) as sub:
+        wait_for(lambda: sub.recv(timeout=0.2) is not None, 30.0, "the node to publish")
+        [pid] = node_pids(registry, "paused")
+        time.sleep(max(0.0, launched + 4.5 - time.monotonic()))  # past the start-up grace
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(3.5)  # heartbeat timeout 2 s: a busy node would have been killed by now
+        assert process_state(pid) == "T", "the stopped node was killed"
+        os.kill(pid, signal.SIGCONT)
+        while sub.recv(timeout=0) is not None:  # what was queued before the stop
+            pass
+        env = sub.recv_envelope(timeout=2.0)
+        assert env is not None, "no message within 2 s of SIGCONT"
+        time.sleep(2.5)  # longer than the timeout: the heartbeat clock started over at SIGCONT
+        assert node_pids(registry, "paused") == {pid} and alive(pid)
+        later = sub.recv_envelope(timeout=2.0)
+        assert later is not None and later.src == env.src, "the node was respawned after it continued"
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    launch.send_signal(signal.SIGINT)
+    out, _ = launch.communicate(timeout=15)
+    assert time.monotonic() - t0 < 2.0 + 1.0, f"a stopped node held the launcher up:\n{out}"  # SIGINT grace is 2 s
+    assert launch.returncode == 0 and not alive(pid), out
+    assert "still running: sending SIGTERM" not in out, out  # SIGCONT let it act on the SIGINT
+    assert "paused sent no /diagnostics for" in out and f"but is stopped by a signal (pid {pid}), not hung" in out, out
+    assert "paused continues after" in out, out
+    assert "killing it" not in out and out.count("started paused") == 1, out
+
+
+def test_process_state_of_a_stopped_and_a_gone_process(procs: Procs) -> None:
+    p = procs.python("-c", "import time; time.sleep(30)")
+    wait_for(lambda: process_state(p.pid) in ("S", "R"), 10.0, "the child to run")
+    p.send_signal(signal.SIGSTOP)
+    wait_for(lambda: process_state(p.pid) == "T", 5.0, "state T")
+    p.kill()
+    p.wait(timeout=5)
+    assert process_state(p.pid) is None
 
 
 def test_the_default_sim_graph_survives_kill_9_of_each_sensor(procs: Procs, runtime_dir: Path) -> None:

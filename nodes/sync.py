@@ -46,15 +46,22 @@ def setup(node: Node, p: Params) -> None:
     def on_message(env: Envelope) -> None:
         publish(stage.offer(env.topic, env.message, node.clock.now_ns()))
 
+    reported_wrong = {"n": 0}
+
     def report() -> dict[str, msgs.ScalarValue]:
         values = stage.diagnostics()
         lat = sorted(latency_ns)
         values["sync.added_latency_ms_p50"] = round(lat[len(lat) // 2] / 1e6, 3) if lat else 0.0
         values["sync.added_latency_ms_max"] = round(lat[-1] / 1e6, 3) if lat else 0.0
+        wrong = sum(stage.wrong_type.values())
+        problems = []
+        if wrong > reported_wrong["n"]:  # logged once per input and type: the status says it goes on
+            inputs = sorted({name for name, _ in stage.wrong_type})
+            problems.append(f"{wrong - reported_wrong['n']} messages of a wrong type on {', '.join(inputs)}")
+            reported_wrong["n"] = wrong
         if window["partial"]:
-            node.set_status(msgs.Level.WARN, f"{window['partial']} of {window['sets']} sets partial")
-        else:
-            node.set_status(msgs.Level.OK, "")
+            problems.append(f"{window['partial']} of {window['sets']} sets partial")
+        node.set_status(msgs.Level.WARN if problems else msgs.Level.OK, "; ".join(problems))
         latency_ns.clear()
         window.update(sets=0, partial=0)
         return values

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fusion_stream import msgs
 from fusion_stream.registry import Registry
-from fusion_stream.transport import Subscriber
+from fusion_stream.transport import Publisher, Subscriber
 
 from .conftest import Procs, collect_frames, wait_for
 
@@ -116,3 +116,45 @@ def test_sync_node_rejects_a_bad_configuration(procs: Procs, runtime_dir: Path) 
     _, err = p.communicate(timeout=20)
     assert p.returncode == 2
     assert "reference" in err and "inputs" in err
+
+
+def test_messages_of_a_wrong_type_on_sync_inputs_are_logged_once_and_counted(
+    procs: Procs, registry: Registry, runtime_dir: Path
+) -> None:
+    """Another program publishes its own type on the sync node's input topics: the node logs one
+    line per input and type (no traceback per message), counts them in /diagnostics and goes on."""
+    cfg = runtime_dir / "sync.yaml"
+    cfg.write_text(SYNC_YAML)
+    sync = procs.python("-m", "nodes.sync", "--name", "sync", "--params-file", str(cfg))
+    intruders = [
+        Publisher("/lidar/top/points", registry=registry, node="intruder", msg_type=msgs.Diagnostics),
+        Publisher("/camera/front/image", registry=registry, node="intruder", msg_type=msgs.ClockTick),
+    ]
+    wrong: dict[str, msgs.ScalarValue] = {}
+    statuses: list[str] = []  # a report's status is set by the report before it
+    try:
+        with Subscriber("/diagnostics", registry=registry, queue_size=100) as diags:
+            deadline = time.monotonic() + 20.0
+            while not (isinstance(n := wrong.get("sync.in.lidar.wrong_type"), int) and n >= 30 and statuses):
+                assert time.monotonic() < deadline, f"no wrong types counted in 20 s: {wrong}"
+                for i in range(10):
+                    intruders[0].publish(msgs.Diagnostics(stamp_ns=i + 1, node="x", level=msgs.Level.OK, message=""))
+                    intruders[1].publish(msgs.ClockTick(stamp_ns=i + 1))
+                    time.sleep(0.01)
+                while (d := diags.recv(timeout=0.05)) is not None:
+                    if isinstance(d, msgs.Diagnostics) and d.node == "sync":
+                        wrong = dict(d.values)
+                        if d.level == msgs.Level.WARN and "of a wrong type on" in d.message:
+                            statuses.append(d.message)
+        assert isinstance(c := wrong.get("sync.in.camera.wrong_type"), int) and c > 0, wrong
+        assert wrong["errors"] == 0, wrong
+    finally:
+        for p in intruders:
+            p.close()
+    assert sync.poll() is None, "sync node died"
+    sync.send_signal(signal.SIGTERM)
+    _, err = sync.communicate(timeout=10)
+    assert sync.returncode == 0, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.count("input lidar (/lidar/top/points): dropping Diagnostics messages") == 1, err[-3000:]
+    assert err.count("input camera (/camera/front/image): dropping ClockTick messages") == 1, err[-3000:]

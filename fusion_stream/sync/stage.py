@@ -4,10 +4,15 @@ The sync node wraps it with sockets; replay and evaluation can drive it directly
 time. It builds the configured policy, tells it each message's duration (audio chunks) and
 arrival time, turns emitted sets into ``SyncedFrame`` messages and keeps the numbers the
 diagnostics report.
+
+A message that is not a sensor message (a misrouted topic, another program publishing its own
+type on an input's topic) cannot join a set: it is dropped, logged once per input and type, and
+counted (``sync.in.NAME.wrong_type``), never an exception per message.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -17,6 +22,8 @@ from fusion_stream.sync.approximate import ApproximateTimePolicy
 from fusion_stream.sync.reference import InputConfig, ReferenceWindowPolicy
 from fusion_stream.sync.stats import InputStats
 from fusion_stream.wire import check_topic
+
+log = logging.getLogger(__name__)
 
 PolicyName = Literal["reference", "approximate"]
 
@@ -71,6 +78,8 @@ class SyncStage:
         self.sets = 0
         self.partial = 0
         self.missing: Counter[str] = Counter()
+        self.wrong_type: Counter[tuple[str, str]] = Counter()
+        """Messages dropped because they are not sensor messages, by (input name, type name)."""
         self._reference: ReferenceWindowPolicy[_Item] | None = None
         self._approx: ApproximateTimePolicy[_Item] | None = None
         if config.policy == "reference":
@@ -100,12 +109,25 @@ class SyncStage:
         return self._reference.resets if self._reference is not None else 0
 
     def offer(self, topic: str, msg: msgs.Message, now_ns: int) -> list[Emitted]:
-        """Feed one message received on ``topic`` at ``now_ns``; the frames it completes."""
+        """Feed one message received on ``topic`` at ``now_ns``; the frames it completes (none for
+        a message that is not a sensor message: it is counted in :attr:`wrong_type`)."""
         index = self._index.get(topic)
         if index is None:
             raise KeyError(f"topic {topic!r} is not an input of this synchronizer ({list(self._index)})")
         if not isinstance(msg, msgs.SENSOR_TYPES):
-            raise TypeError(f"cannot synchronize a {type(msg).__name__} (topic {topic})")
+            key = (self.names[index], type(msg).__name__)
+            if not self.wrong_type[key]:
+                log.warning(
+                    "input %s (%s): dropping %s messages, which cannot be synchronized (sensor messages only: %s); "
+                    "further ones are counted in sync.in.%s.wrong_type",
+                    key[0],
+                    topic,
+                    key[1],
+                    ", ".join(t.__name__ for t in msgs.SENSOR_TYPES),
+                    key[0],
+                )
+            self.wrong_type[key] += 1
+            return []
         item: _Item = (now_ns, cast(msgs.SensorMessage, msg))
         if self._reference is not None:
             duration = msg.duration_ns if isinstance(msg, msgs.AudioChunk) else 0
@@ -155,4 +177,7 @@ class SyncStage:
             values[f"sync.in.{name}.missing"] = self.missing[name]
             for reason, n in st.dropped.items():
                 values[f"sync.in.{name}.dropped.{reason}"] = n
+            wrong = sum(n for (input_name, _), n in self.wrong_type.items() if input_name == name)
+            if wrong:
+                values[f"sync.in.{name}.wrong_type"] = wrong
         return values

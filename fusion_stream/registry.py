@@ -35,7 +35,7 @@ import os
 import secrets
 import socket
 import stat
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from fusion_stream.errors import TopicNameError, TransportError
@@ -53,6 +53,7 @@ _HOSTNAME = socket.gethostname()
 _TMP = Path("/tmp")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block
+_WARNED: set[Path] = set()
 _FIX = f"set {ENV_RUNTIME_DIR} (or XDG_RUNTIME_DIR) to a directory of your own"
 
 
@@ -78,8 +79,8 @@ class TopicEntry:
         return _pid_alive(self.pid)
 
 
-_FIELDS = {f.name: f for f in fields(TopicEntry)}
-_REQUIRED = {"topic", "endpoint", "type", "node", "pid", "host", "src"}
+_FIELDS = frozenset(f.name for f in fields(TopicEntry))
+_REQUIRED = frozenset(f.name for f in fields(TopicEntry) if f.default is MISSING)
 
 
 def entry_from_json(data: object) -> TopicEntry:
@@ -172,13 +173,15 @@ def default_runtime_dir() -> Path:
             f"the runtime directory {fallback} {problem} (another user may have created it), "
             f"and no private alternative in your home directory: {err}; {_FIX}"
         ) from err
-    log.warning(
-        "the runtime directory %s %s (another user may have created it); using %s instead (%s to choose another)",
-        fallback,
-        problem,
-        alternative,
-        ENV_RUNTIME_DIR,
-    )
+    if fallback not in _WARNED:  # once per process, not at every Registry()
+        _WARNED.add(fallback)
+        log.warning(
+            "the runtime directory %s %s (another user may have created it); using %s instead (%s to choose another)",
+            fallback,
+            problem,
+            alternative,
+            ENV_RUNTIME_DIR,
+        )
     return alternative
 
 

@@ -371,7 +371,10 @@ class Subscriber:
             self._socket.setsockopt(zmq.SUBSCRIBE, wanted)
         for ep in endpoints or ():
             self._connect(ep)
+        self._started = False
+        self._refresh_failing = False
         self._sync_connections()
+        self._started = True
         self._pump: _LatestPump | None = None
         if latest:
             self._pump = _LatestPump(self, ctx)
@@ -417,7 +420,19 @@ class Subscriber:
         self._next_refresh = time.monotonic() + _REFRESH_S
         if not self._discover:
             return
-        wanted = {e.endpoint: e.server_key for e in self._registry.entries() if e.topic in self.topics}
+        try:
+            entries = self._registry.entries()
+        except (TransportError, OSError) as err:
+            if not self._started:  # at start the caller learns why it cannot subscribe
+                raise
+            if not self._refresh_failing:  # later: keep the links we have, say so once, retry
+                log.warning("cannot refresh publishers of %s (keeping current links): %s", self.topics, err)
+            self._refresh_failing = True
+            return
+        if self._refresh_failing:
+            log.warning("publishers of %s: registry readable again", self.topics)
+            self._refresh_failing = False
+        wanted = {e.endpoint: e.server_key for e in entries if e.topic in self.topics}
         current = set(wanted)
         for ep in current - self._connected:
             self._connect(ep, wanted[ep])

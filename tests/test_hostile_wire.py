@@ -354,3 +354,24 @@ def test_hostile_messages_to_the_launcher_and_a_relay_stop_nothing(
         out, err = launcher.communicate(timeout=15)
     assert launcher.returncode == 0, (out + err)[-3000:]
     assert "relay died" not in out + err
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_a_registry_that_turns_untrusted_while_running_keeps_the_links_it_has(
+    registry: Registry, caplog: pytest.LogCaptureFixture, latest: bool
+) -> None:
+    with Publisher("/in", registry=registry) as pub, Subscriber("/in", registry=registry, latest=latest) as sub:
+        sub.wait_for_publishers(5)
+
+        def received() -> bool:
+            pub.publish(testpattern.radar_scan(1))
+            return sub.recv(timeout=0.05) is not None
+
+        wait_for(received, 10, "subscriber to connect")
+        registry.path.chmod(0o777)  # now writable by others: the registry is refused
+        try:
+            time.sleep(0.3)  # a few refreshes
+            wait_for(received, 5, "messages over the existing link")
+            assert "cannot refresh publishers" in caplog.text
+        finally:
+            registry.path.chmod(0o700)

@@ -3,13 +3,20 @@
 It always works on the newest synced set and drops older ones rather than queueing (a late
 detection is worth less than a fresh one); partial sets run with the missing branches zeroed.
 ``/diagnostics`` carries per-stage latency (pre-process, inference, decode), end-to-end latency
-from the sensor stamp to publish (p50/p99), the backend, and how many sets were dropped."""
+from the sensor stamp to publish (p50/p99), the backend, and how many sets were dropped.
+
+Start-up is ordered so that a respawned node is back as soon as it can be: the model is loaded
+from the cached ONNX export (no torch import on a machine without an NVIDIA GPU) and run once
+before the node publishes or subscribes anything, so that neither its subscribers nor the
+supervisor ever see a node that is up but not ready, and its first real set is not the slow one."""
 
 from __future__ import annotations
 
 import collections
 import logging
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -45,9 +52,23 @@ def topics(p: Params) -> NodeTopics:
     return NodeTopics(inputs=(p.input,), outputs=(p.output,))
 
 
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/proc/driver/nvidia/version")
+"""Where an NVIDIA driver shows itself (``/dev/dxg``: WSL 2); CUDA cannot run without one."""
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is ``cpu`` where no NVIDIA driver is present, decided without importing torch
+    (seconds of start-up, paid again at each respawn); otherwise the backend decides."""
+    if device == "auto" and not any(Path(f).exists() for f in _GPU_DEVICE_FILES):
+        return "cpu"
+    return device
+
+
 def setup(node: Node, p: Params) -> None:
     from fusion_stream.infer.backends import load
     from fusion_stream.infer.pipeline import FusionPipeline
+
+    t0 = time.perf_counter()
 
     if not 0.0 <= p.threshold <= 1.0:
         raise ParamError("threshold", f"must be within [0, 1], got {p.threshold}")
@@ -56,11 +77,22 @@ def setup(node: Node, p: Params) -> None:
     except CalibrationError as err:
         raise ParamError("calib", str(err)) from err
     try:
-        backend = load(calib.resolve_path(p.weights), backend=p.backend, device=p.device, threads=p.threads)
+        backend = load(
+            calib.resolve_path(p.weights), backend=p.backend, device=resolve_device(p.device), threads=p.threads
+        )
     except FusionStreamError as err:
         raise ParamError("weights" if "weights" in str(err) else "backend", str(err)) from err
-    log.info("fusion model %s on %s (%s)", p.weights, backend.name, backend.device)
     pipeline = FusionPipeline(backend, rig, threshold=p.threshold, inputs=p.inputs, frame_id=p.frame_id)
+    first_ms = pipeline.warm_up()
+    log.info(
+        "fusion model %s on %s (%s): ready in %.2f s (first run %.0f ms)",
+        p.weights,
+        backend.name,
+        backend.device,
+        time.perf_counter() - t0,
+        first_ms,
+    )
+    # only now is the node visible on its topics: a subscriber or the supervisor sees a ready node
     pub = node.publisher(p.output, msgs.Detections)
     window: collections.deque[tuple[float, float, float, float, int]] = collections.deque(maxlen=100)
     counts = {"frames": 0, "partial": 0, "failed": 0}

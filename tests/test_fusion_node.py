@@ -6,15 +6,47 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from fusion_stream import calib, msgs
+from fusion_stream.infer.backends import onnx_for
 from fusion_stream.model import dataset
 from fusion_stream.registry import Registry
 from fusion_stream.transport import Publisher, Subscriber
+from nodes.fusion import resolve_device
 
 from .conftest import Procs, wait_for
 
 RIG = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+NO_GPU = resolve_device("auto") == "cpu"
+
+
+@pytest.mark.skipif(not NO_GPU, reason="with an NVIDIA driver, device auto asks torch for CUDA")
+def test_fusion_node_starts_from_the_cached_export_without_torch(procs: Procs, registry: Registry) -> None:
+    """What a respawn costs: with the ONNX export cached, the node as launch/sim.yaml runs it
+    (backend and device auto) loads and warms the model without importing torch (seconds), and
+    appears on /detections ready: the first set it gets is answered."""
+    onnx_for(calib.resolve_path("weights/fusion_sim.pt"))  # what the first start of a graph leaves
+    members = dataset.members_of(dataset.simulate(dataset.SampleSpec(seed=7, t=3.0, actors=12), RIG), RIG)
+    node = procs.python("-m", "nodes.fusion", "--name", "fusion")
+    with (
+        Publisher("/sync/frames", registry=registry) as pub,
+        Subscriber("/detections", registry=registry) as dets,
+    ):
+        dets.wait_for_publishers(60.0)
+        maps = Path(f"/proc/{node.pid}/maps").read_text()
+        assert "libtorch" not in maps, "the fusion node imported torch"
+        got = None
+        deadline = time.monotonic() + 20.0
+        while got is None and time.monotonic() < deadline:  # until its subscriber has joined
+            pub.publish(msgs.SyncedFrame(stamp_ns=time.time_ns(), frame_id="base_link", members=members))
+            got = dets.recv(timeout=0.2)
+        assert isinstance(got, msgs.Detections)
+    node.terminate()
+    _, err = node.communicate(timeout=10)
+    assert "ready in" in err and "first run" in err, err[-2000:]
 
 
 def test_fusion_node_detects_on_synced_sets_and_reports_stage_latency(procs: Procs, registry: Registry) -> None:

@@ -1,4 +1,8 @@
-"""Weights → ONNX: the network with its top-K decode, static shapes, standard ops only."""
+"""Weights → ONNX: the network with its top-K decode, static shapes, standard ops only.
+
+torch is imported only by the functions that export: the TensorRT backend imports this module
+for :func:`file_digest`, and a node that loads a cached export must not pay torch's import
+(seconds) on every start and respawn."""
 
 from __future__ import annotations
 
@@ -7,16 +11,17 @@ import json
 import os
 import warnings
 from pathlib import Path
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from fusion_stream.errors import InferenceError
 from fusion_stream.infer.backends import CONFIG_KEY
 from fusion_stream.model.config import OUTPUT_NAMES, ModelConfig
-from fusion_stream.model.net import FusionNet
 from fusion_stream.model.preprocess import INPUT_NAMES, batch, empty_inputs
-from fusion_stream.model.train import load_weights
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from fusion_stream.model.net import FusionNet
 
 # Operators TensorRT's ONNX parser (onnx-tensorrt, TensorRT 10) supports natively, restricted to
 # those a network like ours could emit. An op outside this set would need a plugin.
@@ -100,18 +105,24 @@ TENSORRT_OPS = frozenset(
 )
 
 
-class _Deployable(nn.Module):
+def _deployable(net: FusionNet) -> nn.Module:
     """The network as deployed: inputs in, decoded detections out."""
+    from torch import nn
 
-    def __init__(self, net: FusionNet) -> None:
-        super().__init__()
-        self.net = net
+    class Deployable(nn.Module):
+        def __init__(self, net: FusionNet) -> None:
+            super().__init__()
+            self.net = net
 
-    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        return self.net.detect(*inputs)
+        def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+            return self.net.detect(*inputs)
+
+    return Deployable(net)
 
 
 def example_inputs(cfg: ModelConfig, batch_size: int = 1) -> tuple[Tensor, ...]:
+    import torch
+
     frames = batch([empty_inputs(cfg)] * batch_size)
     return tuple(torch.from_numpy(frames[name]) for name in INPUT_NAMES)
 
@@ -120,6 +131,8 @@ def export_onnx(weights: Path | str, output: Path | str, *, opset: int = 17) -> 
     """Write the ONNX graph of the weights' network (batch 1) and check it."""
     if opset < 17:
         raise InferenceError(f"opset {opset} is too old: GridSample and the decode need opset >= 17")
+    from fusion_stream.model.train import load_weights
+
     net, _ = load_weights(weights)
     return export_net(net, output, opset=opset)
 
@@ -128,10 +141,12 @@ def export_net(net: FusionNet, output: Path | str, *, opset: int = 17) -> Path:
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # two nodes may export at once
+    import torch
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about Python floats in shapes
         torch.onnx.export(
-            _Deployable(net.eval()),
+            _deployable(net.eval()),
             example_inputs(net.cfg),
             str(tmp),
             input_names=list(INPUT_NAMES),

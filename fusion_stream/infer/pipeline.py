@@ -67,6 +67,14 @@ class FusionPipeline:
         self.inputs = {m: (inputs or {}).get(m, m) for m in MODALITIES}
         self.frame_id = frame_id
 
+    def warm_up(self) -> float:
+        """Run the network once on an empty set; the milliseconds it took. A backend's first run
+        allocates and plans (much slower than the next, on a GPU above all): a node does it before
+        it subscribes, so its first real set is not the one that pays."""
+        t0 = time.perf_counter()
+        self.backend.run(preprocess.batch([preprocess.empty_inputs(self.backend.config)]))
+        return (time.perf_counter() - t0) * 1e3
+
     def present(self, frame: msgs.SyncedFrame) -> list[str]:
         return [m for m, name in self.inputs.items() if frame.members.get(name)]
 

@@ -238,7 +238,7 @@ class Supervisor:
         self._console = _Console(self._output)
         try:
             self.registry.ensure()
-            self._params_dir.mkdir(mode=0o700, exist_ok=True)
+            self._params_dir = self.registry.params_dir()  # params/<pid>: swept if we are killed
             keys = CurveKeys.load(self.launch.keys, self.host) if self.launch.keys else None
             self._register_remote_topics(keys)
             # local nodes report over ipc; with keys, the other hosts' reports are readable too
@@ -472,6 +472,8 @@ class Supervisor:
             self._heartbeats = None
         for f in self._params_dir.glob("*.yaml"):
             f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not ours to remove if something else lies there
+            self._params_dir.rmdir()
         if self._console is not None:
             for report in self._console.take_drop_reports():
                 self._event(report)

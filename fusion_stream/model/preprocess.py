@@ -8,8 +8,10 @@ projection matrix, the microphones' positions), so a new rig needs no retraining
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -69,7 +71,274 @@ def pillarize(
     Unused pillar slots point at the dummy cell ``nx·ny`` and hold zeros. When there are more
     occupied cells than ``max_pillars``, the fullest are kept (ties by cell index), and within a
     cell the first ``max_points`` points in input order — so the result never depends on hashing
-    or threads."""
+    or threads. A point with a NaN or infinite coordinate is in no cell. One pass of a compiled
+    kernel, bit-identical to the numpy :func:`_pillarize_reference` (tests/test_kernels.py)."""
+    pillars, index, centres, _ = _pillarize(xy, features, cfg, max_pillars, max_points)
+    return pillars, index, centres
+
+
+def _pillarize(
+    xy: np.ndarray, features: np.ndarray, cfg: ModelConfig, max_pillars: int, max_points: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`pillarize`, and how many pillars are occupied (they come first)."""
+    nx, ny = cfg.grid
+    feats = np.asarray(features, np.float32)
+    if np.ndim(xy) != 2 or np.shape(xy)[1] < 2 or feats.ndim != 2 or len(feats) != len(xy):
+        # the kernel does not check bounds: a mismatch must stop here, not read past an array
+        raise FormatError(f"pillarize needs N×2 coordinates and N×F features, got {np.shape(xy)} and {feats.shape}")
+    pillars = np.zeros((max_pillars, max_points, feats.shape[1]), np.float32)
+    index = np.full(max_pillars, nx * ny, np.int64)
+    centres = np.zeros((max_pillars, 2), np.float32)
+    # numpy computes the cell in the coordinates' own precision (float32 stays float32): so does the kernel
+    single = np.asarray(xy).dtype == np.float32
+    kind = np.float32 if single else np.float64
+    xy = np.asarray(xy, np.float64)
+    used = _kernels().pillars(
+        xy[:, 0],
+        xy[:, 1],
+        single,
+        float(kind(cfg.x_range[0])),
+        float(kind(cfg.y_range[0])),
+        float(kind(cfg.cell)),
+        feats,
+        nx,
+        ny,
+        float(cfg.x_range[0]),
+        float(cfg.y_range[0]),
+        float(cfg.cell),
+        pillars,
+        index,
+        centres,
+    )
+    return pillars, index, centres, int(used)
+
+
+def lidar_inputs(points_rig: np.ndarray, intensity: np.ndarray, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """LiDAR points (rig frame) → pillars [P, N, 10] and their cells [P].
+
+    Point features: x, y, z, intensity, offsets to the pillar mean (3) and centre (2), valid."""
+    feats = _lidar_features(points_rig, intensity)
+    pillars, index, centres, used = _pillarize(
+        points_rig[:, :2], feats, cfg, cfg.lidar_pillars, cfg.lidar_points_per_pillar
+    )
+    _kernels().offsets(pillars, centres, used, 3, 4, 7)
+    return pillars, index
+
+
+def radar_inputs(
+    points_rig: np.ndarray, radial_velocity: np.ndarray, rcs: np.ndarray, origin: np.ndarray, cfg: ModelConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Radar detections (rig frame) → pillars [P, N, 10] and their cells [P].
+
+    Point features: x, y, z, radial velocity, RCS/10, the radial velocity as a vector along the
+    line of sight (2), offsets to the pillar centre (2), valid."""
+    feats = _radar_features(points_rig, radial_velocity, rcs, origin)
+    pillars, index, centres, used = _pillarize(
+        points_rig[:, :2], feats, cfg, cfg.radar_pillars, cfg.radar_points_per_pillar
+    )
+    _kernels().offsets(pillars, centres, used, 0, 7, 7)
+    return pillars, index
+
+
+def _lidar_features(points_rig: np.ndarray, intensity: np.ndarray) -> np.ndarray:
+    feats = np.zeros((len(points_rig), LIDAR_FEATURES), np.float32)
+    feats[:, :3] = points_rig
+    feats[:, 3] = intensity
+    feats[:, -1] = 1.0
+    return feats
+
+
+def _radar_features(
+    points_rig: np.ndarray, radial_velocity: np.ndarray, rcs: np.ndarray, origin: np.ndarray
+) -> np.ndarray:
+    los = points_rig[:, :2] - origin[:2]
+    los /= np.maximum(np.linalg.norm(los, axis=1, keepdims=True), 1e-6)
+    feats = np.zeros((len(points_rig), RADAR_FEATURES), np.float32)
+    feats[:, :3] = points_rig
+    feats[:, 3] = radial_velocity
+    feats[:, 4] = rcs / 10.0
+    feats[:, 5:7] = los * radial_velocity[:, None]
+    feats[:, -1] = 1.0
+    return feats
+
+
+# --------------------------------------------------------------------------- compiled kernels
+# Plain functions over arrays, compiled by numba on first use rather than at import (a command
+# that never pillarizes pays nothing, not even numba's import), with explicit signatures: any
+# layout of the arrays (a column view, an empty or a one-point cloud) runs the same machine code
+# instead of compiling another version. The code is cached next to this file, or in the user's
+# cache directory when the install is read-only; with neither writable it is compiled in memory
+# in each process. No fastmath: the same IEEE operations as numpy in the same order, so the
+# results are bit-identical.
+
+
+def _pillar_kernel(
+    x: np.ndarray,
+    y: np.ndarray,
+    single: bool,
+    x0: float,
+    y0: float,
+    cell: float,
+    feats: np.ndarray,
+    nx: int,
+    ny: int,
+    centre_x0: float,
+    centre_y0: float,
+    centre_cell: float,
+    pillars: np.ndarray,
+    index: np.ndarray,
+    centres: np.ndarray,
+) -> int:
+    """Fill ``pillars``, ``index`` and ``centres`` (zeros and the dummy cell on entry); the number
+    of occupied pillars.
+
+    A counting sort over the grid in place of numpy's stable argsort gives the same order: cells
+    ascending, a cell's points in input order. When cells overflow ``max_pillars``, a histogram
+    of the counts finds the fewest points a kept cell has (``threshold``); cells above it are all
+    kept and the first ``ties`` cells with exactly that many, ascending, as the reference's lexsort."""
+    n = x.shape[0]
+    max_pillars, max_points, n_feats = pillars.shape
+    point_cell = np.empty(n, np.int64)
+    counts = np.zeros(nx * ny, np.int64)
+    occupied = 0
+    most = 0
+    for i in range(n):
+        if single:  # float32 arithmetic: each float64 result rounded to float32 is the float32 result
+            fx = np.floor(np.float64(np.float32(np.float64(np.float32(x[i] - x0)) / cell)))
+            fy = np.floor(np.float64(np.float32(np.float64(np.float32(y[i] - y0)) / cell)))
+        else:
+            fx = np.floor((x[i] - x0) / cell)
+            fy = np.floor((y[i] - y0) / cell)
+        # comparing floats rejects NaN and ±inf, which numpy's cast turns into INT64_MIN (outside too)
+        if fx >= 0 and fx < nx and fy >= 0 and fy < ny:
+            c = np.int64(fx) * ny + np.int64(fy)
+            point_cell[i] = c
+            if counts[c] == 0:
+                occupied += 1
+            counts[c] += 1
+            most = max(most, counts[c])
+        else:
+            point_cell[i] = -1
+    threshold = 1
+    ties = occupied
+    if occupied > max_pillars:
+        histogram = np.zeros(most + 1, np.int64)
+        for c in range(nx * ny):
+            histogram[counts[c]] += 1
+        ties = max_pillars
+        threshold = most
+        while ties > histogram[threshold]:  # stops above 0: more than max_pillars cells hold points
+            ties -= histogram[threshold]
+            threshold -= 1
+    slot = counts  # reused in place: a cell's pillar slot, -1 for an empty or dropped cell
+    used = 0
+    for c in range(nx * ny):
+        k = counts[c]
+        keep = k > threshold
+        if k == threshold and ties > 0:
+            keep = True
+            ties -= 1
+        if keep:
+            slot[c] = used
+            index[used] = c
+            centres[used, 0] = np.float32(centre_x0 + (c // ny + 0.5) * centre_cell)
+            centres[used, 1] = np.float32(centre_y0 + (c % ny + 0.5) * centre_cell)
+            used += 1
+        else:
+            slot[c] = -1
+    filled = np.zeros(max(used, 1), np.int64)
+    for i in range(n):
+        c = point_cell[i]
+        if c >= 0:
+            s = slot[c]
+            if s >= 0 and filled[s] < max_points:
+                for f in range(n_feats):
+                    pillars[s, filled[s], f] = feats[i, f]
+                filled[s] += 1
+    return used
+
+
+def _offsets_kernel(
+    pillars: np.ndarray, centres: np.ndarray, used: int, mean_cols: int, mean_at: int, centre_at: int
+) -> None:
+    """In the first ``used`` pillars: columns ``mean_at…+mean_cols`` ← the first ``mean_cols``
+    coordinates minus their mean over the pillar's valid points, ``centre_at…+2`` ← x, y minus the
+    cell centre, each times the valid flag (last column).
+
+    float32 throughout, sums in point order (as numpy's reduction over that axis), padding rows
+    get ``(0 - m)·0``, a signed zero, exactly as in the reference."""
+    n_points, n_feats = pillars.shape[1], pillars.shape[2]
+    mean = np.zeros(max(mean_cols, 1), np.float32)
+    for p in range(used):
+        if mean_cols > 0:
+            count = np.float32(0.0)
+            for j in range(n_points):
+                count += pillars[p, j, n_feats - 1]
+            count = max(count, np.float32(1.0))
+            for k in range(mean_cols):
+                total = np.float32(0.0)
+                for j in range(n_points):
+                    total += pillars[p, j, k] * pillars[p, j, n_feats - 1]
+                mean[k] = total / count
+        for j in range(n_points):
+            valid = pillars[p, j, n_feats - 1]
+            for k in range(mean_cols):
+                pillars[p, j, mean_at + k] = (pillars[p, j, k] - mean[k]) * valid
+            for k in range(2):
+                pillars[p, j, centre_at + k] = (pillars[p, j, k] - centres[p, k]) * valid
+
+
+_PILLAR_SIGNATURES = [
+    "int64(float64[:], float64[:], boolean, float64, float64, float64, float32[:, :], int64, int64, "
+    "float64, float64, float64, float32[:, :, :], int64[:], float32[:, :])"
+]
+_OFFSETS_SIGNATURES = ["void(float32[:, :, :], float32[:, :], int64, int64, int64, int64)"]
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    pillars: Callable[..., int]
+    offsets: Callable[..., None]
+
+
+@functools.cache
+def _kernels() -> _Kernels:
+    """The compiled kernels, built on the first call in a process (loaded from numba's cache
+    when it has them)."""
+    return _Kernels(
+        pillars=_jit(_pillar_kernel, _PILLAR_SIGNATURES), offsets=_jit(_offsets_kernel, _OFFSETS_SIGNATURES)
+    )
+
+
+def compile_kernels() -> float:
+    """Compile the pre-processing kernels now (or load them from numba's cache); the milliseconds
+    it took. A node calls this before its first frame so that frame does not pay for it."""
+    t0 = time.perf_counter()
+    _kernels()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _jit(func: Callable[..., Any], signatures: list[str]) -> Callable[..., Any]:
+    """``numba.njit(signatures, cache=True, nogil=True)(func)``; without the cache when numba
+    finds no writable place for one (read-only install, no writable user cache directory)."""
+    import numba  # type: ignore[import-untyped]  # here, not at the top: only pillarizing processes pay its import
+
+    try:
+        return cast(Callable[..., Any], numba.njit(signatures, cache=True, nogil=True)(func))
+    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available for file ..."
+        if "no locator available" not in str(exc):
+            raise
+        return cast(Callable[..., Any], numba.njit(signatures, nogil=True)(func))
+
+
+# --------------------------------------------------------------------------- numpy references
+# The numpy implementation the kernels replaced, for tests/test_kernels.py and bench/kernels.py.
+
+
+def _pillarize_reference(
+    xy: np.ndarray, features: np.ndarray, cfg: ModelConfig, max_pillars: int, max_points: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`pillarize` in numpy (argsort, unique, lexsort)."""
     nx, ny = cfg.grid
     n_features = features.shape[1]
     pillars = np.zeros((max_pillars, max_points, n_features), np.float32)
@@ -102,7 +371,7 @@ def pillarize(
     return pillars, index, centres
 
 
-def _with_pillar_offsets(all_pillars: np.ndarray, centres: np.ndarray, xyz_cols: int) -> None:
+def _with_pillar_offsets_reference(all_pillars: np.ndarray, centres: np.ndarray, xyz_cols: int) -> None:
     """Fill the offset columns (to the pillar's mean point, then to its centre) in place.
 
     Layout of the last axis: [own features..., dx_mean, dy_mean, dz_mean?, dx_centre, dy_centre, valid]."""
@@ -117,35 +386,26 @@ def _with_pillar_offsets(all_pillars: np.ndarray, centres: np.ndarray, xyz_cols:
     pillars[..., off + xyz_cols : off + xyz_cols + 2] = (pillars[..., :2] - centres[:, None, :]) * valid
 
 
-def lidar_inputs(points_rig: np.ndarray, intensity: np.ndarray, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """LiDAR points (rig frame) → pillars [P, N, 10] and their cells [P].
-
-    Point features: x, y, z, intensity, offsets to the pillar mean (3) and centre (2), valid."""
-    feats = np.zeros((len(points_rig), LIDAR_FEATURES), np.float32)
-    feats[:, :3] = points_rig
-    feats[:, 3] = intensity
-    feats[:, -1] = 1.0
-    pillars, index, centres = pillarize(points_rig[:, :2], feats, cfg, cfg.lidar_pillars, cfg.lidar_points_per_pillar)
-    _with_pillar_offsets(pillars, centres, 3)
+def _lidar_inputs_reference(
+    points_rig: np.ndarray, intensity: np.ndarray, cfg: ModelConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lidar_inputs` in numpy."""
+    feats = _lidar_features(points_rig, intensity)
+    pillars, index, centres = _pillarize_reference(
+        points_rig[:, :2], feats, cfg, cfg.lidar_pillars, cfg.lidar_points_per_pillar
+    )
+    _with_pillar_offsets_reference(pillars, centres, 3)
     return pillars, index
 
 
-def radar_inputs(
+def _radar_inputs_reference(
     points_rig: np.ndarray, radial_velocity: np.ndarray, rcs: np.ndarray, origin: np.ndarray, cfg: ModelConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Radar detections (rig frame) → pillars [P, N, 10] and their cells [P].
-
-    Point features: x, y, z, radial velocity, RCS/10, the radial velocity as a vector along the
-    line of sight (2), offsets to the pillar centre (2), valid."""
-    los = points_rig[:, :2] - origin[:2]
-    los /= np.maximum(np.linalg.norm(los, axis=1, keepdims=True), 1e-6)
-    feats = np.zeros((len(points_rig), RADAR_FEATURES), np.float32)
-    feats[:, :3] = points_rig
-    feats[:, 3] = radial_velocity
-    feats[:, 4] = rcs / 10.0
-    feats[:, 5:7] = los * radial_velocity[:, None]
-    feats[:, -1] = 1.0
-    pillars, index, centres = pillarize(points_rig[:, :2], feats, cfg, cfg.radar_pillars, cfg.radar_points_per_pillar)
+    """:func:`radar_inputs` in numpy."""
+    feats = _radar_features(points_rig, radial_velocity, rcs, origin)
+    pillars, index, centres = _pillarize_reference(
+        points_rig[:, :2], feats, cfg, cfg.radar_pillars, cfg.radar_points_per_pillar
+    )
     valid = pillars[..., -1:]
     pillars[..., 7:9] = (pillars[..., :2] - centres[:, None, :]) * valid
     return pillars, index

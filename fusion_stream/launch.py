@@ -154,8 +154,9 @@ def parse_args(texts: Sequence[str]) -> dict[str, Any]:
 
 MAX_SUBSTITUTED_NODES = 50_000
 """Values that ``${arg}`` substitution may put into a launch file, counted as YAML nodes."""
-MAX_SUBSTITUTED_CHARS = 1 << 20
-"""Characters of the strings it may build: ``"${a}${a}..."`` with a long ``a`` multiplies."""
+MAX_SUBSTITUTED_CHARS = 64 << 10
+"""Characters of the strings it may build: ``"${a}${a}..."`` with a long ``a`` multiplies. Kept
+well under yamlio's file limit, as the launcher writes each node's params to a file it reads."""
 
 
 def _size(value: Any) -> int:

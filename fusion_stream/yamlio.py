@@ -130,10 +130,12 @@ class _BoundedComposer(Composer):
         return node
 
 
-def _loader_class() -> type:
+def _loader_class(libyaml: bool = True) -> Any:
     """libyaml's parser when PyYAML has it (C speed for the radar's large files), else PyYAML's
     own; composing (where the bounds are counted) and constructing are PyYAML's safe ones."""
     try:
+        if not libyaml:
+            raise ImportError("PyYAML's own parser asked for")
         from yaml._yaml import CParser  # type: ignore[import-not-found]
     except ImportError:
         from yaml.parser import Parser
@@ -149,7 +151,7 @@ def _loader_class() -> type:
                 SafeConstructor.__init__(self)
                 Resolver.__init__(self)
 
-        return PyBoundedLoader
+        return _guard_constructors(PyBoundedLoader)
 
     class CBoundedLoader(_BoundedComposer, CParser, SafeConstructor, Resolver):  # type: ignore[misc]
         def __init__(self, stream: str) -> None:
@@ -158,12 +160,16 @@ def _loader_class() -> type:
             SafeConstructor.__init__(self)
             Resolver.__init__(self)
 
-    return CBoundedLoader
+    return _guard_constructors(CBoundedLoader)
+
+
+def _guard_constructors(cls: Any) -> Any:
+    for tag in ("int", "float", "timestamp"):
+        cls.add_constructor(f"tag:yaml.org,2002:{tag}", _guarded(f"tag:yaml.org,2002:{tag}"))
+    return cls
 
 
 BoundedLoader: Any = _loader_class()
-for _tag in ("int", "float", "timestamp"):
-    BoundedLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _guarded(f"tag:yaml.org,2002:{_tag}"))
 
 
 def _loader(text: str, limits: Limits) -> Any:

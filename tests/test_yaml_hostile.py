@@ -97,7 +97,7 @@ def test_external_topics_must_be_topic_names(tmp_path: Path) -> None:
 
 def test_substitution_cannot_multiply_an_argument(tmp_path: Path) -> None:
     long = "x" * 60_000
-    refs = "${a}" * 20  # 1.2 MB from a 60 KB file
+    refs = "${a}" * 20  # 1.2 MB from a 60 KB file (the limit is 64 KiB)
     node = f"{{name: r, type: relay, params: {{input: /x, output: '{refs}'}}}}"
     text = f"graph: g\nargs: {{a: {long}}}\nnodes:\n  - {node}\n"
     with pytest.raises(LaunchError, match="argument substitution expands") as info:
@@ -133,6 +133,24 @@ def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
 def test_legitimate_anchors_still_work(tmp_path: Path) -> None:
     data = params.read_yaml(write(tmp_path, "p.yaml", "base: &b {x: 1, y: [1, 2]}\none: *b\ntwo: {<<: *b, x: 2}\n"))
     assert data["one"] == {"x": 1, "y": [1, 2]} and data["two"] == {"x": 2, "y": [1, 2]}
+
+
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_both_parsers_keep_the_bounds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, libyaml: bool) -> None:
+    """Without libyaml, PyYAML's own parser is used: the same bounds and the same quiet errors."""
+    monkeypatch.setattr(yamlio, "BoundedLoader", yamlio._loader_class(libyaml=libyaml))
+    for text, problem in (
+        (bomb(), "aliases expand to more than"),
+        ("x: " + "[" * 500 + "]" * 500, "nested more than 40 levels"),
+        ("x: &a [1, *a]", "refers to a node that contains it"),
+        ("x: " + "9" * 300, "int longer than 256"),
+        (f"a: 1\nb: '{SECRET}\n", "not valid YAML at line"),
+        (f"a: 1\n\tb: {SECRET}\n", "not valid YAML at line"),
+    ):
+        with pytest.raises(ParamError, match=problem) as info:
+            params.read_yaml(write(tmp_path, "p.yaml", text))
+        assert SECRET not in str(info.value)
+    assert params.read_yaml(write(tmp_path, "p.yaml", "a: &a {x: 1}\nb: *a\n")) == {"a": {"x": 1}, "b": {"x": 1}}
 
 
 # --------------------------------------------------------------------------- size and depth

@@ -13,9 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fusion_stream import calib
 from fusion_stream.errors import FormatError
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import ModelConfig
+from fusion_stream.sim import Scenario, World, lidar
+from fusion_stream.sim.scene import WEATHER_CLUTTER
 
 CFG = ModelConfig()
 NX, NY = CFG.grid
@@ -183,3 +186,50 @@ def test_compile_kernels_reports_its_time_and_is_done_once() -> None:
     first = preprocess.compile_kernels()
     assert first >= 0.0
     assert preprocess.compile_kernels() < 50.0  # already built in this process
+
+
+# --------------------------------------------------------------------------- simulated LiDAR returns
+
+
+@pytest.mark.parametrize("weather", ["clear", "rain", "fog"])
+def test_simulated_lidar_sweep_matches_the_numpy_post_processing(weather: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole simulated sweep (real ray casts into the scenario) with the compiled returns,
+    then again with the numpy ones: the same random draws give the same bytes."""
+    rig = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+    world = World(Scenario(seed=5, actors=25, weather=weather))
+    spec = lidar.LidarSpec.preset(64)
+    got = lidar.sweep(world, 31.0, rig["lidar_top"].extrinsics, spec, salt=2, stamp_ns=17)
+    monkeypatch.setattr(lidar, "_returns", lidar._returns_reference)
+    want = lidar.sweep(world, 31.0, rig["lidar_top"].extrinsics, spec, salt=2, stamp_ns=17)
+    assert len(got.data) > 10_000
+    same((got.data, got.label), (want.data, want.label))
+    if weather != "clear":
+        assert (got.label == WEATHER_CLUTTER).any()
+
+
+@pytest.mark.parametrize("weather", ["clear", "rain", "fog"])
+def test_lidar_returns_match_numpy_on_random_and_hostile_hits(weather: str) -> None:
+    """Synthetic hits with what a ray caster never gives too: NaN and negative distances, hits
+    inside the minimum range, no hit at all, grazing and reflective extremes."""
+    rng = np.random.default_rng(9)
+    spec = lidar.LidarSpec(beams=16, columns=256)
+    shape = (spec.columns, spec.beams)
+    distance = rng.uniform(0.0, 120.0, shape)
+    distance[rng.random(shape) < 0.2] = np.inf
+    distance.flat[rng.integers(0, distance.size, 40)] = rng.choice([np.nan, -np.inf, -3.0, 0.0, spec.min_range_m], 40)
+    reflect = rng.choice([0.0, 0.05, 0.4, 1.0], shape)
+    cosine = rng.uniform(0.0, 1.0, shape)
+    label = rng.integers(-4, 30, shape)
+    times = 10.0 + (np.arange(spec.columns) + 0.5) / spec.columns * spec.period_s
+    args = (distance, reflect, cosine, label, spec.directions(), times, 10.0, spec, weather)
+    got = lidar._returns(*args, np.random.default_rng(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = lidar._returns_reference(*args, np.random.default_rng(4))
+    same((got.data, got.label), (want.data, want.label))
+    assert len(got.data) > 0
+    nothing = (np.full(shape, np.inf), *args[1:])  # no ray hit: in rain and fog, clutter only
+    got = lidar._returns(*nothing, np.random.default_rng(4))
+    want = lidar._returns_reference(*nothing, np.random.default_rng(4))
+    same((got.data, got.label), (want.data, want.label))
+    assert got.data.shape[1] == 6 and (len(got.data) == 0) == (weather == "clear")

@@ -7,8 +7,11 @@ why real sweeps look smeared when the car moves, and why ``time_offset`` exists.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -98,7 +101,6 @@ def sweep(
     Random effects are seeded by (scenario seed, ``salt``, ``stamp_ns``), so the same call gives
     the same points in any process."""
     weather = world.scenario.weather
-    dropout, extinction, clutter = _WEATHER[weather]
     rng = np.random.default_rng([world.scenario.seed, 1, salt, stamp_ns])
     cols = np.arange(spec.columns)
     times = start_s + (cols + 0.5) / spec.columns * spec.period_s
@@ -135,6 +137,160 @@ def sweep(
             r[np.flatnonzero(on_ground)[paint]] = _PAINT_REFLECTIVITY
         reflect[sector] = r.reshape(shape)
 
+    return _returns(distance, reflect, cosine, label, dirs_sensor, times, start_s, spec, weather, rng)
+
+
+def _returns(
+    distance: np.ndarray,
+    reflect: np.ndarray,
+    cosine: np.ndarray,
+    label: np.ndarray,
+    dirs_sensor: np.ndarray,
+    times: np.ndarray,
+    start_s: float,
+    spec: LidarSpec,
+    weather: str,
+    rng: np.random.Generator,
+) -> Sweep:
+    """Ray hits (columns × beams) → the sweep's points: which rays return (range, light back,
+    dropout, absorption, weather clutter), with noise, as N×6 rows in column-then-beam order.
+
+    One pass of a compiled kernel; the random draws stay numpy's, in the same order, so the
+    result is bit-identical to :func:`_returns_reference`."""
+    dropout, extinction, clutter = _WEATHER[weather]
+    # the random draws, in the order and shapes the numpy reference makes them (_returns_reference)
+    shape = distance.shape
+    lost, absorbed = rng.random(shape), rng.random(shape)
+    rng_noise = rng.normal(0.0, spec.range_noise_m, shape)
+    spurious_draw, spurious_range = (
+        (rng.random(shape), rng.uniform(spec.min_range_m, 8.0, shape))
+        if clutter > 0
+        else (np.empty((0, 0)), np.empty((0, 0)))
+    )
+    if extinction > 0:  # numpy's exp, not the kernel's: libm and numpy's SIMD exp may differ in the last bit
+        hit = np.isfinite(distance) & (distance >= spec.min_range_m)
+        attenuation = np.exp(-2 * extinction * np.where(hit, distance, 1.0))
+    else:
+        attenuation = np.empty((0, 0))  # exp(-0) = 1 exactly
+    data = np.empty((distance.size, len(FIELDS)), np.float32)
+    kept_intensity = np.empty(distance.size)
+    kept_label = np.empty(distance.size, np.int64)
+    n = _returns_kernel()(
+        distance,
+        reflect,
+        cosine,
+        label,
+        dirs_sensor,
+        times - start_s,
+        spec.min_range_m,
+        attenuation,
+        dropout,
+        clutter,
+        lost,
+        absorbed,
+        rng_noise,
+        spurious_draw,
+        spurious_range,
+        WEATHER_CLUTTER,
+        data,
+        kept_intensity,
+        kept_label,
+    )
+    data = data[:n]
+    data[:, 3] = np.clip(kept_intensity[:n] + rng.normal(0, 0.01, n), 0.0, 1.0)
+    return Sweep(data=data, label=kept_label[:n])
+
+
+def _returns_loop(
+    distance: np.ndarray,
+    reflect: np.ndarray,
+    cosine: np.ndarray,
+    label: np.ndarray,
+    dirs: np.ndarray,
+    column_offset: np.ndarray,
+    min_range: float,
+    attenuation: np.ndarray,
+    dropout: float,
+    clutter: float,
+    lost: np.ndarray,
+    absorbed: np.ndarray,
+    noise: np.ndarray,
+    spurious_draw: np.ndarray,
+    spurious_range: np.ndarray,
+    clutter_label: int,
+    data: np.ndarray,
+    kept_intensity: np.ndarray,
+    kept_label: np.ndarray,
+) -> int:
+    """The kernel of :func:`_returns`: fills the first rows of ``data`` (all but the intensity
+    column), ``kept_intensity`` and ``kept_label``; the number of points. An empty
+    ``attenuation`` means 1 everywhere, an empty ``spurious_draw`` no clutter. The reference's
+    float64 expressions, operand for operand."""
+    n_cols, n_beams = distance.shape
+    has_attenuation = attenuation.shape[0] > 0
+    has_clutter = spurious_draw.shape[0] > 0
+    n = 0
+    for c in range(n_cols):
+        for b in range(n_beams):
+            d = distance[c, b]
+            hit = math.isfinite(d) and d >= min_range
+            safe = d if hit else 1.0
+            light = attenuation[c, b] if has_attenuation else 1.0
+            intensity = reflect[c, b] * (0.3 + 0.7 * cosine[c, b]) * light
+            scale = safe / 40.0
+            strong = intensity / (scale * scale) > 0.01
+            kept = hit and strong and lost[c, b] >= dropout and absorbed[c, b] < light
+            measured = d + noise[c, b]
+            owner = label[c, b]
+            if has_clutter and not kept and spurious_draw[c, b] < clutter:
+                measured, intensity, owner, kept = spurious_range[c, b], 0.02, clutter_label, True
+            if kept:
+                for k in range(3):
+                    data[n, k] = np.float32(dirs[c, b, k] * measured)
+                data[n, 4] = np.float32(b)
+                data[n, 5] = np.float32(column_offset[c])
+                kept_intensity[n] = intensity
+                kept_label[n] = owner
+                n += 1
+    return n
+
+
+_RETURNS_SIGNATURE = (
+    "int64(float64[:, :], float64[:, :], float64[:, :], int64[:, :], float64[:, :, :], float64[:], float64, "
+    "float64[:, :], float64, float64, float64[:, :], float64[:, :], float64[:, :], float64[:, :], float64[:, :], "
+    "int64, float32[:, :], float64[:], int64[:])"
+)
+
+
+@functools.cache
+def _returns_kernel() -> Callable[..., int]:
+    """:func:`_returns_loop` compiled on first use (numba's cache when it can write one, see
+    :func:`fusion_stream.model.preprocess._jit`, whose fallback this repeats)."""
+    import numba  # type: ignore[import-untyped]  # lazy: a process that simulates no LiDAR does not import it
+
+    try:
+        return cast(Callable[..., int], numba.njit([_RETURNS_SIGNATURE], cache=True, nogil=True)(_returns_loop))
+    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available for file ..."
+        if "no locator available" not in str(exc):
+            raise
+        return cast(Callable[..., int], numba.njit([_RETURNS_SIGNATURE], nogil=True)(_returns_loop))
+
+
+def _returns_reference(
+    distance: np.ndarray,
+    reflect: np.ndarray,
+    cosine: np.ndarray,
+    label: np.ndarray,
+    dirs_sensor: np.ndarray,
+    times: np.ndarray,
+    start_s: float,
+    spec: LidarSpec,
+    weather: str,
+    rng: np.random.Generator,
+) -> Sweep:
+    """Ray hits → the sweep's points: the numpy code :func:`_returns` replaced, for
+    tests/test_kernels.py and bench/kernels.py."""
+    dropout, extinction, clutter = _WEATHER[weather]
     hit = np.isfinite(distance) & (distance >= spec.min_range_m)
     safe = np.where(hit, distance, 1.0)
     attenuation = np.exp(-2 * extinction * safe)

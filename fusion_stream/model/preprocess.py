@@ -211,7 +211,7 @@ def _pillar_kernel(
             fy = np.floor((y[i] - y0) / cell)
         # comparing floats rejects NaN and ±inf, which numpy's cast turns into INT64_MIN (outside too)
         if fx >= 0 and fx < nx and fy >= 0 and fy < ny:
-            c = np.int64(fx) * ny + np.int64(fy)
+            c = int(fx) * ny + int(fy)
             point_cell[i] = c
             if counts[c] == 0:
                 occupied += 1

@@ -3,7 +3,12 @@
 Part 1 (one process, one model at a time): frames per second and CPU milliseconds per frame for
 the LiDAR (32 and 64 beams), camera, radar and audio models, against their nominal rates. The
 baseline in the same run is open3d casting the camera's rays alone (no shading), since these
-machines' speed varies from run to run.
+machines' speed varies from run to run; the ray-cast camera the rasterized one replaced is timed
+next to it (the "before" figure).
+
+``--compare N``: the rasterized camera against the ray-cast reference on N scenes (seeds, times,
+light and weather drawn as for training data): mean absolute RGB difference, label agreement and
+depth error, per condition and overall.
 
 Part 2 (``--rig S``): ``launch/sim.yaml`` under the supervisor for S seconds, every sensor in its
 own process; the achieved rates and skipped frames are read from each node's ``/diagnostics``
@@ -11,6 +16,7 @@ own process; the achieved rates and skipped frames are read from each node's ``/
 
     python bench/sim.py             # models only
     python bench/sim.py --rig 60    # and 60 s of the full rig
+    python bench/sim.py --frames 0 --compare 40   # only the camera comparison, 40 scenes
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from rich.console import Console
 from rich.table import Table
 
 from fusion_stream import calib, launch, msgs
+from fusion_stream.model.dataset import plan
 from fusion_stream.registry import Registry
 from fusion_stream.sim import Scenario, World, audio, lidar, radar
 from fusion_stream.sim.camera import CameraModel
+from fusion_stream.sim.camera_raycast import RayCastCamera
 from fusion_stream.sim.scene import Raycaster, build_mesh, sensor_poses, solids
 from fusion_stream.supervisor import Supervisor, default_launch_dir
 from fusion_stream.transport import Subscriber
@@ -52,15 +60,17 @@ def models(frames: int) -> Table:
     cam, lid, rad, mic = rig["camera_front"], rig["lidar_top"], rig["radar_front"], rig["mic_array"]
     assert cam.intrinsics is not None and mic.microphones is not None
     camera = CameraModel(cam.intrinsics, cam.distortion)
+    reference = RayCastCamera(cam.intrinsics, cam.distortion)
     t0 = 20.0
     origins, rotations = sensor_poses(world, np.array([t0]), world.ego_pose(t0)[0], cam.extrinsics)
-    rays = camera._ray_buffer(rotations[0]).copy()
+    rays = reference._ray_buffer(rotations[0]).copy()
     rays[:, :3] = origins[0]
     caster = Raycaster(build_mesh(solids(world, t0, world.ego_pose(t0)[0], 150.0)))
     spec = audio.ArraySpec()
     cases: list[tuple[str, float, Callable[[int], object]]] = [
         ("baseline: open3d cast of the camera's rays", 15.0, lambda i: caster.cast_rays(rays)),
-        ("camera 640x384", 15.0, lambda i: camera.render(world, t0 + i / 15, cam.extrinsics)),
+        ("camera 640x384, ray cast (before)", 15.0, lambda i: reference.render(world, t0 + i / 15, cam.extrinsics)),
+        ("camera 640x384, rasterized", 15.0, lambda i: camera.render(world, t0 + i / 15, cam.extrinsics)),
         ("lidar 32 beams", 10.0, lambda i: lidar.sweep(world, t0 + i / 10, lid.extrinsics, lidar.LidarSpec())),
         ("lidar 64 beams", 10.0, lambda i: lidar.sweep(world, t0 + i / 10, lid.extrinsics, lidar.LidarSpec.preset(64))),
         ("radar", 13.0, lambda i: radar.scan(world, t0 + i / 13, rad.extrinsics, radar.RadarSpec())),
@@ -74,6 +84,39 @@ def models(frames: int) -> Table:
     for name, nominal, step in cases:
         fps, cpu_ms = _measure(step, frames)
         table.add_row(name, f"{fps:.1f}", f"{cpu_ms:.1f}", f"{nominal:g}", f"{cpu_ms * nominal / 10:.0f} %")
+    return table
+
+
+def compare_cameras(scenes: int) -> Table:
+    """The rasterized camera against the ray-cast reference, frame by frame on the same scenes."""
+    rig = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+    cam = rig["camera_front"]
+    assert cam.intrinsics is not None
+    new, ref = CameraModel(cam.intrinsics, cam.distortion), RayCastCamera(cam.intrinsics, cam.distortion)
+    rows: dict[str, list[tuple[float, float, float, float]]] = {}
+    for spec in plan(range(100, 100 + scenes), 1):
+        world = World(Scenario(seed=spec.seed, actors=spec.actors, condition=spec.condition, weather=spec.weather))  # type: ignore[arg-type]
+        t = round(spec.t * 15) / 15
+        a = new.render(world, t, cam.extrinsics, stamp_ns=spec.seed)
+        b = ref.render(world, t, cam.extrinsics, stamp_ns=spec.seed)
+        both = np.isfinite(a.depth) & np.isfinite(b.depth)
+        error = np.abs(a.depth[both] - b.depth[both])
+        stats = (
+            float(np.abs(a.rgb.astype(np.int64) - b.rgb).mean()),
+            float((a.label == b.label).mean()),
+            float(np.median(error)),
+            float((error > 0.05).mean()),
+        )
+        for key in (f"{spec.condition}, {spec.weather}", "all"):
+            rows.setdefault(key, []).append(stats)
+    table = Table(
+        "scenes", "n", "mean |RGB diff| (0-255)", "label agreement", "median depth error", "depth off > 5 cm", box=None
+    )
+    for key, values in sorted(rows.items(), key=lambda kv: kv[0] == "all"):
+        m = np.mean(np.array(values), axis=0)
+        table.add_row(
+            key, str(len(values)), f"{m[0]:.3f}", f"{m[1] * 100:.3f} %", f"{m[2] * 1e3:.3f} mm", f"{m[3] * 100:.3f} %"
+        )
     return table
 
 
@@ -120,9 +163,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=20, help="frames per model (default 20)")
     ap.add_argument("--rig", type=float, default=0.0, metavar="S", help="also run the full rig for S seconds")
+    ap.add_argument("--compare", type=int, default=0, metavar="N", help="rasterized vs ray-cast camera on N scenes")
     args = ap.parse_args()
     console.print(f"machine: {os.cpu_count()} CPUs; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    console.print(models(args.frames))
+    if args.frames > 0:
+        console.print(models(args.frames))
+    if args.compare > 0:
+        console.print(compare_cameras(args.compare))
     if args.rig > 0:
         console.print(full_rig(args.rig))
 

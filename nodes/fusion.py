@@ -1,9 +1,16 @@
-"""Fusion node: ``/sync/frames`` → the fusion network → ``Detections`` on ``/detections``.
+"""Fusion node: synced sets → the fusion network → ``Detections`` on ``/detections``.
 
-It always works on the newest synced set and drops older ones rather than queueing (a late
+The sets come from ``/sync/frames`` (a sync node), or, with a ``sync:`` block in the parameters
+(the sync node's keys), from the sync stage run in this process on the sensor topics themselves:
+each sensor frame is then received and decoded once, here, instead of by the sync node and again
+by this node. ``publish_sets: /sync/frames`` also publishes those sets, for a recorder or the demo.
+
+It always works on the newest synced set and skips older ones rather than queueing (a late
 detection is worth less than a fresh one); partial sets run with the missing branches zeroed.
 ``/diagnostics`` carries per-stage latency (pre-process, inference, decode), end-to-end latency
-from the sensor stamp to publish (p50/p99), the backend, and how many sets were dropped.
+from the sensor stamp to publish (p50/p99), the backend, and how many sets were skipped; with the
+in-process sync, also the sync's own values (``sync.*``: partial sets, late and wrong-type
+messages, stand-ins) and its status, as the sync node reports them.
 
 Start-up is ordered so that a respawned node is back as soon as it can be: the model is loaded
 from the cached ONNX export (no torch import on a machine without an NVIDIA GPU) and run once
@@ -12,20 +19,28 @@ supervisor ever see a node that is up but not ready, and its first real set is n
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+import zmq
 
 from fusion_stream import calib, msgs
 from fusion_stream.errors import CalibrationError, FusionStreamError, ParamError
 from fusion_stream.launch import NodeTopics
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
-from fusion_stream.wire import Envelope
+from fusion_stream.sync.live import NewestSet
+from fusion_stream.sync.settings import EmbeddedParams, config_from
+from fusion_stream.sync.stage import Emitted, SyncConfig, SyncStage
+from fusion_stream.wire import Envelope, check_topic
+
+if TYPE_CHECKING:
+    from fusion_stream.infer.pipeline import PipelineReport
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +61,40 @@ class Params:
     cores to the sensor processes on a small machine; raise it where inference has cores of its own."""
     inputs: dict[str, str] = field(default_factory=dict)
     """Model modality → synced-set input name, where they differ (e.g. {lidar: top_lidar})."""
+    sync: EmbeddedParams | None = None
+    """Synchronize in this process, with the sync node's parameters (``inputs``, ``deadline_ms``,
+    ``calib`` ...; ``calib`` defaults to this node's): the node subscribes to the inputs' topics
+    instead of ``input``."""
+    publish_sets: str = ""
+    """With ``sync``: a topic on which to publish every set as well (``/sync/frames``); empty: none."""
 
 
 def topics(p: Params) -> NodeTopics:
-    return NodeTopics(inputs=(p.input,), outputs=(p.output,))
+    if p.sync is None:
+        return NodeTopics(inputs=(p.input,), outputs=(p.output,))
+    sets = (p.publish_sets,) if p.publish_sets else ()
+    return NodeTopics(inputs=tuple(i.topic for i in p.sync.inputs), outputs=(p.output, *sets))
 
+
+def sync_config(p: Params) -> SyncConfig | None:
+    """The in-process sync's stage config (None: sets come from ``input``); ParamError if bad."""
+    if p.sync is None:
+        if p.publish_sets:
+            raise ParamError("publish_sets", "publishes the sets of the in-process sync: give a sync block too")
+        return None
+    if p.publish_sets:
+        try:
+            check_topic(p.publish_sets)
+        except ValueError as err:
+            raise ParamError("publish_sets", str(err)) from err
+    sync = p.sync if p.sync.calib else dataclasses.replace(p.sync, calib=p.calib)
+    try:
+        return config_from(sync)
+    except ParamError as err:
+        raise ParamError(f"sync.{err.key}", err.reason) from err
+
+
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 _GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/proc/driver/nvidia/version")
 """Where an NVIDIA driver shows itself (``/dev/dxg``: WSL 2); CUDA cannot run without one."""
@@ -66,12 +110,13 @@ def resolve_device(device: str) -> str:
 
 def setup(node: Node, p: Params) -> None:
     from fusion_stream.infer.backends import load
-    from fusion_stream.infer.pipeline import FusionPipeline
+    from fusion_stream.infer.pipeline import FusionPipeline, PipelineReport
 
     t0 = time.perf_counter()
 
     if not 0.0 <= p.threshold <= 1.0:
         raise ParamError("threshold", f"must be within [0, 1], got {p.threshold}")
+    config = sync_config(p)  # before the model: a bad sync block exits at once
     try:
         rig = calib.load(calib.resolve_path(p.calib))
     except CalibrationError as err:
@@ -94,51 +139,72 @@ def setup(node: Node, p: Params) -> None:
     )
     # only now is the node visible on its topics: a subscriber or the supervisor sees a ready node
     pub = node.publisher(p.output, msgs.Detections)
-    window: collections.deque[tuple[float, float, float, float, int]] = collections.deque(maxlen=100)
-    counts = {"frames": 0, "partial": 0, "failed": 0}
+    report = PipelineReport(backend.name)
 
-    def on_frame(env: Envelope) -> None:
-        frame = env.message
-        if not isinstance(frame, msgs.SyncedFrame):
-            return
+    def run(frame: msgs.SyncedFrame) -> None:
         try:
             det, times = pipeline.process(frame)
         except FusionStreamError as err:
-            counts["failed"] += 1
+            report.failed += 1
             log.warning("set at %d ns skipped: %s", frame.stamp_ns, err)
             return
         pub.publish(det)
-        counts["frames"] += 1
-        counts["partial"] += bool(frame.missing)
-        sensor_stamp = min((m.stamp_ns for ms in frame.members.values() for m in ms), default=frame.stamp_ns)
-        e2e = (node.clock.now_ns() - sensor_stamp) / 1e6
-        window.append((times.preprocess_ms, times.inference_ms, times.decode_ms, e2e, len(det.boxes)))
+        report.ran(frame, det, times, node.clock.now_ns())
+
+    if config is not None:
+        _sync_in_process(node, config, p.publish_sets, run, report)
+        return
+
+    def on_frame(env: Envelope) -> None:
+        if isinstance(env.message, msgs.SyncedFrame):
+            run(env.message)
 
     sub = node.subscribe(p.input, on_frame, latest=True)
+    node.add_diagnostics(lambda: report.values(skipped=sub.stats.superseded))
 
-    def report() -> dict[str, msgs.ScalarValue]:
-        values: dict[str, msgs.ScalarValue] = {
-            "backend": backend.name,
-            "frames": counts["frames"],
-            "partial_sets": counts["partial"],
-            "failed_sets": counts["failed"],
-            "dropped_sets": sub.stats.superseded,
-        }
-        if window:
-            a = np.array(window)
-            values.update(
-                {
-                    "preprocess_ms_p50": round(float(np.percentile(a[:, 0], 50)), 2),
-                    "inference_ms_p50": round(float(np.percentile(a[:, 1], 50)), 2),
-                    "decode_ms_p50": round(float(np.percentile(a[:, 2], 50)), 2),
-                    "e2e_ms_p50": round(float(np.percentile(a[:, 3], 50)), 1),
-                    "e2e_ms_p99": round(float(np.percentile(a[:, 3], 99)), 1),
-                    "detections_per_frame": round(float(a[:, 4].mean()), 2),
-                }
-            )
-        return values
 
-    node.add_diagnostics(report)
+def _sync_in_process(
+    node: Node,
+    config: SyncConfig,
+    publish_sets: str,
+    run: Callable[[msgs.SyncedFrame], None],
+    report: PipelineReport,
+) -> None:
+    """Sensor topics → the sync stage → ``run`` on the newest set whenever the model is free.
+
+    Every message goes into the stage (queued, not ``latest``: a set needs each message of the
+    other inputs within its window). A set is run as soon as nothing else waits on the socket
+    (what waits may complete a newer set, which then wins) or at the next 5 ms tick."""
+    sets_pub = node.publisher(publish_sets, msgs.SyncedFrame) if publish_sets else None
+
+    def publish_set(e: Emitted) -> None:
+        if sets_pub is not None:
+            sets_pub.publish(e.frame)
+
+    sets = NewestSet(SyncStage(config), node.clock.now_ns, on_set=publish_set if sets_pub else None)
+
+    def run_newest() -> None:
+        e = sets.take()
+        if e is not None:
+            run(e.frame)
+
+    def on_message(env: Envelope) -> None:
+        sets.offer(env.topic, env.message, node.clock.now_ns())
+        if sets.ready and not sub.socket.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+            run_newest()
+
+    def tick() -> None:
+        sets.poll(node.clock.now_ns())
+        run_newest()
+
+    def diagnostics() -> dict[str, msgs.ScalarValue]:
+        values, level, message = sets.report.report()
+        node.set_status(level, message)
+        return {**report.values(skipped=sets.skipped), **values}
+
+    sub = node.subscribe(sets.stage.topics, on_message, queue_size=config.queue_size)
+    node.timer(0.005, tick)
+    node.add_diagnostics(diagnostics)
 
 
 if __name__ == "__main__":

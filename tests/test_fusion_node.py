@@ -1,5 +1,7 @@
 """The fusion node as a real process: synced sets of simulated data in, detections out; newest
-set wins; partial sets still run; a bad weights file exits with a clear message."""
+set wins; partial sets still run; a bad weights file exits with a clear message. With a ``sync:``
+block it synchronizes the sensor topics itself (one hop less): fed by real sensor processes, checked
+by the launch checker, skipping to the newest set when the model falls behind."""
 
 from __future__ import annotations
 
@@ -8,12 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from fusion_stream import calib, msgs
+from fusion_stream import calib, launch, msgs
+from fusion_stream.errors import LaunchError
 from fusion_stream.infer.backends import onnx_for
 from fusion_stream.model import dataset
 from fusion_stream.registry import Registry
+from fusion_stream.sync.live import NewestSet
+from fusion_stream.sync.settings import EmbeddedParams, InputParams, config_from
+from fusion_stream.sync.stage import SyncStage
 from fusion_stream.transport import Publisher, Subscriber
 from nodes.fusion import resolve_device
 
@@ -126,3 +133,185 @@ def test_fusion_node_with_missing_weights_exits_2_naming_the_file(registry: Regi
         timeout=60,
     )
     assert proc.returncode == 2 and "threshold" in proc.stderr
+
+
+# --------------------------------------------------------------------------- in-process sync
+
+SYNC_BLOCK = """
+sync:
+  deadline_ms: 150
+  inputs:
+    - {name: lidar, topic: /lidar/top/points, mode: reference, period_ms: 100, sensor: lidar_top}
+    - {name: camera, topic: /camera/front/image, mode: nearest, slop_ms: 40, period_ms: 66.667}
+    - {name: radar, topic: /radar/front/points, mode: nearest, slop_ms: 45}
+"""
+
+
+def pattern(procs: Procs, name: str, *params: str) -> None:
+    procs.python("-m", "nodes.pattern", "--name", name, *(a for p in params for a in ("-p", p)))
+
+
+def test_fusion_node_with_in_process_sync_detects_on_sensor_topics(
+    procs: Procs, registry: Registry, runtime_dir: Path
+) -> None:
+    """LiDAR and camera publishers (real processes), no radar: the fusion node subscribes to the
+    sensor topics itself, its detections carry the sweeps' stamps, every set is partial (radar
+    missing; the camera too while it starts, or on a busy machine) and published on /sync/frames
+    as well, and /diagnostics has the sync's own values."""
+    cfg = runtime_dir / "fusion.yaml"
+    cfg.write_text("backend: onnxruntime\npublish_sets: /sync/frames\n" + SYNC_BLOCK)
+    pattern(procs, "lidar", "kind:=points", "points:=4000", "rate_hz:=10", "topic:=/lidar/top/points")
+    pattern(procs, "camera", "kind:=image", "rate_hz:=15", "topic:=/camera/front/image")
+    fusion = procs.python("-m", "nodes.fusion", "--name", "fusion", "--params-file", str(cfg))
+    with (
+        Subscriber(["/lidar/top/points", "/detections", "/sync/frames"], registry=registry, queue_size=100) as out,
+        Subscriber("/diagnostics", registry=registry, queue_size=200) as diag,
+    ):
+        out.wait_for_publishers(90.0)
+        dets: list[msgs.Detections] = []
+        sets: list[msgs.SyncedFrame] = []
+        stamps = set()
+        deadline = time.monotonic() + 60.0
+        while len(dets) < 8 and time.monotonic() < deadline:
+            m = out.recv(timeout=1.0)
+            if isinstance(m, msgs.Detections):
+                dets.append(m)
+            elif isinstance(m, msgs.SyncedFrame):
+                sets.append(m)
+            elif isinstance(m, msgs.PointCloud):
+                stamps.add(m.stamp_ns)
+        assert len(dets) >= 8, f"{len(dets)} detections in 60 s"
+        # the first sets may hold sweeps sent before this subscriber had joined
+        assert {d.stamp_ns for d in dets[2:]} <= stamps, "detections are stamped with the sweeps' stamps"
+        assert all(d.frame_id == "base_link" for d in dets)
+        assert sets and all("radar" in f.missing and "lidar" in f.members for f in sets), [f.missing for f in sets]
+        assert {d.stamp_ns for d in dets} <= {f.stamp_ns for f in sets} | stamps
+        assert any(isinstance(f.first("camera"), msgs.Image) for f in sets), "no set with a camera frame"
+
+        report: msgs.Diagnostics | None = None
+
+        def sync_report() -> bool:
+            nonlocal report
+            m = diag.recv(timeout=1.0)
+            if isinstance(m, msgs.Diagnostics) and m.node == "fusion" and "e2e_ms_p50" in m.values:
+                report = m
+            return report is not None and int(report.values["sync.in.radar.missing"]) >= 3  # type: ignore[arg-type]
+
+        wait_for(sync_report, 15.0, "a fusion report with the sync's values")
+        assert report is not None
+        v = report.values
+        assert int(v["sync.partial"]) == int(v["sync.sets"]) >= 3  # type: ignore[arg-type]
+        assert int(v["sync.in.lidar.used"]) >= 3 and int(v["sync.in.camera.used"]) >= 3  # type: ignore[arg-type]
+        assert int(v["sync.in.radar.received"]) == 0
+        assert "sync.stand_ins" in v and "skipped_sets" in v and "sync.added_latency_ms_p50" in v
+        assert int(v["partial_sets"]) >= 3 and int(v["failed_sets"]) == 0  # type: ignore[arg-type]
+        assert report.level == msgs.Level.WARN and "sets partial" in report.message
+        assert "sub./lidar/top/points" in " ".join(v), "the node subscribes to the sensor topics"
+    fusion.terminate()
+    _, err = fusion.communicate(timeout=15)
+    assert fusion.returncode == 0, err[-2000:]
+
+
+def test_newest_set_skips_to_the_newest_emitted_set_when_the_model_is_busy() -> None:
+    """Sweeps every 100 ms, the model free only every 350 ms: each run takes the newest set, the
+    sets passed over are counted, and every message still went into the stage (the camera frames
+    of the skipped sets are used, not dropped)."""
+    p = EmbeddedParams(
+        inputs=(
+            InputParams(name="lidar", topic="/l", mode="reference"),
+            InputParams(name="camera", topic="/c", slop_ms=20.0, period_ms=50.0),
+        ),
+        deadline_ms=150.0,
+    )
+    clock = [0]
+    sets = NewestSet(SyncStage(config_from(p)), lambda: clock[0])
+    taken: list[tuple[int, msgs.SyncedFrame]] = []
+    ms = 1_000_000
+    image = np.zeros((2, 2, 3), np.uint8)
+    cloud = np.zeros((1, 4), np.float32)
+    for t in range(0, 2000, 50):  # camera every 50 ms, LiDAR every 100 ms, each arriving 10 ms late
+        clock[0] = (t + 10) * ms
+        sets.offer("/c", msgs.Image(stamp_ns=t * ms, frame_id="c", data=image), clock[0])
+        if t % 100 == 0:
+            sets.offer("/l", msgs.PointCloud(stamp_ns=t * ms, frame_id="l", data=cloud), clock[0])
+        sets.poll(clock[0])
+        if t % 350 == 0 and (e := sets.take()) is not None:
+            taken.append((t * ms, e.frame))
+    emitted = sets.stage.sets
+    assert len(taken) == 6 and all(not f.missing for _, f in taken)
+    assert len(taken) + sets.skipped + sets.ready == emitted
+    assert sets.skipped >= emitted // 2
+    assert all(0 <= t - f.stamp_ns <= 100 * ms for t, f in taken), "each run takes the newest set"
+    lidar, camera = sets.stage.input_stats
+    assert lidar.used == lidar.received == emitted, "every sweep made a set, taken or skipped"
+    assert camera.used == emitted and set(camera.dropped) == {"superseded"}  # the off-grid frames
+
+
+def _graph(tmp_path: Path, sync_inputs: str, radar: bool = True) -> Path:
+    radar_node = "  - {name: radar, type: pattern, params: {kind: radar, topic: /radar/front/points}}\n"
+    f = tmp_path / "graph.yaml"
+    f.write_text(
+        "graph: t\nnodes:\n"
+        "  - {name: lidar, type: pattern, params: {kind: points, topic: /lidar/top/points}}\n"
+        "  - {name: camera, type: pattern, params: {kind: image, topic: /camera/front/image}}\n"
+        + (radar_node if radar else "")
+        + "  - name: fusion\n    type: fusion\n    params:\n      publish_sets: /sync/frames\n"
+        "      sync:\n        inputs:\n"
+        "          - {name: lidar, topic: /lidar/top/points, mode: reference}\n"
+        + sync_inputs
+        + "  - {name: viewer, type: relay, params: {input: /sync/frames, output: /relayed}}\n"
+    )
+    return f
+
+
+GOOD_INPUTS = (
+    "          - {name: camera, topic: /camera/front/image, slop_ms: 40}\n"
+    "          - {name: radar, topic: /radar/front/points, mode: nearest}\n"
+)
+
+
+def test_launch_checker_accepts_a_fusion_node_with_sync_and_refuses_a_bad_input(tmp_path: Path) -> None:
+    graph = launch.load(_graph(tmp_path, GOOD_INPUTS))
+    fusion = graph.node("fusion")
+    assert set(fusion.topics.inputs) == {"/lidar/top/points", "/camera/front/image", "/radar/front/points"}
+    assert set(fusion.topics.outputs) == {"/detections", "/sync/frames"}
+    with pytest.raises(LaunchError, match=r"fusion\).*subscribes to /radar/front/points, which no node publishes"):
+        launch.load(_graph(tmp_path, GOOD_INPUTS, radar=False))
+    bad = {
+        "slop: 40": ("unknown field `slop`", "sync.inputs[1]"),
+        "mode: newest": ("mode must be one of reference, nearest, window", "sync.inputs[1]"),
+        "slop_ms: -5": ("slop_ms must be a finite number >= 0", "sync.inputs[1]"),
+        "mode: reference": ("exactly one input must have mode 'reference'", "sync"),
+    }
+    for change, (reason, key) in bad.items():
+        path = _graph(tmp_path, GOOD_INPUTS.replace("slop_ms: 40", change))
+        with pytest.raises(LaunchError) as err:
+            launch.load(path)
+        assert reason in str(err.value) and f"nodes[3] (fusion).params.{key}" in str(err.value), str(err.value)
+    path = _graph(tmp_path, GOOD_INPUTS.replace("/camera/front/image", "camera front"))
+    with pytest.raises(LaunchError, match=r"params\.sync\.inputs\[1\].*invalid topic name"):
+        launch.load(path)
+
+
+def test_fusion_node_with_a_bad_sync_block_exits_2_before_loading_the_model(runtime_dir: Path) -> None:
+    cfg = runtime_dir / "fusion.yaml"
+    cfg.write_text(SYNC_BLOCK.replace("sensor: lidar_top", "sensor: lidar_roof") + "calib: calib/sim_rig.yaml\n")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "nodes.fusion", "--name", "fusion", "--params-file", str(cfg)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "sync.inputs" in proc.stderr and "no sensor 'lidar_roof'" in proc.stderr
+    assert "ready in" not in proc.stderr and time.monotonic() - t0 < 30
+    proc = subprocess.run(
+        [sys.executable, "-m", "nodes.fusion", "--name", "fusion", "-p", "publish_sets:=/sync/frames"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "publish_sets" in proc.stderr and "sync block" in proc.stderr

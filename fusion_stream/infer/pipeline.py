@@ -4,6 +4,7 @@ The fusion node wraps this; evaluation and benchmarks call it directly."""
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,3 +91,45 @@ class FusionPipeline:
         det = msgs.Detections(stamp_ns=frame.stamp_ns, frame_id=self.frame_id, boxes=boxes)
         t3 = time.perf_counter()
         return det, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+
+
+class PipelineReport:
+    """What the fusion node reports per set run: counts, per-stage and end-to-end latency (from
+    the earliest sensor stamp of the set to the detections' publish) over the last 100 sets."""
+
+    def __init__(self, backend_name: str) -> None:
+        self.backend_name = backend_name
+        self.frames = 0
+        self.partial = 0
+        self.failed = 0
+        self._window: collections.deque[tuple[float, float, float, float, int]] = collections.deque(maxlen=100)
+
+    def ran(self, frame: msgs.SyncedFrame, det: msgs.Detections, times: StageTimes, now_ns: int) -> None:
+        self.frames += 1
+        self.partial += bool(frame.missing)
+        sensor_stamp = min((m.stamp_ns for ms in frame.members.values() for m in ms), default=frame.stamp_ns)
+        e2e = (now_ns - sensor_stamp) / 1e6
+        self._window.append((times.preprocess_ms, times.inference_ms, times.decode_ms, e2e, len(det.boxes)))
+
+    def values(self, skipped: int) -> dict[str, msgs.ScalarValue]:
+        """``skipped``: sets never run because a newer one was ready when the model was free."""
+        values: dict[str, msgs.ScalarValue] = {
+            "backend": self.backend_name,
+            "frames": self.frames,
+            "partial_sets": self.partial,
+            "failed_sets": self.failed,
+            "skipped_sets": skipped,
+        }
+        if self._window:
+            a = np.array(self._window)
+            values.update(
+                {
+                    "preprocess_ms_p50": round(float(np.percentile(a[:, 0], 50)), 2),
+                    "inference_ms_p50": round(float(np.percentile(a[:, 1], 50)), 2),
+                    "decode_ms_p50": round(float(np.percentile(a[:, 2], 50)), 2),
+                    "e2e_ms_p50": round(float(np.percentile(a[:, 3], 50)), 1),
+                    "e2e_ms_p99": round(float(np.percentile(a[:, 3], 99)), 1),
+                    "detections_per_frame": round(float(a[:, 4].mean()), 2),
+                }
+            )
+        return values

@@ -1,20 +1,30 @@
 """Sync node parameters (what people write, in milliseconds) and their conversion to the
-stage's nanosecond :class:`SyncConfig`. Shared by the sync node and offline evaluation, so a bag
-is aligned exactly as the live graph would align it."""
+stage's nanosecond :class:`SyncConfig`. Shared by the sync node, the fusion node's in-process
+``sync:`` block and offline evaluation, so a bag is aligned exactly as the live graph would align it.
+
+An input is checked as it is read (unknown keys such as ``slop`` for ``slop_ms``, a bad mode or
+topic name, negative times), so the launch checker refuses a bad input with its place in the file
+(``nodes[6] (fusion).params.sync.inputs[1]``) before anything starts."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import msgspec
 
 from fusion_stream import calib
 from fusion_stream.errors import CalibrationError, ParamError
 from fusion_stream.sync.stage import SyncConfig, SyncInput, SyncStage
+from fusion_stream.wire import check_topic
 
 _MS = 1_000_000
+MODES = ("reference", "nearest", "window")
 
 
-@dataclass(frozen=True)
-class InputParams:
+class InputParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One input; a struct rather than a dataclass so that a misspelt key is refused, not ignored."""
+
     name: str
     topic: str
     mode: str = "nearest"
@@ -27,6 +37,20 @@ class InputParams:
     on the ``reference`` input it keeps sets coming (reference missing) while the reference is silent."""
     sensor: str = ""
     """The rig sensor behind this topic: its ``time_offset_ms`` from ``calib`` is applied."""
+
+    def __post_init__(self) -> None:
+        # ValueError: the decoder reports it with the input's place in the file
+        if not self.name:
+            raise ValueError("an input needs a name")
+        check_topic(self.topic)
+        if self.mode not in MODES:
+            raise ValueError(f"input {self.name!r}: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for key in ("slop_ms", "window_ms", "period_ms"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"input {self.name!r}: {key} must be a finite number >= 0, got {value}")
+        if not math.isfinite(self.offset_ms):
+            raise ValueError(f"input {self.name!r}: offset_ms must be finite, got {self.offset_ms}")
 
 
 @dataclass(frozen=True)
@@ -65,33 +89,51 @@ def _calibration_offsets(p: Params) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True)
+class EmbeddedParams(Params):
+    """The sync settings of a node that runs the stage in its own process (the fusion node's
+    ``sync:`` block): the sync node's keys, with the inputs checked together as the block is read
+    (one reference, unique names and topics), so the launch checker refuses what the stage
+    cannot run. The sets are published, if at all, on the node's own topic parameter."""
+
+    def __post_init__(self) -> None:
+        if self.output != Params.output:
+            raise ValueError(f"output: set by the node that runs the sync ({self.output!r} given)")
+        _config(self, {})
+
+
 def config_from(p: Params) -> SyncConfig:
     """Params in milliseconds (what people write) to the stage's nanosecond config."""
     offsets = _calibration_offsets(p)
     try:
-        inputs = tuple(
-            SyncInput(
-                name=i.name,
-                topic=i.topic,
-                mode=i.mode,  # type: ignore[arg-type]  # checked by InputConfig
-                slop_ns=int(i.slop_ms * _MS),
-                window_ns=int(i.window_ms * _MS),
-                offset_ns=int(i.offset_ms * _MS) + offsets.get(i.name, 0),
-                period_ns=int(i.period_ms * _MS),
-            )
-            for i in p.inputs
-        )
-        config = SyncConfig(
-            inputs=inputs,
-            policy=p.policy,  # type: ignore[arg-type]  # checked by SyncConfig
-            frame_id=p.frame_id,
-            deadline_ns=int(p.deadline_ms * _MS),
-            queue_size=p.queue_size,
-            max_interval_ns=None if p.max_interval_ms is None else int(p.max_interval_ms * _MS),
-            age_penalty=p.age_penalty,
-            reset_jump_ns=int(p.reset_jump_s * 1e9),
-        )
-        SyncStage(config)  # builds the policy: refuses what it cannot run
+        return _config(p, offsets)
     except ValueError as err:
         raise ParamError("inputs" if "input" in str(err) else "policy", str(err)) from err
+
+
+def _config(p: Params, offsets: dict[str, int]) -> SyncConfig:
+    """The stage's config, built (and the policy with it) to refuse what it cannot run (ValueError)."""
+    inputs = tuple(
+        SyncInput(
+            name=i.name,
+            topic=i.topic,
+            mode=i.mode,  # type: ignore[arg-type]  # checked by InputConfig
+            slop_ns=int(i.slop_ms * _MS),
+            window_ns=int(i.window_ms * _MS),
+            offset_ns=int(i.offset_ms * _MS) + offsets.get(i.name, 0),
+            period_ns=int(i.period_ms * _MS),
+        )
+        for i in p.inputs
+    )
+    config = SyncConfig(
+        inputs=inputs,
+        policy=p.policy,  # type: ignore[arg-type]  # checked by SyncConfig
+        frame_id=p.frame_id,
+        deadline_ns=int(p.deadline_ms * _MS),
+        queue_size=p.queue_size,
+        max_interval_ns=None if p.max_interval_ms is None else int(p.max_interval_ms * _MS),
+        age_penalty=p.age_penalty,
+        reset_jump_ns=int(p.reset_jump_s * 1e9),
+    )
+    SyncStage(config)  # builds the policy: refuses what it cannot run
     return config

@@ -68,16 +68,23 @@ def _cmd_hz(args: argparse.Namespace) -> int:
 
 
 def _status_table(rows: list[tools.NodeStatus]) -> Table:
-    table = Table("node", "level", "message", "publishes (Hz)", "errors", box=None)
+    table = Table("node", "level", "message", "publishes (Hz)", "CPU %", "RSS MB", "errors", box=None)
     colours = {"OK": "green", "WARN": "yellow", "ERROR": "red", "STALE": "dim"}
     for r in rows:
         pubs = ", ".join(f"{t} ({r.rate(t):.1f})" if r.rate(t) is not None else t for t in r.publishes)
         if r.report is None:
-            table.add_row(r.node, "[dim]no report[/]", "", pubs, "")
+            table.add_row(r.node, "[dim]no report[/]", "", pubs, "", "", "")
             continue
         level = r.report.level.name
+        message = "; ".join(m for m in (r.busy, r.report.message) if m)
         table.add_row(
-            r.node, f"[{colours[level]}]{level}[/]", r.report.message, pubs, str(r.report.values.get("errors", ""))
+            r.node,
+            f"[{colours[level]}]{level}[/]",
+            message,
+            pubs,
+            "" if r.cpu_pct is None else f"{r.cpu_pct:.0f}",
+            "" if r.rss_mb is None else f"{r.rss_mb:.0f}",
+            str(r.report.values.get("errors", "")),
         )
     return table
 

@@ -86,6 +86,9 @@ class Supervision:
 
     heartbeat_timeout_s: float = 5.0
     """A node that sent no /diagnostics for this long is killed and treated as crashed."""
+    hang_timeout_s: float = 60.0
+    """A node whose watchdog says one callback has run this long is hung: killed and respawned.
+    (A slow node still reports: its watchdog sends "busy" heartbeats while a callback runs.)"""
     startup_grace_s: float = 15.0
     """How long a freshly started node may stay silent."""
     stop_grace_s: float = 2.0

@@ -6,7 +6,12 @@ A node module builds a :class:`Node`, attaches callbacks with :meth:`Node.subscr
 * polls every subscriber in one loop and calls its callback per message (a callback that raises
   is logged with its traceback, counted, and the node keeps running);
 * publishes a :class:`~fusion_stream.msgs.Diagnostics` on ``/diagnostics`` every second: rates,
-  drops, malformed frames, backlog and callback latency per topic;
+  drops, malformed frames, backlog and callback latency per topic, the process's CPU % and RSS,
+  and WARN when a source publishes below 90 % of its nominal rate or skips frames;
+* never goes silent while alive: messages are handled in batches of at most 50 ms, so timers and
+  reports get their turn, and while one callback runs longer than 1.5 report periods a watchdog
+  thread sends a "busy" heartbeat of its own (``busy_s``, ``busy_in``), so the supervisor can
+  tell a slow node from a hung one;
 * stops cleanly on SIGINT/SIGTERM: sockets closed, registry entries removed, within 2 s.
 """
 
@@ -27,6 +32,7 @@ import zmq
 
 from fusion_stream import msgs
 from fusion_stream.clock import Clock, WallClock
+from fusion_stream.procstats import CpuMeter, RateWatch, rss_bytes
 from fusion_stream.registry import Registry
 from fusion_stream.security import CurveKeys
 from fusion_stream.transport import Publisher, Subscriber
@@ -35,6 +41,7 @@ from fusion_stream.wire import Envelope
 DIAGNOSTICS_TOPIC: Final = "/diagnostics"
 _MAX_POLL_S: Final = 0.1  # upper bound on how late a stop request is noticed
 _MAX_BATCH: Final = 64  # messages handled per subscriber per wake-up, for fairness
+_MAX_BATCH_NS: Final = 50_000_000  # ... and at most this long, so timers and reports get their turn
 
 Callback = Callable[[Envelope], None]
 
@@ -58,6 +65,16 @@ class _Subscription:
     last_malformed: int = 0
     last_lost: int = 0
     receive_errors: int = 0
+
+
+@dataclass
+class _Watched:
+    """A publisher with a nominal rate (a sensor) and, optionally, a count of skipped frames."""
+
+    pub: Publisher
+    rate: RateWatch | None
+    skipped: Callable[[], int] | None
+    last_skipped: int = 0
 
 
 @dataclass
@@ -118,9 +135,15 @@ class Node:
         self._extra_values: list[Callable[[], dict[str, msgs.ScalarValue]]] = []
         self._closers: list[Callable[[], None]] = []
         self._pub_marks: dict[int, int] = {}
+        self._watched: list[_Watched] = []
+        self._cpu = CpuMeter()
+        self._busy: tuple[str, float] | None = None
+        """(what, since when) while a callback runs; read by the watchdog thread."""
+        self._watchdog: _Watchdog | None = None
         self._poller = zmq.Poller()
         self._diag_period_ns = int(diagnostics_period_s * 1e9)
         self._last_diag_mono = time.monotonic_ns()
+        self._diag_period_s = diagnostics_period_s
         self._diag = self._make_publisher(DIAGNOSTICS_TOPIC, {"msg_type": msgs.Diagnostics})
         self._closed = False
         if handle_signals and threading.current_thread() is threading.main_thread():
@@ -140,11 +163,25 @@ class Node:
             topic, remote_endpoint=remote, registry=self.registry, node=self.name, curve=self.curve, **kwargs
         )
 
-    def publisher(self, topic: str, msg_type: type[msgs.Message] | None = None, **kwargs: Any) -> Publisher:
+    def publisher(
+        self,
+        topic: str,
+        msg_type: type[msgs.Message] | None = None,
+        *,
+        nominal_hz: float | None = None,
+        skipped: Callable[[], int] | None = None,
+        **kwargs: Any,
+    ) -> Publisher:
         """A publisher of ``topic`` (remapped) that closes with the node; ``msg_type`` registers
-        the topic's type before the first message (see :class:`Publisher`)."""
+        the topic's type before the first message (see :class:`Publisher`).
+
+        A source gives its ``nominal_hz`` and a count of the frames it ``skipped``: the node's
+        reports then turn WARN when it falls below 90 % of that rate or skips frames."""
         pub = self._make_publisher(self.resolve(topic), {"msg_type": msg_type, **kwargs})
         self._publishers.append(pub)
+        if nominal_hz is not None or skipped is not None:
+            rate = RateWatch(nominal_hz) if nominal_hz is not None else None
+            self._watched.append(_Watched(pub, rate, skipped))
         return pub
 
     def subscribe(self, topics: str | Sequence[str], callback: Callback, **kwargs: Any) -> Subscriber:
@@ -195,6 +232,9 @@ class Node:
         """Run until stopped (signal, :meth:`request_stop`, or ``duration_s``); return 0."""
         end = None if duration_s is None else time.monotonic() + duration_s
         self.log.info("running")
+        if self._watchdog is None:
+            self._watchdog = _Watchdog(self)
+            self._watchdog.start()
         try:
             while not self.stop_event.is_set():
                 if end is not None and time.monotonic() >= end:
@@ -243,7 +283,8 @@ class Node:
 
     def _dispatch(self, s: _Subscription) -> None:
         n = 0
-        while n < _MAX_BATCH:
+        batch_end = time.monotonic_ns() + _MAX_BATCH_NS
+        while n < _MAX_BATCH and (n == 0 or time.monotonic_ns() < batch_end):
             try:
                 env = s.sub.recv_envelope(timeout=0)
             except Exception:  # the receive path of one topic must not take down the node
@@ -263,11 +304,19 @@ class Node:
         s.window.backlog_max = max(s.window.backlog_max, n - 1)
 
     def _guard(self, fn: Callable[[], None], where: str) -> None:
+        self._busy = (where, time.monotonic())
         try:
             fn()
         except Exception:  # a bug in one callback must not take down the other streams
             self.errors += 1
             self.log.exception("callback for %s raised; message skipped", where)
+        finally:
+            self._busy = None
+
+    def busy(self) -> tuple[str, float] | None:
+        """What the node's thread is running now and for how many seconds, or None when idle."""
+        busy = self._busy
+        return None if busy is None else (busy[0], time.monotonic() - busy[1])
 
     # ------------------------------------------------------------------ diagnostics
 
@@ -276,9 +325,27 @@ class Node:
         now_mono = time.monotonic_ns()
         period_s = max(1e-9, (now_mono - self._last_diag_mono) / 1e9)
         self._last_diag_mono = now_mono
-        values: dict[str, msgs.ScalarValue] = {"errors": self.errors}
+        values: dict[str, msgs.ScalarValue] = {
+            "errors": self.errors,
+            "cpu_pct": round(self._cpu.percent(), 1),
+            "rss_mb": round(rss_bytes() / 2**20, 1),
+        }
         level, message = self._status
         problems: list[str] = []
+        now_s = now_mono / 1e9
+        for watch in self._watched:
+            if watch.rate is not None:
+                rate = watch.rate.add(now_s, watch.pub.stats.sent)
+                values[f"pub.{watch.pub.topic}.nominal_hz"] = watch.rate.nominal_hz
+                if rate is not None:
+                    values[f"pub.{watch.pub.topic}.rate_hz_5s"] = round(rate, 2)
+                if watch.rate.short(rate):
+                    problems.append(f"{watch.pub.topic} at {rate:.1f} Hz of {watch.rate.nominal_hz:g}")
+            if watch.skipped is not None:
+                skipped = watch.skipped()
+                if skipped > watch.last_skipped:
+                    problems.append(f"{skipped - watch.last_skipped} frames skipped on {watch.pub.topic}")
+                watch.last_skipped = skipped
         for p in self._publishers:
             last = self._pub_marks.get(id(p), 0)
             self._pub_marks[id(p)] = p.stats.sent
@@ -317,6 +384,9 @@ class Node:
     def publish_diagnostics(self) -> None:
         self._diag.publish(self.diagnostics())
 
+    def last_report_age_s(self) -> float:
+        return (time.monotonic_ns() - self._last_diag_mono) / 1e9
+
     # ------------------------------------------------------------------ shutdown
 
     def close(self) -> None:
@@ -324,6 +394,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.stop()
         try:
             final = self.diagnostics()
             self._diag.publish(
@@ -351,3 +423,45 @@ class Node:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Watchdog(threading.Thread):
+    """Sends a "busy" heartbeat on ``/diagnostics`` while the node's own thread cannot.
+
+    The node's thread reports between callbacks; one callback longer than 1.5 report periods
+    (a slow model, a blocking device read) would otherwise look exactly like a hang. This thread
+    owns its own socket (ZeroMQ sockets are not shared between threads) and says what the node
+    is busy with and for how long, so the supervisor keeps a slow node and can still kill one
+    that is stuck (``busy_s`` beyond its ``hang_timeout_s``)."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(name=f"watchdog-{node.name}", daemon=True)
+        self.node = node
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        node = self.node
+        period = node._diag_period_s
+        # bound now, so subscribers are connected long before the first busy heartbeat
+        pub = node._make_publisher(DIAGNOSTICS_TOPIC, {"msg_type": msgs.Diagnostics})
+        try:
+            while not self._halt.wait(period / 4):
+                if node.last_report_age_s() < 1.5 * period:
+                    continue
+                what, busy_s = node.busy() or ("the runtime", node.last_report_age_s())
+                pub.publish(
+                    msgs.Diagnostics(
+                        stamp_ns=node.clock.now_ns(),
+                        node=node.name,
+                        level=msgs.Level.WARN,
+                        message=f"busy for {busy_s:.1f} s in {what}",
+                        values={"busy_s": round(busy_s, 2), "busy_in": what},
+                    )
+                )
+        finally:
+            pub.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self is not threading.current_thread():
+            self.join(timeout=2.0)

@@ -4,6 +4,9 @@
   with a ``[name]`` prefix;
 * liveness comes from process exit and from the node's ``/diagnostics`` heartbeat: a node that
   stops reporting is killed and treated as crashed;
+* a slow node is not a hung one: while a callback runs long, the node's watchdog thread keeps
+  reporting "busy for N s in X" (see :mod:`fusion_stream.node`); such a node is kept (and said so
+  once) until that one callback has run ``hang_timeout_s``, then it is killed as hung;
 * but a node that is *stopped* is not a node that is hung: one stopped by a signal (SIGSTOP,
   SIGTSTP: ``kill -STOP``, a job-control stop; state ``T``) or held by a debugger or tracer (state
   ``t``) did not fail, somebody paused it on purpose. It is left alone, neither killed nor sent
@@ -160,6 +163,9 @@ class _Child:
     """Sent /diagnostics since its last start: its node runtime (and signal handling) is up."""
     stopped_since: float | None = None
     """When it was found stopped (SIGSTOP, a debugger), while it still is."""
+    busy: tuple[str, float] | None = None
+    """What its last report said it has been busy with, and for how long (its watchdog's)."""
+    busy_reported: bool = False
     readers: list[threading.Thread] = field(default_factory=list)
 
 
@@ -178,6 +184,7 @@ class Supervisor:
         self.host = host
         self.registry = registry or Registry(graph=launch.graph)
         self.heartbeat_timeout_s = launch.supervision.heartbeat_timeout_s
+        self.hang_timeout_s = launch.supervision.hang_timeout_s
         self.startup_grace_s = launch.supervision.startup_grace_s
         self.stop_grace_s = launch.supervision.stop_grace_s
         self.failure: str | None = None
@@ -292,6 +299,7 @@ class Supervisor:
             start_new_session=True,
         )
         child.started = child.last_heartbeat = time.monotonic()
+        child.busy, child.busy_reported = None, False
         child.reported = False
         child.stopped_since = None
         child.restart_at = None
@@ -341,6 +349,11 @@ class Supervisor:
                     if child.spec.name == msg.node:
                         child.last_heartbeat = now
                         child.reported = True
+                        busy_s = msg.values.get("busy_s")
+                        if isinstance(busy_s, int | float) and not isinstance(busy_s, bool):
+                            child.busy = (str(msg.values.get("busy_in", "?")), float(busy_s))
+                        else:
+                            child.busy, child.busy_reported = None, False
 
     def _check_heartbeat(self, child: _Child, now: float) -> None:
         assert child.proc is not None
@@ -355,6 +368,8 @@ class Supervisor:
             child.stopped_since = None
             child.last_heartbeat = now  # the whole timeout to report again, not a kill at once
             return
+        if child.busy is not None and self._busy_too_long(child):
+            return
         silent = now - child.last_heartbeat
         if now - child.started <= self.startup_grace_s or silent <= self.heartbeat_timeout_s:
             return
@@ -368,6 +383,26 @@ class Supervisor:
             return
         self._event(f"{name} sent no /diagnostics for {silent:.1f} s: killing it")
         _signal_group(child.proc, signal.SIGKILL)
+
+    def _busy_too_long(self, child: _Child) -> bool:
+        """Judge a node whose watchdog reports it busy; True when it was killed as hung."""
+        assert child.proc is not None and child.busy is not None
+        what, busy_s = child.busy
+        if busy_s > self.hang_timeout_s:
+            self._event(
+                f"{child.spec.name} has been busy in one {what} callback for {busy_s:.1f} s, "
+                f"past hang_timeout_s ({self.hang_timeout_s:g} s): killing it as hung"
+            )
+            child.busy = None
+            _signal_group(child.proc, signal.SIGKILL)
+            return True
+        if busy_s > self.heartbeat_timeout_s and not child.busy_reported:
+            child.busy_reported = True
+            self._event(
+                f"{child.spec.name} is slow, not hung: busy in {what} for {busy_s:.1f} s "
+                f"(kept; killed only past hang_timeout_s {self.hang_timeout_s:g} s)"
+            )
+        return False
 
     def _on_exit(self, child: _Child, code: int, now: float) -> None:
         spec = child.spec

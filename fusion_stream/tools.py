@@ -71,12 +71,24 @@ class NodeStatus:
     report: msgs.Diagnostics | None
     publishes: tuple[str, ...]
     received_at_ns: int
+    busy: str = ""
+    """The node's watchdog said it is busy in one long callback (after its last full report)."""
 
     def rate(self, topic: str) -> float | None:
-        if self.report is None:
-            return None
-        value = self.report.values.get(f"pub.{topic}.rate_hz")
-        return float(value) if isinstance(value, int | float) else None
+        return self._number(f"pub.{topic}.rate_hz")
+
+    def _number(self, key: str) -> float | None:
+        value = None if self.report is None else self.report.values.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    @property
+    def cpu_pct(self) -> float | None:
+        """Share of one core the node's process used over its last report period."""
+        return self._number("cpu_pct")
+
+    @property
+    def rss_mb(self) -> float | None:
+        return self._number("rss_mb")
 
 
 def collect_status(listen_s: float = 1.5, *, registry: Registry | None = None) -> list[NodeStatus]:
@@ -86,11 +98,19 @@ def collect_status(listen_s: float = 1.5, *, registry: Registry | None = None) -
     """
     registry = registry or Registry()
     latest: dict[str, tuple[msgs.Diagnostics, int]] = {}
+    busy: dict[str, str] = {}
     end = time.monotonic() + listen_s
     with Subscriber(DIAGNOSTICS_TOPIC, registry=registry) as sub:
         while (remaining := end - time.monotonic()) > 0:
             msg = sub.recv(timeout=remaining)
-            if isinstance(msg, msgs.Diagnostics):
+            if not isinstance(msg, msgs.Diagnostics):
+                continue
+            if "busy_s" in msg.values:  # a watchdog's heartbeat: keep the last full report
+                busy[msg.node] = msg.message
+                if msg.node not in latest:
+                    latest[msg.node] = (msg, time.time_ns())
+            else:
+                busy.pop(msg.node, None)
                 latest[msg.node] = (msg, time.time_ns())
     publishes: dict[str, set[str]] = {}
     for e in registry.entries():
@@ -105,6 +125,7 @@ def collect_status(listen_s: float = 1.5, *, registry: Registry | None = None) -
             report=latest[n][0] if n in latest else None,
             publishes=tuple(sorted(publishes.get(n, ()))),
             received_at_ns=latest[n][1] if n in latest else 0,
+            busy=busy.get(n, ""),
         )
         for n in names
     ]

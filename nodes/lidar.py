@@ -199,7 +199,7 @@ def _folder(node: Node, p: Params) -> None:
         files, period_ns=period, epoch_ns=p.epoch_ns, loop=p.loop, start_ns=node.clock.now_ns(), frame_id=p.sensor
     )
     grid = FrameGrid(period, p.epoch_ns)
-    pub = node.publisher(p.topic, PointCloud)
+    pub = node.publisher(p.topic, PointCloud, nominal_hz=p.rate_hz, skipped=lambda: grid.skipped)
 
     def tick() -> None:
         k = grid.due(node.clock.now_ns(), ready_after_ns=period)  # a sweep is complete one period later

@@ -45,6 +45,8 @@ class Params:
     start-up). Negative: never."""
     hang_after_s: float = -1.0
     """Fault injection: stop responding (block the loop, no more /diagnostics) after this long."""
+    tick_cost_s: float = 0.0
+    """Fault injection: each tick blocks this long, like a slow model (a slow node, not a hung one)."""
 
 
 def topics(p: Params) -> NodeTopics:
@@ -56,12 +58,14 @@ def setup(node: Node, p: Params) -> None:
         raise ParamError("kind", f"must be one of {sorted(_DEFAULT_TOPICS)}, got {p.kind!r}")
     if p.rate_hz <= 0:
         raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
-    pub = node.publisher(p.topic or _DEFAULT_TOPICS[p.kind], _TYPES[p.kind])
+    pub = node.publisher(p.topic or _DEFAULT_TOPICS[p.kind], _TYPES[p.kind], nominal_hz=p.rate_hz)
     samples = round(p.sample_rate / p.rate_hz)
     state = {"first_sample": 0, "start_ns": node.clock.now_ns()}
 
     def tick() -> None:
         now = node.clock.now_ns()
+        if p.tick_cost_s > 0:
+            time.sleep(p.tick_cost_s)
         if p.kind == "image":
             pub.publish(testpattern.image(now, p.width, p.height))
         elif p.kind == "points":

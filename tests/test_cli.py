@@ -67,8 +67,11 @@ def test_topics_hz_and_status(procs: Procs, registry: Registry) -> None:
     assert row["node"] == "radar" and row["publishes"] == ["/radar/front/points"]
     assert row["report"]["level"] == "OK"
     assert 15 < row["report"]["values"]["pub./radar/front/points.rate_hz"] < 25
+    assert row["report"]["values"]["cpu_pct"] >= 0 and row["report"]["values"]["rss_mb"] > 10
+    assert row["report"]["values"]["pub./radar/front/points.nominal_hz"] == 20.0
     out, _ = finish(procs.cli("status"))
     assert "radar" in out and "OK" in out
+    assert "CPU %" in out and "RSS MB" in out
 
 
 def test_echo_without_a_publisher_says_so(procs: Procs) -> None:

@@ -183,7 +183,7 @@ def test_dry_run_and_bad_files(procs: Procs, runtime_dir: Path) -> None:
 
 HANGER = """
 graph: hang
-supervision: {heartbeat_timeout_s: 2.5, startup_grace_s: 3}
+supervision: {heartbeat_timeout_s: 2.5, startup_grace_s: 3, hang_timeout_s: 2.5}
 nodes:
   - name: hanger
     type: pattern
@@ -195,9 +195,31 @@ nodes:
 def test_a_node_that_stops_reporting_is_killed_and_restarted(procs: Procs, runtime_dir: Path) -> None:
     launch = launcher(procs, runtime_dir, HANGER, "--duration", "9")
     out, _ = launch.communicate(timeout=60)
-    assert "hanger sent no /diagnostics for" in out, out
+    # its watchdog still reports, busy in one timer callback, until hang_timeout_s
+    assert "hanger has been busy in one timer callback for" in out, out
+    assert "killing it as hung" in out
     assert "hanger died (killed by SIGKILL)" in out
     assert out.count("started hanger") == 2
+
+
+SLOW = """
+graph: slow
+supervision: {heartbeat_timeout_s: 3, startup_grace_s: 5}
+nodes:
+  - name: slowpoke                    # every tick takes 4 s, longer than the heartbeat timeout
+    type: pattern
+    params: {kind: radar, topic: /slow, rate_hz: 10, tick_cost_s: 4}
+"""
+
+
+def test_a_slow_node_is_kept_and_said_to_be_slow(procs: Procs, runtime_dir: Path) -> None:
+    """Callbacks longer than the heartbeat timeout: the watchdog's busy heartbeats keep it alive."""
+    launch = launcher(procs, runtime_dir, SLOW, "--duration", "12")
+    out, _ = launch.communicate(timeout=60)
+    assert launch.returncode == 0, out
+    assert "slowpoke is slow, not hung: busy in timer for" in out, out
+    assert "killing" not in out, out
+    assert out.count("started slowpoke") == 1, out
 
 
 PAUSED = """

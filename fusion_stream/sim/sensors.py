@@ -100,8 +100,8 @@ def publish_on_grid(
     complete ``ready_after_ns`` after capture); frames skipped go into ``/diagnostics``."""
     if rate_hz <= 0:
         raise ParamError("rate_hz", f"must be > 0, got {rate_hz}")
-    pub = node.publisher(topic, msg_type)
     grid = FrameGrid(round(1e9 / rate_hz), epoch_ns)
+    pub = node.publisher(topic, msg_type, nominal_hz=rate_hz, skipped=lambda: grid.skipped)
     node.add_diagnostics(lambda: {"frames_skipped": grid.skipped})
 
     def tick() -> None:

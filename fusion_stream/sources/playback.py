@@ -67,8 +67,8 @@ def publish_recording(
 
     now = node.clock.now_ns()
     start = epoch_ns if epoch_ns else (now // period + 1) * period
-    pub = node.publisher(topic, msg_type)
     grid = FrameGrid(period, epoch_ns)
+    pub = node.publisher(topic, msg_type, nominal_hz=rate_hz, skipped=lambda: grid.skipped)
     node.add_diagnostics(lambda: {"frames_skipped": grid.skipped, "frames_total": count})
 
     def tick() -> None:

@@ -7,6 +7,11 @@ locates the problem (topic, endpoint, key, path) so messages and handlers need n
 
 from __future__ import annotations
 
+from typing import Final
+
+WHOLE_FILE: Final = "<file>"
+"""The ``key`` of an error about a file as a whole (unreadable, too big, not a mapping)."""
+
 
 class FusionStreamError(Exception):
     """Root of every error raised by fusion_stream."""
@@ -74,7 +79,8 @@ class ParamError(FusionStreamError, ValueError):
         self.path = path
         self.reason = reason
         where = f"{path}: " if path else ""
-        super().__init__(f"{where}parameter {key!r}: {reason}")
+        what = "" if key == WHOLE_FILE else f"parameter {key!r}: "
+        super().__init__(f"{where}{what}{reason}")
 
 
 class FileKeyError(FusionStreamError, ValueError):
@@ -84,7 +90,7 @@ class FileKeyError(FusionStreamError, ValueError):
         self.path = path
         self.key = key
         self.reason = reason
-        super().__init__(f"{path}: {key}: {reason}")
+        super().__init__(f"{path}: {reason}" if key == WHOLE_FILE else f"{path}: {key}: {reason}")
 
 
 class LaunchError(FileKeyError):

@@ -150,9 +150,8 @@ class CameraModel:
         dy, dx = int(rng.integers(k.height)), int(rng.integers(k.width))  # the noise window
         streaks = self._no_streaks
         if s.weather == "rain":
-            streaks = np.zeros((k.height, k.width, 1), np.float32)
-            rain_streaks(streaks, rng)
-            streaks = streaks[:, :, 0]
+            streaks = np.zeros((k.height, k.width), np.float32)  # contiguous: one compiled signature
+            rain_streaks(streaks[:, :, None], rng)
         visibility, brightness = _ATMOSPHERE[s.weather]
         horizon, top = _SKY_COLORS[s.condition]
         rgb = np.empty((k.height, k.width, 3), np.uint8)
@@ -170,6 +169,19 @@ class CameraModel:
             rgb, label, depth,
         )  # fmt: skip
         return Frame(rgb=rgb, label=label, depth=depth)
+
+
+def warm_up() -> None:
+    """Compile the renderer's kernels into numba's on-disk cache (seconds of CPU once, instead of
+    in a camera node's first frame): one small frame in each array layout the camera uses."""
+    model = CameraModel(Intrinsics(width=32, height=24, fx=20.0, fy=20.0, cx=16.0, cy=12.0))
+    box = Solid("car", (8.0, 0.0, 0.75), (4.0, 1.8, 1.5), 0.2, actor_id=1)
+    for weather in ("clear", "rain"):
+        model.draw([box], np.array([0.0, 0.0, 1.5]), _LOOK_ALONG_X, Scenario(seed=0, weather=weather), 0.0)
+
+
+_LOOK_ALONG_X = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+"""Optical frame (z forward, x right, y down) → local frame, for a camera looking along +x."""
 
 
 # What a pixel on a solid shows: one code per pixel (the codes are raster's), then one palette lookup.
@@ -193,3 +205,7 @@ def rain_streaks(image: np.ndarray, rng: np.random.Generator, count: int = 250) 
     ys, xs = rng.integers(0, h - 12, count), rng.integers(2, w - 2, count)
     for dy in range(10):
         image[ys + dy, xs - dy // 5] += 18.0
+
+
+if __name__ == "__main__":  # python -m fusion_stream.sim.camera: fill the compile cache (setup scripts)
+    warm_up()

@@ -35,7 +35,7 @@ NEAR = 0.01
 def _jit(fn: F) -> F:
     """numba's ``njit`` (cached on disk, so a node does not recompile at each start), typed as the
     identity so mypy keeps the signature."""
-    return cast(F, numba.njit(cache=True, nogil=True, fastmath=False)(fn))
+    return cast(F, numba.njit(cache=True, nogil=True, error_model="numpy")(fn))
 
 
 @_jit

@@ -1,6 +1,7 @@
 """The world as geometry: oriented boxes around the ego, one triangle mesh, and ray casting.
 
-Sensor models ask for the scene at a capture time and cast their rays into it with open3d.
+Sensor models ask for the scene at a capture time and cast their rays into it with open3d (the
+camera rasterizes the same mesh instead, see :mod:`.raster`).
 Coordinates are *local*: world coordinates shifted so the ego sits at x = 0 at an anchor time.
 The world's x grows with time without bound (the scenario clock may be Unix time), and float32
 geometry far from the origin would lose centimetres, so everything is cast near the origin.

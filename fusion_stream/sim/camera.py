@@ -134,9 +134,10 @@ class CameraModel:
         away = offsets > 0  # turn every normal towards the camera: then n·(v0 - o) < 0
         normals[away] *= -1
         offsets[away] *= -1
-        solid_f = np.array([(*x.center, *x.size, np.cos(x.yaw), np.sin(x.yaw)) for x in items], np.float64).reshape(
-            -1, 8
-        )
+        # per solid: centre, 1/size (the kernel multiplies), cos and sin of the yaw
+        solid_f = np.array(
+            [(*x.center, *(1.0 / v for v in x.size), np.cos(x.yaw), np.sin(x.yaw)) for x in items], np.float64
+        ).reshape(-1, 8)
         solid_i = np.array(
             [
                 (_KIND_CODE[x.kind], x.actor_id, x.siren, x.actor_id)

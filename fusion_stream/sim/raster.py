@@ -171,7 +171,7 @@ def _object_code(
     if kind == _BUILDING:
         code = _WALL
         along = px + py
-        if (along % 3.0) > 1.0 and (pz % 3.2) > 1.2 and pz > 1.0:
+        if _mod(along, 3.0) > 1.0 and _mod(pz, 3.2) > 1.2 and pz > 1.0:
             code = _WINDOW
             if night and (math.floor(along / 3.0) * 7 + key) % 3 == 0:
                 code = _LIT_WINDOW
@@ -192,6 +192,12 @@ def _object_code(
 
 
 @_jit
+def _mod(x: float, m: float) -> float:
+    """``x % m`` for m > 0 (numpy's sign convention) without libm's slow ``fmod``."""
+    return x - m * math.floor(x / m)
+
+
+@_jit
 def _ground_surface(x: float, y: float, lanes: int, lane_width: float) -> int:
     """Index into the ground palette: 0 verge, 1 pavement, 2 asphalt, 3 paint, 4 centre line (the
     rules of ``scene.road_marking`` and the reference's ``_ground``)."""
@@ -203,7 +209,7 @@ def _ground_surface(x: float, y: float, lanes: int, lane_width: float) -> int:
     for k in range(
         max(-lanes, math.floor((y - 0.08) / lane_width)), min(lanes, math.ceil((y + 0.08) / lane_width)) + 1
     ):
-        if abs(y - k * lane_width) < 0.08 and (k in (-lanes, 0, lanes) or (x % 9.0) < 3.0):
+        if abs(y - k * lane_width) < 0.08 and (k in (-lanes, 0, lanes) or _mod(x, 9.0) < 3.0):
             paint = True
     if paint:
         surface = 4 if ay < 0.2 else 3
@@ -229,7 +235,7 @@ def shade(
     pixel ``p`` reads (empty: the canvas is the image); ``rays`` each output pixel's unit ray in
     the optical frame. Per triangle: ``normals`` (local frame, towards the camera), ``offsets``
     (n·(v0 - origin)) and ``owner`` (solid index, -1 ground). Per solid: ``solid_f`` rows of
-    (cx, cy, cz, l, w, h, cos yaw, sin yaw) and ``solid_i`` rows of (kind, key, siren, label)."""
+    (cx, cy, cz, 1/l, 1/w, 1/h, cos yaw, sin yaw) and ``solid_i`` rows of (kind, key, siren, label)."""
     height, width = label.shape
     flat_ids = ids.ravel()
     has_streaks = streaks.shape[0] > 0
@@ -271,9 +277,9 @@ def shade(
                 else:
                     ox, oy = qx - solid_f[s, 0], qy - solid_f[s, 1]
                     cs, sn = solid_f[s, 6], solid_f[s, 7]
-                    ux = (cs * ox + sn * oy) / solid_f[s, 3]
-                    uy = (cs * oy - sn * ox) / solid_f[s, 4]
-                    uz = (qz - solid_f[s, 2]) / solid_f[s, 5]
+                    ux = (cs * ox + sn * oy) * solid_f[s, 3]
+                    uy = (cs * oy - sn * ox) * solid_f[s, 4]
+                    uz = (qz - solid_f[s, 2]) * solid_f[s, 5]
                     key = solid_i[s, 1]
                     code = _object_code(solid_i[s, 0], key, solid_i[s, 2] != 0, ux, uy, uz, qx, qy, qz, t, night)
                     if code == _BODY:

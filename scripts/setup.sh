@@ -54,3 +54,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -c "import fusion_stream, zmq, numpy, open3d" || { echo "installation failed (see above)" >&2; exit 1; }
     echo "$want" > "$stamp"
 fi
+
+# Compile the numba kernels into their on-disk cache now (tens of seconds of CPU the first time,
+# ~2 s when cached), so no node's first frame pays for it under the supervisor's start-up grace.
+.venv/bin/python -m fusion_stream.jit >/dev/null

@@ -11,11 +11,11 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from fusion_stream import calib, msgs
+from fusion_stream import calib, jit, msgs
 from fusion_stream.errors import FormatError
 from fusion_stream.model.config import MODALITIES, ModelConfig
 
@@ -319,16 +319,7 @@ def compile_kernels() -> float:
 
 
 def _jit(func: Callable[..., Any], signatures: list[str]) -> Callable[..., Any]:
-    """``numba.njit(signatures, cache=True, nogil=True)(func)``; without the cache when numba
-    finds no writable place for one (read-only install, no writable user cache directory)."""
-    import numba  # type: ignore[import-untyped]  # here, not at the top: only pillarizing processes pay its import
-
-    try:
-        return cast(Callable[..., Any], numba.njit(signatures, cache=True, nogil=True)(func))
-    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available for file ..."
-        if "no locator available" not in str(exc):
-            raise
-        return cast(Callable[..., Any], numba.njit(signatures, nogil=True)(func))
+    return jit.njit(func, signatures)
 
 
 # --------------------------------------------------------------------------- numpy references

@@ -11,10 +11,10 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 
+from fusion_stream import jit
 from fusion_stream.calib import Transform
 from fusion_stream.sim.scene import (
     GROUND,
@@ -264,16 +264,8 @@ _RETURNS_SIGNATURE = (
 
 @functools.cache
 def _returns_kernel() -> Callable[..., int]:
-    """:func:`_returns_loop` compiled on first use (numba's cache when it can write one, see
-    :func:`fusion_stream.model.preprocess._jit`, whose fallback this repeats)."""
-    import numba  # type: ignore[import-untyped]  # lazy: a process that simulates no LiDAR does not import it
-
-    try:
-        return cast(Callable[..., int], numba.njit([_RETURNS_SIGNATURE], cache=True, nogil=True)(_returns_loop))
-    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available for file ..."
-        if "no locator available" not in str(exc):
-            raise
-        return cast(Callable[..., int], numba.njit([_RETURNS_SIGNATURE], nogil=True)(_returns_loop))
+    """:func:`_returns_loop` compiled on first use (see :mod:`fusion_stream.jit`)."""
+    return jit.njit(_returns_loop, [_RETURNS_SIGNATURE])
 
 
 def _returns_reference(

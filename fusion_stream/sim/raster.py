@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import numba  # type: ignore[import-untyped]
 import numpy as np
 
+from fusion_stream import jit
 from fusion_stream.sim.scene import GROUND_LABEL, SKY
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,9 +33,8 @@ NEAR = 0.01
 
 
 def _jit(fn: F) -> F:
-    """numba's ``njit`` (cached on disk, so a node does not recompile at each start), typed as the
-    identity so mypy keeps the signature."""
-    return cast(F, numba.njit(cache=True, nogil=True, error_model="numpy")(fn))
+    """Compiled with numba (see :mod:`fusion_stream.jit`), typed as ``fn`` so mypy keeps the signature."""
+    return jit.njit(fn, error_model="numpy")
 
 
 @_jit

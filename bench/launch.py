@@ -20,9 +20,19 @@ around each fault, the rig's default respawn backoff (0.5 s) included: ``kill -9
 (the sync's reference sensor), ``kill -9`` of the fusion node, and SIGSTOP of the fusion node for
 5 s then SIGCONT (for which the time from SIGCONT to the next detection is given too).
 
+``--rig S`` runs ``launch/sim.yaml`` under the supervisor for S seconds (after 8 s of warm-up)
+in two variants, alternately (A B A B ... ``--rig-rounds`` times each, so a machine shared with
+other work treats both alike): the sync in its own node (sensor → sync node → /sync/frames →
+fusion node) and the sync in the fusion node's process (a ``sync:`` block; ``publish_sets`` keeps
+/sync/frames). Whichever of the two the file ships, the other is derived from it. Per run: each
+sensor's rate (from its /diagnostics), synced sets and how many were partial or skipped,
+/detections rate and latency from the sweep stamp (p50/p99, received here), and the CPU each node
+used (from /proc, % of one core). The start-up benchmark is skipped with ``--rig``.
+
     python bench/launch.py              # 8 nodes, 5 rounds
     python bench/launch.py --nodes 16 --rounds 3 --sim
     python bench/launch.py --rounds 1 --kills 1 --faults
+    python bench/launch.py --rig 30 --rig-rounds 2
 """
 
 from __future__ import annotations
@@ -36,13 +46,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from fusion_stream import launch, msgs
 from fusion_stream.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
+from fusion_stream.supervisor import Supervisor, default_launch_dir
 from fusion_stream.transport import Subscriber
 
 console = Console()
@@ -203,6 +218,173 @@ def faults_round(registry: Registry) -> dict[str, tuple[float, float | None]]:
         stop_graph(launcher, registry)
 
 
+# --------------------------------------------------------------------------- --rig
+
+SENSORS = {"lidar": 10.0, "camera": 15.0, "radar": 13.0, "audio": 50.0}
+"""Node → nominal rate (Hz) in launch/sim.yaml."""
+
+
+def rig_variants(path: Path) -> dict[str, dict[str, Any]]:
+    """The launch file as two graphs: ``sync node`` (sensor → sync node → /sync/frames → fusion)
+    and ``in-process`` (the fusion node synchronizes, publishing its sets on /sync/frames too)."""
+    raw = yaml.safe_load(path.read_text())
+    nodes = raw["nodes"]
+    fusion = next(n for n in nodes if n["type"] == "fusion")
+    sync = next((n for n in nodes if n["type"] == "sync"), None)
+    if sync is not None:
+        separate = raw
+        block = {k: v for k, v in sync["params"].items() if k != "output"}
+        fused = {
+            **raw,
+            "nodes": [
+                {**n, "params": {**n["params"], "sync": block, "publish_sets": "/sync/frames"}} if n is fusion else n
+                for n in nodes
+                if n is not sync
+            ],
+        }
+    else:
+        fused = raw
+        block = fusion["params"]["sync"]
+        plain = {k: v for k, v in fusion["params"].items() if k not in ("sync", "publish_sets")}
+        i = nodes.index(fusion)
+        separate = {
+            **raw,
+            "nodes": [
+                *nodes[:i],
+                {"name": "sync", "type": "sync", "params": dict(block)},
+                {**fusion, "params": plain},
+                *nodes[i + 1 :],
+            ],
+        }
+    return {"sync node": separate, "in-process": fused}
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _int(values: Mapping[str, object], key: str) -> int:
+    v = values.get(key, 0)
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0
+
+
+def rig_run(graph_raw: dict[str, Any], seconds: float, tmp: Path, tag: str) -> dict[str, Any]:
+    """One run of a graph: the figures of the docstring, over ``seconds`` after an 8 s warm-up."""
+    path = tmp / f"rig-{tag}.yaml"
+    path.write_text(yaml.safe_dump({**graph_raw, "graph": f"rig{tag}"}, sort_keys=False))
+    graph = launch.load(path)
+    registry = Registry(Path(os.environ[ENV_RUNTIME_DIR]), graph.graph)
+    sup = Supervisor(graph, registry=registry, output=lambda line: None)
+    first: dict[str, msgs.Diagnostics] = {}
+    last: dict[str, msgs.Diagnostics] = {}
+    latency_ms: list[float] = []
+    cpu0: dict[str, tuple[int, float]] = {}
+    cpu: dict[str, float] = {}
+    try:
+        sup.start()
+        with Subscriber(["/diagnostics", "/detections"], registry=registry, queue_size=1000) as sub:
+            t0 = time.monotonic()
+            start, end = t0 + 8.0, t0 + 8.0 + seconds
+            started = False
+            while (now := time.monotonic()) < end and not sup.done:
+                if not started and now >= start:
+                    started = True
+                    for name, proc in sup.children.items():
+                        if proc is not None and (c := _cpu_s(proc.pid)) is not None:
+                            cpu0[name] = (proc.pid, c)
+                    t_start = now
+                env = sub.recv_envelope(timeout=0.05)
+                sup.step()
+                if env is None or not started:
+                    continue
+                m = env.message
+                if isinstance(m, msgs.Diagnostics):
+                    first.setdefault(m.node, m)
+                    last[m.node] = m
+                elif isinstance(m, msgs.Detections):
+                    latency_ms.append((time.time_ns() - m.stamp_ns) / 1e6)
+            elapsed = time.monotonic() - t_start
+            for name, (pid, c0) in cpu0.items():
+                c1 = _cpu_s(pid)
+                if c1 is not None:  # a node that was respawned meanwhile is left out
+                    cpu[name] = 100.0 * (c1 - c0) / elapsed
+    finally:
+        codes = sup.shutdown()
+
+    def delta(node: str, key: str) -> int:
+        if node not in last:
+            return 0
+        return _int(last[node].values, key) - _int(first[node].values, key)
+
+    def span(node: str) -> float:
+        return max(1e-9, (last[node].stamp_ns - first[node].stamp_ns) / 1e9) if node in last else 1.0
+
+    rates = {
+        n: delta(n, next((k for k in last[n].values if k.startswith("pub./") and k.endswith(".sent")), "")) / span(n)
+        for n in SENSORS
+        if n in last
+    }
+    syncer = next((n for n, d in last.items() if "sync.sets" in d.values), "")
+    lat = np.asarray(latency_ms)
+    return {
+        "rates": rates,
+        "sets": delta(syncer, "sync.sets"),
+        "partial": delta(syncer, "sync.partial"),
+        "skipped": delta("fusion", "skipped_sets"),
+        "detections_hz": len(lat) / elapsed,
+        "p50": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        "cpu": cpu,
+        "exit": codes,
+        "failure": sup.failure,
+    }
+
+
+def rig_bench(seconds: float, rounds: int, tmp: Path) -> None:
+    variants = rig_variants(default_launch_dir() / "sim.yaml")
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    with console.status("rig") as status:
+        for r in range(rounds):
+            for i, (name, raw) in enumerate(variants.items()):
+                status.update(f"round {r + 1} of {rounds}: {name} ({seconds:.0f} s + 8 s warm-up)")
+                results[name].append(rig_run(raw, seconds, tmp, f"{r}{i}"))
+    wide = Console(width=max(console.width, 140))
+    table = Table(
+        title=f"launch/sim.yaml, {seconds:.0f} s a run, runs alternated ({os.cpu_count()} cores); rates in Hz"
+    )
+    for col in ("variant", *SENSORS, "sets", "partial", "skipped", "/detections", "e2e p50 / p99 ms", "CPU %"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    runs = [(name, run) for k in range(rounds) for name, r in results.items() for run in r[k : k + 1]]
+    for name, run in runs:
+        table.add_row(
+            name,
+            *(f"{run['rates'].get(s, 0.0):.1f}" for s in SENSORS),
+            str(run["sets"]),
+            str(run["partial"]),
+            str(run["skipped"]),
+            f"{run['detections_hz']:.1f}",
+            f"{run['p50']:.0f} / {run['p99']:.0f}",
+            f"{sum(run['cpu'].values()):.0f}",
+        )
+    wide.print(table)
+    cpu = Table(title="CPU % of one core per node (same runs, same order)")
+    cpu.add_column("node")
+    for name, _ in runs:
+        cpu.add_column(name, justify="right")
+    for node in sorted({n for _, run in runs for n in run["cpu"]}):
+        cpu.add_row(node, *(f"{run['cpu'][node]:.0f}" if node in run["cpu"] else "-" for _, run in runs))
+    wide.print(cpu)
+    for name, run in runs:
+        if run["failure"] or any(c != 0 for c in run["exit"].values()):
+            wide.print(f"{name}: {run['failure'] or 'stopped'}; exit codes {run['exit']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=8)
@@ -210,12 +392,21 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=4, help="kill -9 per round")
     ap.add_argument("--sim", action="store_true", help="also time launch/sim.yaml to its first /detections")
     ap.add_argument("--faults", action="store_true", help="also time /detections gaps of launch/sim.yaml after faults")
+    ap.add_argument(
+        "--rig", type=float, default=0.0, metavar="S", help="only: sim.yaml, sync node vs in-process, S s a run"
+    )
+    ap.add_argument(
+        "--rig-rounds", type=int, default=2, metavar="N", help="runs of each variant, alternating (default 2)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="fsb-") as tmp:
         runtime = Path(tmp) / "run"
         runtime.mkdir(mode=0o700)
         os.environ[ENV_RUNTIME_DIR] = str(runtime)
         os.environ[ENV_GRAPH] = GRAPH
+        if args.rig > 0:
+            rig_bench(args.rig, args.rig_rounds, Path(tmp))
+            return
         graph = Path(tmp) / "graph.yaml"
         graph.write_text(graph_yaml(args.nodes))
         registry = Registry(runtime, GRAPH)

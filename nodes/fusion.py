@@ -34,7 +34,7 @@ from fusion_stream.errors import CalibrationError, FusionStreamError, ParamError
 from fusion_stream.launch import NodeTopics
 from fusion_stream.node import Node
 from fusion_stream.runner import run_node
-from fusion_stream.sync.live import NewestSet
+from fusion_stream.sync.live import NewestSet, arrival_ns
 from fusion_stream.sync.settings import EmbeddedParams, config_from
 from fusion_stream.sync.stage import Emitted, SyncConfig, SyncStage
 from fusion_stream.wire import Envelope, check_topic
@@ -173,7 +173,8 @@ def _sync_in_process(
     """Sensor topics → the sync stage → ``run`` on the newest set whenever the model is free.
 
     Every message goes into the stage (queued, not ``latest``: a set needs each message of the
-    other inputs within its window). A set is run as soon as nothing else waits on the socket
+    other inputs within its window), once everything waiting on the socket is read, in the order
+    it arrived (see :class:`NewestSet`). A set is run as soon as nothing else waits on the socket
     (what waits may complete a newer set, which then wins) or at the next 5 ms tick."""
     sets_pub = node.publisher(publish_sets, msgs.SyncedFrame) if publish_sets else None
 
@@ -189,8 +190,10 @@ def _sync_in_process(
             run(e.frame)
 
     def on_message(env: Envelope) -> None:
-        sets.offer(env.topic, env.message, node.clock.now_ns())
-        if sets.ready and not sub.socket.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]
+        waited = time.time_ns() - env.pub_ns  # behind the model's last run, maybe
+        sets.add(env.topic, env.message, arrival_ns(node.clock.now_ns(), waited, config.deadline_ns))
+        if not sub.socket.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]  # all read: offer, run
+            sets.flush()
             run_newest()
 
     def tick() -> None:

@@ -18,7 +18,7 @@ from fusion_stream.errors import LaunchError
 from fusion_stream.infer.backends import onnx_for
 from fusion_stream.model import dataset
 from fusion_stream.registry import Registry
-from fusion_stream.sync.live import NewestSet
+from fusion_stream.sync.live import NewestSet, arrival_ns
 from fusion_stream.sync.settings import EmbeddedParams, InputParams, config_from
 from fusion_stream.sync.stage import SyncStage
 from fusion_stream.transport import Publisher, Subscriber
@@ -231,9 +231,9 @@ def test_newest_set_skips_to_the_newest_emitted_set_when_the_model_is_busy() -> 
     cloud = np.zeros((1, 4), np.float32)
     for t in range(0, 2000, 50):  # camera every 50 ms, LiDAR every 100 ms, each arriving 10 ms late
         clock[0] = (t + 10) * ms
-        sets.offer("/c", msgs.Image(stamp_ns=t * ms, frame_id="c", data=image), clock[0])
+        sets.add("/c", msgs.Image(stamp_ns=t * ms, frame_id="c", data=image), clock[0])
         if t % 100 == 0:
-            sets.offer("/l", msgs.PointCloud(stamp_ns=t * ms, frame_id="l", data=cloud), clock[0])
+            sets.add("/l", msgs.PointCloud(stamp_ns=t * ms, frame_id="l", data=cloud), clock[0])
         sets.poll(clock[0])
         if t % 350 == 0 and (e := sets.take()) is not None:
             taken.append((t * ms, e.frame))
@@ -245,6 +245,43 @@ def test_newest_set_skips_to_the_newest_emitted_set_when_the_model_is_busy() -> 
     lidar, camera = sets.stage.input_stats
     assert lidar.used == lidar.received == emitted, "every sweep made a set, taken or skipped"
     assert camera.used == emitted and set(camera.dropped) == {"superseded"}  # the off-grid frames
+
+
+def test_messages_read_after_a_model_run_join_the_set_they_came_in_time_for() -> None:
+    """Sweep 0 came at 100 ms; the model then ran until 260 ms, meanwhile a camera frame (stamp
+    10 ms) came at 120 ms and sweep 100 at 200 ms. Read afterwards publisher by publisher, the sweep
+    may come first: offered as read, it closes set 0 (due at 150 ms) without the camera; offered
+    in arrival order with the arrival times, set 0 is complete, as the sync node would make it."""
+    p = EmbeddedParams(
+        inputs=(
+            InputParams(name="lidar", topic="/l", mode="reference", period_ms=100.0),
+            InputParams(name="camera", topic="/c", slop_ms=40.0),
+        ),
+        deadline_ms=150.0,
+    )
+    ms = 1_000_000
+    sweep0, sweep1 = (
+        msgs.PointCloud(stamp_ns=t * ms, frame_id="l", data=np.zeros((1, 4), np.float32)) for t in (0, 100)
+    )
+    frame = msgs.Image(stamp_ns=10 * ms, frame_id="c", data=np.zeros((2, 2, 3), np.uint8))
+
+    as_read = SyncStage(config_from(p))
+    as_read.offer("/l", sweep0, 100 * ms)
+    emitted = as_read.offer("/l", sweep1, 260 * ms) + as_read.offer("/c", frame, 260 * ms)
+    assert emitted[0].frame.stamp_ns == 0 and emitted[0].frame.missing == ("camera",)  # read in turn
+
+    sets = NewestSet(SyncStage(config_from(p)), lambda: 260 * ms)
+    sets.add("/l", sweep0, 100 * ms)
+    sets.flush()
+    assert not sets.ready
+    sets.add("/l", sweep1, arrival_ns(260 * ms, 60 * ms, 150 * ms))  # read first, waited 60 ms
+    sets.add("/c", frame, arrival_ns(260 * ms, 140 * ms, 150 * ms))
+    sets.flush()
+    e = sets.take()
+    assert e is not None and e.frame.stamp_ns == 0 and not e.frame.missing
+    assert e.frame.first("camera") is frame
+    assert arrival_ns(260 * ms, -5 * ms, 150 * ms) == 260 * ms  # a clock ahead: now
+    assert arrival_ns(260 * ms, 9_000 * ms, 150 * ms) == 110 * ms  # never more than the cap
 
 
 def _graph(tmp_path: Path, sync_inputs: str, radar: bool = True) -> Path:

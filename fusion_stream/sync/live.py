@@ -8,6 +8,12 @@ sensor (the fusion network): every message still goes into the stage, since a se
 message of the other inputs within its window, but of the sets emitted while the consumer was busy
 only the newest waits for it; the older ones are counted as skipped. A late detection is worth
 less than a fresh one, and a queue behind a slow model only grows.
+
+What came in while the model ran is read afterwards, publisher by publisher (ZeroMQ takes its
+queues round-robin, not in arrival order): a sweep read before a camera frame that came earlier
+would close that frame's set without it. So the messages read together are offered in the order
+they came, each with the time it came, and are judged as the sync node, never busy for long,
+would have judged them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,13 @@ from collections.abc import Callable
 
 from fusion_stream import msgs
 from fusion_stream.sync.stage import Emitted, SyncStage
+
+
+def arrival_ns(now_ns: int, waited_ns: int, cap_ns: int) -> int:
+    """When a message that has ``waited_ns`` (wall clock, since it was published) in the socket
+    arrived, on the clock that reads ``now_ns``; ``waited_ns`` is clamped to [0, ``cap_ns``], as
+    another host's clock may be off."""
+    return now_ns - min(max(0, waited_ns), cap_ns)
 
 
 class SyncReport:
@@ -72,13 +85,22 @@ class NewestSet:
         self._now_ns = now_ns
         self._on_set = on_set
         self._newest: Emitted | None = None
+        self._read: list[tuple[int, int, str, msgs.Message]] = []
 
-    def offer(self, topic: str, msg: msgs.Message, arrival_ns: int) -> None:
-        """A message received on an input ``topic`` at ``arrival_ns`` (the clock the stage runs on)."""
-        self._keep(self.stage.offer(topic, msg, arrival_ns))
+    def add(self, topic: str, msg: msgs.Message, arrival_ns: int) -> None:
+        """A message read from an input ``topic`` that arrived at ``arrival_ns`` (on the clock the
+        stage runs on); it goes to the stage at the next :meth:`flush`."""
+        self._read.append((arrival_ns, len(self._read), topic, msg))
+
+    def flush(self) -> None:
+        """Offer what was read since the last flush, in the order it arrived."""
+        read, self._read = sorted(self._read, key=lambda r: r[:2]), []
+        for arrival, _, topic, msg in read:
+            self._keep(self.stage.offer(topic, msg, arrival))
 
     def poll(self, now_ns: int) -> None:
-        """Emit the sets whose deadline passed by ``now_ns``."""
+        """Offer what was read, then emit the sets whose deadline passed by ``now_ns``."""
+        self.flush()
         self._keep(self.stage.poll(now_ns))
 
     @property

@@ -174,8 +174,11 @@ def _sync_in_process(
 
     Every message goes into the stage (queued, not ``latest``: a set needs each message of the
     other inputs within its window), once everything waiting on the socket is read, in the order
-    it arrived (see :class:`NewestSet`). A set is run as soon as nothing else waits on the socket
-    (what waits may complete a newer set, which then wins) or at the next 5 ms tick."""
+    it arrived and judged by when it arrived (see :class:`NewestSet`), so a model run that held the
+    loop does not change the sets. A set is run as soon as nothing else waits on the socket (what
+    waits may complete a newer set, which then wins) or at the next 5 ms tick. Arrival times go
+    back at most half the stage's ``reset_jump``: a clock of another host that is off must not
+    look like a bag that looped."""
     sets_pub = node.publisher(publish_sets, msgs.SyncedFrame) if publish_sets else None
 
     def publish_set(e: Emitted) -> None:
@@ -189,16 +192,20 @@ def _sync_in_process(
         if e is not None:
             run(e.frame)
 
+    def drained() -> bool:
+        return not sub.socket.getsockopt(_EVENTS) & _POLLIN  # type: ignore[operator, no-any-return]
+
     def on_message(env: Envelope) -> None:
         waited = time.time_ns() - env.pub_ns  # behind the model's last run, maybe
-        sets.add(env.topic, env.message, arrival_ns(node.clock.now_ns(), waited, config.deadline_ns))
-        if not sub.socket.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]  # all read: offer, run
+        sets.add(env.topic, env.message, arrival_ns(node.clock.now_ns(), waited, config.reset_jump_ns // 2))
+        if drained():  # everything that came is read: offer it in arrival order, run the newest set
             sets.flush()
             run_newest()
 
     def tick() -> None:
-        sets.poll(node.clock.now_ns())
-        run_newest()
+        if drained():  # else the runtime reads on (in batches) first
+            sets.poll(node.clock.now_ns())
+            run_newest()
 
     def diagnostics() -> dict[str, msgs.ScalarValue]:
         values, level, message = sets.report.report()

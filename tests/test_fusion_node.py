@@ -65,13 +65,19 @@ def test_fusion_node_detects_on_synced_sets_and_reports_stage_latency(procs: Pro
         Subscriber("/diagnostics", registry=registry, timeout=5.0) as diag,
     ):
         dets.wait_for_publishers(60.0)
-        # first a set the node cannot use (a plain cloud on the radar input): skipped and counted
+        deadline = time.monotonic() + 20.0
+        while dets.recv(timeout=0.3) is None:  # until its subscriber has joined
+            assert time.monotonic() < deadline, "no detections for 20 s"
+            pub.publish(msgs.SyncedFrame(stamp_ns=2, frame_id="base_link", members=members))
+        # then a set the node cannot use (a plain cloud on the radar input): skipped and counted
         radar = members["radar"][0]
         bad_radar = msgs.PointCloud(
             stamp_ns=1, frame_id="radar_front", data=radar.data[:, :4], fields=("x", "y", "z", "intensity")
         )
         pub.publish(msgs.SyncedFrame(stamp_ns=1, frame_id="base_link", members={**members, "radar": (bad_radar,)}))
         time.sleep(0.5)
+        while dets.recv(timeout=0) is not None:  # answers to the sets sent while it joined
+            pass
         got: list[msgs.Detections] = []
         stamps = []
         deadline = time.monotonic() + 60

@@ -8,7 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from fusion_stream import msgs
+import pytest
+
+from fusion_stream import launch, msgs
+from fusion_stream.errors import LaunchError
 from fusion_stream.registry import Registry
 from fusion_stream.transport import Publisher, Subscriber
 
@@ -158,3 +161,28 @@ def test_messages_of_a_wrong_type_on_sync_inputs_are_logged_once_and_counted(
     assert "Traceback" not in err, err[-3000:]
     assert err.count("input lidar (/lidar/top/points): dropping Diagnostics messages") == 1, err[-3000:]
     assert err.count("input camera (/camera/front/image): dropping ClockTick messages") == 1, err[-3000:]
+
+
+def test_launch_checker_refuses_a_misspelt_or_bad_sync_input(tmp_path: Path) -> None:
+    """``slop: 20`` for ``slop_ms`` was silently ignored (the default 50 ms applied); now each
+    input is checked as the file is read, with its place in the file."""
+    graph = tmp_path / "g.yaml"
+    template = (
+        "graph: t\nnodes:\n"
+        "  - {name: lidar, type: pattern, params: {kind: points, topic: /lidar/top/points}}\n"
+        "  - {name: camera, type: pattern, params: {kind: image, topic: /camera/front/image}}\n"
+        "  - name: sync\n    type: sync\n    params:\n      inputs:\n"
+        "        - {name: lidar, topic: /lidar/top/points, mode: reference}\n"
+        "        - {name: camera, topic: /camera/front/image, INPUT}\n"
+    )
+    graph.write_text(template.replace("INPUT", "slop_ms: 20"))
+    assert launch.load(graph).node("sync").topics.inputs == ("/lidar/top/points", "/camera/front/image")
+    for bad, reason in (
+        ("slop: 20", "unknown field `slop`"),
+        ("mode: closest", "mode must be one of"),
+        ("period_ms: .nan", "period_ms must be a finite number >= 0"),
+    ):
+        graph.write_text(template.replace("INPUT", bad))
+        with pytest.raises(LaunchError) as err:
+            launch.load(graph)
+        assert "nodes[2] (sync).params.inputs[1]" in str(err.value) and reason in str(err.value), str(err.value)

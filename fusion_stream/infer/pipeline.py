@@ -69,10 +69,12 @@ class FusionPipeline:
         self.frame_id = frame_id
 
     def warm_up(self) -> float:
-        """Run the network once on an empty set; the milliseconds it took. A backend's first run
-        allocates and plans (much slower than the next, on a GPU above all): a node does it before
-        it subscribes, so its first real set is not the one that pays."""
+        """Compile the pre-processing kernels and run the network once on an empty set; the
+        milliseconds it took. A backend's first run allocates and plans (much slower than the next,
+        on a GPU above all): a node does it before it subscribes, so its first real set is not the
+        one that pays."""
         t0 = time.perf_counter()
+        preprocess.compile_kernels()  # else the first real set compiles them: a second, on a small machine
         self.backend.run(preprocess.batch([preprocess.empty_inputs(self.backend.config)]))
         return (time.perf_counter() - t0) * 1e3
 

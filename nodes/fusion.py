@@ -95,6 +95,8 @@ def sync_config(p: Params) -> SyncConfig | None:
 
 
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+_MAX_BACKLOG_S = 0.1
+"""The in-process sync offers what it read at least this often, even while more keeps coming."""
 
 _GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/proc/driver/nvidia/version")
 """Where an NVIDIA driver shows itself (``/dev/dxg``: WSL 2); CUDA cannot run without one."""
@@ -193,7 +195,10 @@ def _sync_in_process(
             run(e.frame)
 
     def drained() -> bool:
-        return not sub.socket.getsockopt(_EVENTS) & _POLLIN  # type: ignore[operator, no-any-return]
+        """Nothing more waits on the socket, or what was read has waited _MAX_BACKLOG_S (inputs
+        faster than this node reads them must not starve the model)."""
+        more = sub.socket.getsockopt(_EVENTS) & _POLLIN  # type: ignore[operator]
+        return not more or sets.backlog_s() >= _MAX_BACKLOG_S
 
     def on_message(env: Envelope) -> None:
         waited = time.time_ns() - env.pub_ns  # behind the model's last run, maybe

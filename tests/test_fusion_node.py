@@ -282,7 +282,9 @@ def test_messages_read_after_a_model_run_join_the_set_they_came_in_time_for() ->
     assert not sets.ready
     sets.add("/l", sweep1, arrival_ns(260 * ms, 60 * ms, 150 * ms))  # read first, waited 60 ms
     sets.add("/c", frame, arrival_ns(260 * ms, 140 * ms, 150 * ms))
+    assert sets.backlog_s() > 0  # held until flushed (the node flushes once the socket is drained)
     sets.flush()
+    assert sets.backlog_s() == 0
     e = sets.take()
     assert e is not None and e.frame.stamp_ns == 0 and not e.frame.missing
     assert e.frame.first("camera") is frame

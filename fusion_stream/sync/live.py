@@ -18,6 +18,7 @@ would have judged them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from fusion_stream import msgs
@@ -86,11 +87,18 @@ class NewestSet:
         self._on_set = on_set
         self._newest: Emitted | None = None
         self._read: list[tuple[int, int, str, msgs.Message]] = []
+        self._read_since = 0.0
 
     def add(self, topic: str, msg: msgs.Message, arrival_ns: int) -> None:
         """A message read from an input ``topic`` that arrived at ``arrival_ns`` (on the clock the
         stage runs on); it goes to the stage at the next :meth:`flush`."""
+        if not self._read:
+            self._read_since = time.monotonic()
         self._read.append((arrival_ns, len(self._read), topic, msg))
+
+    def backlog_s(self) -> float:
+        """How long the oldest message read but not offered yet has been held (0: none)."""
+        return time.monotonic() - self._read_since if self._read else 0.0
 
     def flush(self) -> None:
         """Offer what was read since the last flush, in the order it arrived."""

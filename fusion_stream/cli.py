@@ -104,7 +104,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from fusion_stream import launch
-    from fusion_stream.demo import HEADERS, TopicStats, run_demo
+    from fusion_stream.demo import HEADERS, NODE_HEADERS, TopicStats, run_demo, short_of_cpu
 
     def table(stats: dict[str, TopicStats]) -> Table:
         t = Table(*HEADERS, title=f"fusion-stream demo: {args.launch or 'the simulated rig'} over ZeroMQ", box=None)
@@ -121,6 +121,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             args=launch.parse_args(args.args),
         )
     console.print(table(result.topics))
+    nodes = Table(*NODE_HEADERS, box=None)
+    for n in result.nodes.values():
+        nodes.add_row(*n.row())
+    console.print(nodes)
+    total = sum(n.cpu_mean for n in result.nodes.values() if n.cpu_pct)
+    console.print(f"CPU of the whole graph: {total:.0f} % of one core (this machine has {os.cpu_count()} cores)")
+    if behind := short_of_cpu(result.nodes):
+        console.print("[yellow]short of CPU:[/] " + ", ".join(behind))
     console.print("node exit codes: " + ", ".join(f"{k}={v}" for k, v in result.exit_codes.items()))
     if not result.ok:
         err_console.print("\n".join(result.log_tail))

@@ -109,7 +109,9 @@ def publish_on_grid(
     # which in the first tick would skip dozens of frames. Captures are pure functions of the stamp.
     pub = node.publisher(topic, msg_type, nominal_hz=rate_hz, skipped=lambda: grid.skipped)
     t0 = time.perf_counter()
-    capture(epoch_ns)
+    day = 86_400 * 10**9  # later than any calibrated clock offset, so the stamp stays positive
+    k = (max(node.clock.now_ns(), epoch_ns + day) - epoch_ns) // grid.period_ns
+    capture(grid.capture_ns(k))
     node.log.info("first frame computed in %.2f s, before the capture grid starts", time.perf_counter() - t0)
     node.add_diagnostics(lambda: {"frames_skipped": grid.skipped})
 

@@ -112,7 +112,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             t.add_row(*s.row())
         return t
 
-    console.print(f"launching the demo graph for {args.duration:.0f} s ...")
+    console.print(f"launching the demo graph; {args.duration:.0f} s from its first message on every topic ...")
     with Live(console=console, auto_refresh=False, transient=True) as live:
         result = run_demo(
             args.duration,

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import BackendUnavailableError, FormatError, InferenceError
 from fusion_stream.infer import backends
 from fusion_stream.infer.export import TENSORRT_OPS, export_onnx, graph_ops, to_fp16

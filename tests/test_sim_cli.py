@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fusion_stream import formats, render
-from fusion_stream.calib import load
 from fusion_stream.cli import main
-from fusion_stream.msgs import Box3D
+from fusion_stream.core import formats, render
+from fusion_stream.core.calib import load
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.sim import lidar
 
 from .conftest import ROOT

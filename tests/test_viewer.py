@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream import calib, msgs, render
+from fusion_stream.core import calib, msgs, render
 from fusion_stream.errors import UsageError
-from fusion_stream.registry import Registry
+from fusion_stream.runtime.registry import Registry
 from fusion_stream.viewer import scene, server
 from fusion_stream.viewer.live import GraphWatcher
 
@@ -136,7 +136,7 @@ def test_viewer_page_updates_in_headless_chromium(procs: Procs, registry: Regist
 def test_scene_sorts_messages_by_type_and_draws_pictures() -> None:
     latest = scene.Latest()
     assert scene.camera_picture(latest, RIG) is None and scene.audio_picture(latest, RIG) is None
-    from fusion_stream import testpattern
+    from fusion_stream.sources import testpattern
 
     samples = testpattern.sample_messages(2)
     for topic, msg in samples.items():

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fusion_stream import msgs
 from fusion_stream.bag import rostypes as rt
+from fusion_stream.core import msgs
 from fusion_stream.errors import FormatError, MessageError
 
 Kind = Literal["lidar", "radar"]
@@ -410,7 +410,7 @@ _GT_RGB = (0.6, 0.6, 0.6)
 def detection_markers(det: msgs.Detections, *, ground_truth: bool = False) -> tuple[str, bytes]:
     """A ``MarkerArray`` drawing the boxes (translucent cubes in class colours, a label above),
     which Foxglove's and RViz's 3D views show without plugins (neither draws vision_msgs)."""
-    from fusion_stream.render import CLASS_COLORS
+    from fusion_stream.core.render import CLASS_COLORS
 
     store = rt.typestore()
     marker_t, color_t = _t(store, "visualization_msgs/msg/Marker"), _t(store, "std_msgs/msg/ColorRGBA")
@@ -453,7 +453,7 @@ def detection_markers(det: msgs.Detections, *, ground_truth: bool = False) -> tu
 
 def tf_static(rig: Any, stamp: int) -> tuple[str, bytes]:
     """The rig's sensor poses as a ``tf2_msgs/TFMessage`` (rig frame → each sensor's frame)."""
-    from fusion_stream.calib import quaternion_xyzw
+    from fusion_stream.core.calib import quaternion_xyzw
 
     store = rt.typestore()
     transforms = []

@@ -19,8 +19,8 @@ from typing import Literal
 
 import numpy as np
 
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.eval.metrics import FrameResult
-from fusion_stream.msgs import Box3D
 
 IOU_THRESHOLDS: dict[str, float] = {"car": 0.7, "truck": 0.7, "pedestrian": 0.5, "cyclist": 0.5}
 N_RECALL_POINTS = 40

@@ -14,11 +14,11 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from fusion_stream.cache import cache_root
+from fusion_stream.core.cache import cache_root
+from fusion_stream.core.yamlio import open_regular
 from fusion_stream.errors import BackendUnavailableError, InferenceError
 from fusion_stream.model.config import MAX_WEIGHTS_BYTES, OUTPUT_NAMES, ModelConfig, WeightsError
 from fusion_stream.model.preprocess import INPUT_NAMES
-from fusion_stream.yamlio import open_regular
 
 log = logging.getLogger(__name__)
 

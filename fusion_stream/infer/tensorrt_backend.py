@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream.cache import cache_root
+from fusion_stream.core.cache import cache_root
 from fusion_stream.errors import BackendUnavailableError, InferenceError
 from fusion_stream.infer.export import file_digest
 from fusion_stream.model.config import ModelConfig

@@ -5,8 +5,8 @@ Shared by the sensor nodes (live, on their capture grids) and by :mod:`fusion_st
 
 from __future__ import annotations
 
-from fusion_stream import calib
-from fusion_stream.msgs import AudioChunk, Image, PointCloud, RadarScan
+from fusion_stream.core import calib
+from fusion_stream.core.msgs import AudioChunk, Image, PointCloud, RadarScan
 from fusion_stream.sim import audio, lidar, radar
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.world import World

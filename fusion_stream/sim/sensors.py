@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import CalibrationError, ParamError
-from fusion_stream.node import Node
+from fusion_stream.runtime.node import Node
 from fusion_stream.sim.world import Scenario, World
 
 DEFAULT_RIG = "calib/sim_rig.yaml"

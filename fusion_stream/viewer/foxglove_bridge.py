@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
+from fusion_stream.core.render import CLASS_COLORS
+from fusion_stream.core.wire import Envelope
 from fusion_stream.errors import FusionStreamError, UsageError
-from fusion_stream.registry import Registry
-from fusion_stream.render import CLASS_COLORS
+from fusion_stream.runtime.registry import Registry
 from fusion_stream.viewer.tap import TopicTap
-from fusion_stream.wire import Envelope
 
 log = logging.getLogger(__name__)
 

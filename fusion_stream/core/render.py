@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_stream.calib import Sensor
-from fusion_stream.msgs import Box3D
+from fusion_stream.core.calib import Sensor
+from fusion_stream.core.msgs import Box3D
 
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "car": (0, 160, 255),

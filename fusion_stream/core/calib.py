@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fusion_stream.core.yamlio import read_mapping
 from fusion_stream.errors import CalibrationError
-from fusion_stream.yamlio import read_mapping
 
 __all__ = ["CalibrationError", "Intrinsics", "Rig", "Sensor", "Transform", "load"]
 

@@ -2,7 +2,7 @@
 
 Kernels are compiled with numba's on-disk cache, so a node does not recompile at each start;
 where numba finds nowhere to write the cache (a read-only install, no writable user cache), they
-are compiled in memory instead of failing. ``python -m fusion_stream.jit`` compiles every kernel
+are compiled in memory instead of failing. ``python -m fusion_stream.runtime.jit`` compiles every kernel
 once (the setup script runs it), so no node's first frame pays seconds of compilation.
 """
 

@@ -8,11 +8,11 @@ import threading
 from pathlib import Path
 
 from fusion_stream.errors import CalibrationError, FusionStreamError, UsageError
-from fusion_stream.runner import EXIT_CONFIG
+from fusion_stream.runtime.runner import EXIT_CONFIG
 
 
 def _stop_event() -> threading.Event:
-    from fusion_stream.cli_bag import stop_on_signals
+    from fusion_stream.cli.bag import stop_on_signals
 
     stop = threading.Event()
     stop_on_signals(lambda _name: stop.set())
@@ -20,7 +20,7 @@ def _stop_event() -> threading.Event:
 
 
 def _rig(path: str) -> object:
-    from fusion_stream import calib
+    from fusion_stream.core import calib
 
     try:
         return calib.load(calib.resolve_path(path))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream.core import calib, msgs, render
+from fusion_stream.core import calib, geometry, msgs, render
 from fusion_stream.errors import UsageError
 from fusion_stream.runtime.registry import Registry
 from fusion_stream.viewer import scene, server
@@ -39,7 +39,7 @@ def test_camera_overlay_draws_the_box_where_it_projects_with_its_label() -> None
     assert cam.intrinsics is not None
     black = np.zeros((cam.intrinsics.height, cam.intrinsics.width, 3), np.uint8)
     out = render.camera_overlay(black, cam, None, [CAR])
-    uv, visible = cam.project(render.box_corners(CAR))
+    uv, visible = cam.project(geometry.box_corners(CAR))
     assert visible.all()
     blue = render.CLASS_COLORS["car"]
     for u, v in uv:

@@ -10,7 +10,6 @@ PointCloud2 of any field layout and datatype, Image in common encodings, Compres
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from fusion_stream.bag import rostypes as rt
 from fusion_stream.core import msgs
+from fusion_stream.core.geometry import quaternion_to_yaw, yaw_to_quaternion
 from fusion_stream.errors import FormatError, MessageError
 
 Kind = Literal["lidar", "radar"]
@@ -59,11 +59,12 @@ def stamp_ns(ros_header_or_time: Any) -> int:
 
 
 def _quaternion(store: Any, yaw: float) -> Any:
-    return _t(store, "geometry_msgs/msg/Quaternion")(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
+    x, y, z, w = yaw_to_quaternion(yaw)
+    return _t(store, "geometry_msgs/msg/Quaternion")(x=x, y=y, z=z, w=w)
 
 
 def _yaw(q: Any) -> float:
-    return math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
+    return quaternion_to_yaw(q.x, q.y, q.z, q.w)
 
 
 # --------------------------------------------------------------------------- ours → ROS

@@ -11,13 +11,13 @@ on ``/tf`` so clouds in sensor frames sit where they belong.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
 import numpy as np
 
 from fusion_stream.core import calib, msgs
+from fusion_stream.core.geometry import yaw_to_quaternion
 from fusion_stream.core.render import CLASS_COLORS
 from fusion_stream.core.wire import Envelope
 from fusion_stream.errors import FusionStreamError, UsageError
@@ -58,7 +58,7 @@ def scene_update(fm: Any, det: msgs.Detections, *, ground_truth: bool = False) -
     entities = []
     for i, box in enumerate(det.boxes):
         r, g, b = _GT_COLOR if ground_truth else CLASS_COLORS.get(box.label, (230, 230, 230))
-        quat = (0.0, 0.0, math.sin(box.yaw / 2), math.cos(box.yaw / 2))
+        quat = yaw_to_quaternion(box.yaw)
         cube = fm.CubePrimitive(
             pose=_pose(fm, box.center, quat),
             size=fm.Vector3(x=box.size[0], y=box.size[1], z=box.size[2]),

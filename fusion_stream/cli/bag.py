@@ -10,7 +10,6 @@ import functools
 import json
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.table import Table
 
+from fusion_stream.cli.common import add_clock_argument, progress_bar, stop_on_signals
 from fusion_stream.errors import FileKeyError, FormatError, FusionStreamError, UsageError
 from fusion_stream.runtime.params import parse_override
 from fusion_stream.runtime.runner import EXIT_CONFIG
@@ -43,14 +43,7 @@ def _bad_input(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
 
 def _progress() -> Progress:
-    from fusion_stream.cli.model import progress_bar
-
     return progress_bar(err_console)
-
-
-def add_clock_argument(p: argparse.ArgumentParser, help: str) -> None:  # argparse's name
-    """``--clock [TOPIC]`` (default ``/clock``), shared by ``replay`` (publish) and ``launch`` (follow)."""
-    p.add_argument("--clock", nargs="?", const="/clock", default=None, metavar="TOPIC", help=help)
 
 
 def _size(n: float) -> str:
@@ -59,16 +52,6 @@ def _size(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} GiB"
-
-
-def stop_on_signals(stop: Callable[[str], None]) -> None:
-    """Ctrl-C and SIGTERM call ``stop(signal name)`` instead of raising: files get finished."""
-
-    def handler(signum: int, _frame: object) -> None:
-        stop(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 # --------------------------------------------------------------------------- record

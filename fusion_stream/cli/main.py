@@ -11,19 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from fusion_stream.cli import tools
+from fusion_stream.cli.common import add_clock_argument, console, err_console
 from fusion_stream.errors import FormatError, FusionStreamError, UsageError
 from fusion_stream.runtime.introspect import describe, to_jsonable
 from fusion_stream.runtime.registry import ENV_GRAPH
 from fusion_stream.runtime.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
 
 # Piped output (logs, CI, tests) gets wide lines rather than rich's 80-column wrapping.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
@@ -305,7 +303,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate and print the graph, start nothing")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--host", default="local", help="start only this host's nodes (default: local)")
-    from fusion_stream.cli.bag import add_clock_argument
 
     add_clock_argument(p, "nodes follow the replay clock on TOPIC (default /clock; `replay --clock`), not wall time")
     p.set_defaults(func=_cmd_launch)

@@ -7,13 +7,12 @@ import sys
 import threading
 from pathlib import Path
 
+from fusion_stream.cli.common import stop_on_signals
 from fusion_stream.errors import CalibrationError, FusionStreamError, UsageError
 from fusion_stream.runtime.runner import EXIT_CONFIG
 
 
 def _stop_event() -> threading.Event:
-    from fusion_stream.cli.bag import stop_on_signals
-
     stop = threading.Event()
     stop_on_signals(lambda _name: stop.set())
     return stop

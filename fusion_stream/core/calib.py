@@ -322,7 +322,7 @@ def _sensor(name: str, raw: Any, path: str) -> Sensor:
     )
 
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve_path(path: Path | str) -> Path:

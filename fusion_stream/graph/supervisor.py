@@ -530,4 +530,4 @@ def _plain(value: object) -> object:
 
 def default_launch_dir() -> Path:
     """``launch/`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parent.parent / "launch"
+    return Path(__file__).resolve().parents[2] / "launch"

@@ -100,6 +100,19 @@ def collect_topics(sub: Subscriber, topics: list[str], seconds: float) -> dict[s
     return got
 
 
+def collect_counts(sub: Subscriber, need: dict[str, int], timeout: float = 60.0) -> dict[str, list[msgs.Message]]:
+    """Messages per topic until each topic has ``need[topic]`` of them (or ``timeout`` s pass):
+    a count, not a rate, so a busy machine makes the test slower, not wrong."""
+    got: dict[str, list[msgs.Message]] = {t: [] for t in need}
+    sub.wait_for_publishers(30.0)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and any(len(got[t]) < n for t, n in need.items()):
+        env = sub.recv_envelope(timeout=0.5)
+        if env is not None:
+            got[env.topic].append(env.message)
+    return got
+
+
 def collect_frames(sub: Subscriber, seconds: float) -> list[msgs.SyncedFrame]:
     """Every SyncedFrame that arrives on ``sub`` within ``seconds``."""
     out: list[msgs.SyncedFrame] = []

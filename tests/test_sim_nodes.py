@@ -15,7 +15,7 @@ from fusion_stream.runtime.transport import Subscriber
 from fusion_stream.sim import Scenario, World, lidar
 from nodes import sync as sync_node
 
-from .conftest import ROOT, Procs, collect_topics
+from .conftest import ROOT, Procs, collect_counts
 
 TOPICS = {
     "lidar": "/lidar/top/points",
@@ -40,9 +40,15 @@ def test_sensor_nodes_publish_on_their_capture_grids(procs: Procs, registry: Reg
     common = ["-p", "seed:=3", "-p", f"calib:={rig_path}"]
     for kind in TOPICS:
         procs.python("-m", f"nodes.{kind}", "--name", kind, *common)
-    topics = list(TOPICS.values())
-    with Subscriber(topics, registry=registry, timeout=20.0) as sub:
-        got = collect_topics(sub, topics, 4.0)
+    need = {
+        TOPICS["lidar"]: 3,
+        TOPICS["camera"]: 10,
+        TOPICS["audio"]: 100,
+        TOPICS["radar"]: 20,
+        TOPICS["ground_truth"]: 10,
+    }
+    with Subscriber(list(need), registry=registry, queue_size=1000) as sub:
+        got = collect_counts(sub, need, timeout=90.0)
     procs.stop_all()
 
     sweeps = [m for m in got[TOPICS["lidar"]] if isinstance(m, msgs.PointCloud)]

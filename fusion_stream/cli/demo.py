@@ -4,7 +4,9 @@ The simulated camera, LiDAR, radar and microphone array, ground truth and the sy
 in its own process under the supervisor. The console shows, per topic, the rate, bandwidth, loss
 and the latency from capture stamp to arrival here, and for ``/sync/frames`` how many sets were
 partial; for ``/detections``, detections per frame, and its stamp→here latency is the end-to-end
-latency from the sensor capture stamp to the detections arriving here.
+latency from the sensor capture stamp to the detections arriving here. A second table says what
+each node cost (CPU share of one core, resident memory, from its own ``/diagnostics``) and what it
+warned about, and the end names the sources that fell behind: the nodes a busy machine starved.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fusion_stream.core import msgs
 from fusion_stream.graph import launch
 from fusion_stream.graph.supervisor import Supervisor, default_launch_dir
 from fusion_stream.runtime.introspect import RateMeter
+from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC
 from fusion_stream.runtime.registry import Registry
 from fusion_stream.runtime.transport import Subscriber
 
@@ -56,6 +59,60 @@ class TopicStats:
 
 
 HEADERS = ("topic", "msgs", "rate Hz", "MB/s", "stamp→here p50 / p99 ms", "lost")
+NODE_HEADERS = ("node", "CPU % mean / max", "RSS MB", "warnings")
+
+
+@dataclass
+class NodeStats:
+    """What a node said about itself on ``/diagnostics`` during the run."""
+
+    node: str
+    cpu_pct: list[float] = field(default_factory=list)
+    rss_mb: float = 0.0
+    warnings: dict[str, int] = field(default_factory=dict)
+    """Kind of WARN (its message without figures) → how many reports said it."""
+    last_warning: dict[str, str] = field(default_factory=dict)
+    frames_skipped: int = 0
+
+    def add(self, report: msgs.Diagnostics) -> None:
+        values = report.values
+        if "busy_s" not in values:  # a watchdog's busy heartbeat carries no figures
+            cpu = values.get("cpu_pct")
+            if isinstance(cpu, int | float):
+                self.cpu_pct.append(float(cpu))
+            rss = values.get("rss_mb")
+            if isinstance(rss, int | float):
+                self.rss_mb = max(self.rss_mb, float(rss))
+            skipped = values.get("frames_skipped")
+            if isinstance(skipped, int):
+                self.frames_skipped = skipped
+        if report.level >= msgs.Level.WARN and report.message:
+            for part in report.message.split("; "):
+                kind = " ".join(w for w in part.split() if not any(c.isdigit() for c in w))
+                self.warnings[kind] = self.warnings.get(kind, 0) + 1
+                self.last_warning[kind] = part
+
+    @property
+    def cpu_mean(self) -> float:
+        return float(np.mean(self.cpu_pct)) if self.cpu_pct else float("nan")
+
+    def row(self) -> tuple[str, str, str, str]:
+        cpu = f"{self.cpu_mean:.0f} / {max(self.cpu_pct):.0f}" if self.cpu_pct else "-"
+        said = [f"{self.last_warning[k]} (x{n})" for k, n in sorted(self.warnings.items(), key=lambda kv: -kv[1])]
+        return self.node, cpu, f"{self.rss_mb:.0f}" if self.rss_mb else "-", "; ".join(said[:2])
+
+
+def short_of_cpu(nodes: dict[str, NodeStats]) -> list[str]:
+    """Sources that fell behind (skipped frames or ran below their nominal rate), worst first,
+    each with what it cost: the nodes a busy machine starved."""
+    behind = [n for n in nodes.values() if n.frames_skipped or any(" Hz of " in k for k in n.warnings)]
+    behind.sort(key=lambda n: -n.frames_skipped)
+    return [
+        f"{n.node} ({n.frames_skipped} frames skipped, {n.cpu_mean:.0f} % of a core)"
+        if n.frames_skipped
+        else f"{n.node} (below its nominal rate, {n.cpu_mean:.0f} % of a core)"
+        for n in behind
+    ]
 
 
 @dataclass
@@ -64,6 +121,7 @@ class DemoResult:
     exit_codes: dict[str, int]
     failure: str | None
     log_tail: list[str]
+    nodes: dict[str, NodeStats] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -87,16 +145,27 @@ def run_demo(
     sup = Supervisor(graph, registry=registry, output=tail.append)
     topics = sorted({t for n in graph.nodes for t in n.topics.outputs})
     stats = {t: TopicStats(t) for t in topics}
+    nodes = {n.name: NodeStats(n.name) for n in graph.nodes}
     try:
         sup.start()
-        with Subscriber(topics, registry=registry, queue_size=256) as sub:
-            deadline = time.monotonic() + 30.0
-            while not all(registry.lookup(t) for t in topics) and not sup.done:
+        with (
+            Subscriber(topics, registry=registry, queue_size=256) as sub,
+            Subscriber(DIAGNOSTICS_TOPIC, registry=registry, queue_size=256) as diag,
+        ):
+            # The clock starts once every topic has delivered: start-up (imports, the first frame's
+            # scene building, the model's warm-up) is not what the table measures.
+            deadline = time.monotonic() + 90.0
+            silent = set(topics)
+            while silent and not sup.done:
                 if time.monotonic() > deadline:
-                    sup.failure = f"topics never appeared: {[t for t in topics if not registry.lookup(t)]}"
+                    sup.failure = f"no message within 90 s on {sorted(silent)}"
                     break
+                env = sub.recv_envelope(timeout=0.05)
+                if env is not None:
+                    silent.discard(env.topic)
+                while diag.recv(timeout=0) is not None:
+                    pass  # reports of the start-up are not the run's
                 sup.step()
-                time.sleep(0.05)
             end = time.monotonic() + duration_s
             next_update = 0.0
             while (remaining := end - time.monotonic()) > 0 and not sup.done:
@@ -110,6 +179,9 @@ def run_demo(
                         s.partial += 1
                     elif isinstance(env.message, msgs.Detections):
                         s.boxes += len(env.message.boxes)
+                while (report := diag.recv(timeout=0)) is not None:
+                    if isinstance(report, msgs.Diagnostics) and report.node in nodes:
+                        nodes[report.node].add(report)
                 sup.step()
                 if on_update and time.monotonic() >= next_update:
                     on_update(stats)
@@ -118,4 +190,4 @@ def run_demo(
                 stats[topic].lost = lost
     finally:
         codes = sup.shutdown()
-    return DemoResult(stats, codes, sup.failure, list(tail))
+    return DemoResult(stats, codes, sup.failure, list(tail), nodes)

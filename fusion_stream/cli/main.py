@@ -101,7 +101,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from fusion_stream.cli.demo import HEADERS, TopicStats, run_demo
+    from fusion_stream.cli.demo import HEADERS, NODE_HEADERS, TopicStats, run_demo, short_of_cpu
     from fusion_stream.graph import launch
 
     def table(stats: dict[str, TopicStats]) -> Table:
@@ -110,7 +110,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             t.add_row(*s.row())
         return t
 
-    console.print(f"launching the demo graph for {args.duration:.0f} s ...")
+    console.print(f"launching the demo graph; {args.duration:.0f} s from its first message on every topic ...")
     with Live(console=console, auto_refresh=False, transient=True) as live:
         result = run_demo(
             args.duration,
@@ -119,6 +119,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             args=launch.parse_args(args.args),
         )
     console.print(table(result.topics))
+    nodes = Table(*NODE_HEADERS, box=None)
+    for n in result.nodes.values():
+        nodes.add_row(*n.row())
+    console.print(nodes)
+    total = sum(n.cpu_mean for n in result.nodes.values() if n.cpu_pct)
+    console.print(f"CPU of the whole graph: {total:.0f} % of one core (this machine has {os.cpu_count()} cores)")
+    if behind := short_of_cpu(result.nodes):
+        console.print("[yellow]short of CPU:[/] " + ", ".join(behind))
     console.print("node exit codes: " + ", ".join(f"{k}={v}" for k, v in result.exit_codes.items()))
     if not result.ok:
         err_console.print("\n".join(result.log_tail))

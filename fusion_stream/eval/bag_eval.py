@@ -68,12 +68,16 @@ def setup_from_launch(
     """The sync and fusion settings of a launch file (with ``args`` as ``NAME:=VALUE`` would give)."""
     graph = launch.load(path, args)
     by_type = {n.type: n for n in graph.nodes}
-    for needed in ("sync", "fusion"):
-        if needed not in by_type:
-            raise UsageError(f"{path}: no {needed} node in the graph; evaluation needs a sync and a fusion node")
-    sync_spec, fusion_spec = by_type["sync"], by_type["fusion"]
-    sync = params.convert(SyncParams, sync_spec.params, path=str(path))
+    if "fusion" not in by_type:
+        raise UsageError(f"{path}: no fusion node in the graph; evaluation needs a sync and a fusion node")
+    fusion_spec = by_type["fusion"]
     p = dict(fusion_spec.params)
+    if "sync" in by_type:
+        sync = params.convert(SyncParams, by_type["sync"].params, path=str(path))
+    elif p.get("sync") is not None:  # the fusion node synchronizes in its own process
+        sync = params.convert(SyncParams, {"calib": p.get("calib", ""), **p["sync"]}, path=str(path))
+    else:
+        raise UsageError(f"{path}: no sync node, nor a sync block in the fusion node; evaluation needs one")
     gt_topic = GROUND_TRUTH_TOPIC
     if "ground_truth" in by_type:
         gt_topic = by_type["ground_truth"].remap.get(GROUND_TRUTH_TOPIC, GROUND_TRUTH_TOPIC)

@@ -5,11 +5,15 @@ Shared by the sensor nodes (live, on their capture grids) and by :mod:`fusion_st
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fusion_stream.core import calib
 from fusion_stream.core.msgs import AudioChunk, Image, PointCloud, RadarScan
 from fusion_stream.sim import audio, lidar, radar
-from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.world import World
+
+if TYPE_CHECKING:  # only the camera node imports the renderer (and numba with it)
+    from fusion_stream.sim.camera import CameraModel
 
 
 def _t(at_ns: int, epoch_ns: int) -> float:

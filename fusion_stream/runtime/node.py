@@ -330,7 +330,6 @@ class Node:
             "cpu_pct": round(self._cpu.percent(), 1),
             "rss_mb": round(rss_bytes() / 2**20, 1),
         }
-        level, message = self._status
         problems: list[str] = []
         now_s = now_mono / 1e9
         for watch in self._watched:
@@ -375,6 +374,7 @@ class Node:
             s.window = _Window()
         for extra in self._extra_values:
             values.update(extra())
+        level, message = self._status  # after the extras: a status they set is this report's
         if problems and level == msgs.Level.OK:
             level, message = msgs.Level.WARN, "; ".join(problems)
         return msgs.Diagnostics(

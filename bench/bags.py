@@ -31,15 +31,15 @@ from mcap.writer import Writer
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream import launch
 from fusion_stream.bag import convert
 from fusion_stream.bag.mapping import messages
 from fusion_stream.bag.reader import Bag
 from fusion_stream.bag.writer import BagWriter, compression_type
-from fusion_stream.registry import ENV_GRAPH, Registry
+from fusion_stream.graph import launch
+from fusion_stream.graph.supervisor import Supervisor, default_launch_dir
+from fusion_stream.runtime.registry import ENV_GRAPH, Registry
 from fusion_stream.sim.recording import record_sim
 from fusion_stream.sim.world import Scenario
-from fusion_stream.supervisor import Supervisor, default_launch_dir
 
 console = Console()
 NOMINAL_HZ = {"/lidar/top/points": 10, "/camera/front/image": 15, "/radar/front/points": 13, "/audio/array/chunk": 50}

@@ -34,9 +34,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from fusion_stream import wire
+from fusion_stream.core import wire
 from fusion_stream.errors import WireError
-from fusion_stream.testpattern import sample_messages
+from fusion_stream.sources.testpattern import sample_messages
 
 INTS = [0, 1, -1, 2, 7, 255, 256, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63 - 1, -(2**63), 2**64 - 1]
 FLOATS = [0.0, -0.0, 1.5, float("nan"), float("inf"), -float("inf"), 1e308, 5e-324]

@@ -34,8 +34,8 @@ import zmq
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream import wire
-from fusion_stream.registry import Registry, TopicEntry
+from fusion_stream.core import wire
+from fusion_stream.runtime.registry import Registry, TopicEntry
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -20,7 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import BackendUnavailableError
 from fusion_stream.infer import backends
 from fusion_stream.infer.pipeline import FusionPipeline, StageTimes

@@ -30,7 +30,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream import calib
+from fusion_stream.core import calib
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import ModelConfig
 from fusion_stream.sim import Scenario, World, lidar, radar

@@ -2,7 +2,7 @@
 to take the graph down, next to what a bare Python process costs on this machine in the same run.
 
 Baselines (same run, since these machines' speed varies): ``python -c pass`` and
-``python -c "import fusion_stream.node"``, the floor every node process pays.
+``python -c "import fusion_stream.runtime.node"``, the floor every node process pays.
 
 The graph: N test-pattern nodes (default 8, as many processes as the simulated rig) under
 ``fusion-stream launch``, each publishing at 50 Hz, with a respawn backoff of 50 ms (the default
@@ -55,10 +55,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream import launch, msgs
-from fusion_stream.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
-from fusion_stream.supervisor import Supervisor, default_launch_dir
-from fusion_stream.transport import Subscriber
+from fusion_stream.core import msgs
+from fusion_stream.graph import launch
+from fusion_stream.graph.supervisor import Supervisor, default_launch_dir
+from fusion_stream.runtime.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
+from fusion_stream.runtime.transport import Subscriber
 
 console = Console()
 GRAPH = "launchbench"
@@ -411,7 +412,7 @@ def main() -> None:
         graph.write_text(graph_yaml(args.nodes))
         registry = Registry(runtime, GRAPH)
         python = bare_python("pass", args.rounds)
-        runtime_import = bare_python("import fusion_stream.node", args.rounds)
+        runtime_import = bare_python("import fusion_stream.runtime.node", args.rounds)
         starts, respawns, stops = [], [], []
         with console.status("launching") as status:
             for r in range(args.rounds):
@@ -434,7 +435,7 @@ def main() -> None:
         table.add_row(name, f"{statistics.median(values) * 1e3:.0f}", f"{max(values) * 1e3:.0f}")
 
     row("baseline: python -c pass", python)
-    row("baseline: python -c 'import fusion_stream.node'", runtime_import)
+    row("baseline: python -c 'import fusion_stream.runtime.node'", runtime_import)
     row(f"start: launch → first message from all {args.nodes}", starts)
     row("respawn: kill -9 → first message of the successor (50 ms backoff)", respawns)
     row("stop: SIGINT → launcher and every node gone", stops)

@@ -30,15 +30,16 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream import calib, launch, msgs
+from fusion_stream.core import calib, msgs
+from fusion_stream.graph import launch
+from fusion_stream.graph.supervisor import Supervisor, default_launch_dir
 from fusion_stream.model.dataset import plan
-from fusion_stream.registry import Registry
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
 from fusion_stream.sim import Scenario, World, audio, lidar, radar
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.camera_raycast import RayCastCamera
 from fusion_stream.sim.scene import Raycaster, build_mesh, sensor_poses, solids
-from fusion_stream.supervisor import Supervisor, default_launch_dir
-from fusion_stream.transport import Subscriber
 
 console = Console()
 NOMINAL_HZ = {"lidar": 10.0, "camera": 15.0, "radar": 13.0, "audio": 50.0, "ground_truth": 10.0}

@@ -33,7 +33,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream.formats import write_wav
+from fusion_stream.core.formats import write_wav
 from fusion_stream.sources import audio, camera, radar
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

@@ -7,16 +7,7 @@ The public API most programs need is re-exported here::
         print(dets.stamp_ns, len(dets))
 """
 
-from fusion_stream.errors import (
-    FusionStreamError,
-    MessageError,
-    ParamError,
-    TopicNameError,
-    TopicNotFoundError,
-    TransportError,
-    WireError,
-)
-from fusion_stream.msgs import (
+from fusion_stream.core.msgs import (
     AudioChunk,
     Box3D,
     ClockTick,
@@ -30,8 +21,17 @@ from fusion_stream.msgs import (
     RadarScan,
     SyncedFrame,
 )
-from fusion_stream.registry import Registry
-from fusion_stream.transport import Publisher, Subscriber
+from fusion_stream.errors import (
+    FusionStreamError,
+    MessageError,
+    ParamError,
+    TopicNameError,
+    TopicNotFoundError,
+    TransportError,
+    WireError,
+)
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Publisher, Subscriber
 
 __version__ = "0.1.0"
 

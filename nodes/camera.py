@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusion_stream.core.msgs import CompressedImage, Image
 from fusion_stream.errors import ParamError
-from fusion_stream.launch import NodeTopics
-from fusion_stream.msgs import CompressedImage, Image
-from fusion_stream.node import Node
-from fusion_stream.runner import run_node
+from fusion_stream.graph.launch import NodeTopics
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.capture import camera_image
 from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid

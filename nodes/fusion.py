@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
+from fusion_stream.core.wire import Envelope, check_topic
 from fusion_stream.errors import CalibrationError, FusionStreamError, ParamError
-from fusion_stream.launch import NodeTopics
-from fusion_stream.node import Node
-from fusion_stream.runner import run_node
+from fusion_stream.graph.launch import NodeTopics
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.runner import run_node
 from fusion_stream.sync.live import NewestSet, arrival_ns
 from fusion_stream.sync.settings import EmbeddedParams, config_from
 from fusion_stream.sync.stage import Emitted, SyncConfig, SyncStage
-from fusion_stream.wire import Envelope, check_topic
 
 if TYPE_CHECKING:
     from fusion_stream.infer.pipeline import PipelineReport

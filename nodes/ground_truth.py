@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusion_stream.core.msgs import Detections
 from fusion_stream.errors import FormatError, ParamError
-from fusion_stream.launch import NodeTopics
-from fusion_stream.msgs import Detections
-from fusion_stream.node import Node
-from fusion_stream.runner import run_node
+from fusion_stream.graph.launch import NodeTopics
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import ground_truth
 from fusion_stream.sim.sensors import SimParams, open_world, publish_on_grid
 from fusion_stream.sources.playback import publish_recording
@@ -35,7 +35,7 @@ def topics(p: Params) -> NodeTopics:
 
 def setup(node: Node, p: Params) -> None:
     if p.source == "kitti":
-        from fusion_stream.kitti import KittiFolder
+        from fusion_stream.core.kitti import KittiFolder
 
         if not p.path:
             raise ParamError("path", "source: kitti needs the KITTI object folder")

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
+from fusion_stream.core.msgs import PointCloud
 from fusion_stream.errors import FormatError, ParamError
-from fusion_stream.launch import NodeTopics
-from fusion_stream.msgs import PointCloud
-from fusion_stream.node import Node
-from fusion_stream.runner import run_node
+from fusion_stream.graph.launch import NodeTopics
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import lidar
 from fusion_stream.sim.capture import lidar_sweep
 from fusion_stream.sim.sensors import FrameGrid, SimParams, open_sensor, open_world, publish_on_grid

@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from fusion_stream import msgs, testpattern
+from fusion_stream.core import msgs
 from fusion_stream.errors import ParamError
-from fusion_stream.launch import NodeTopics
-from fusion_stream.node import Node
-from fusion_stream.runner import run_node
+from fusion_stream.graph.launch import NodeTopics
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.runner import run_node
+from fusion_stream.sources import testpattern
 
 _DEFAULT_TOPICS = {
     "image": "/camera/pattern/image",

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fusion_stream import calib
 from fusion_stream.bag.recorder import Recorder
 from fusion_stream.bag.writer import BagWriter, check_writable
+from fusion_stream.core import calib
 from fusion_stream.errors import FusionStreamError, ParamError
-from fusion_stream.launch import NodeTopics
-from fusion_stream.node import Node
-from fusion_stream.runner import run_node
+from fusion_stream.graph.launch import NodeTopics
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.runner import run_node
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fusion_stream.launch import NodeTopics
-from fusion_stream.node import Node
-from fusion_stream.runner import run_node
-from fusion_stream.wire import Envelope
+from fusion_stream.core.wire import Envelope
+from fusion_stream.graph.launch import NodeTopics
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.runner import run_node
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,14 @@ Parameters (YAML)::
 
 from __future__ import annotations
 
-from fusion_stream import msgs
-from fusion_stream.launch import NodeTopics
-from fusion_stream.node import Node
-from fusion_stream.runner import run_node
+from fusion_stream.core import msgs
+from fusion_stream.core.wire import Envelope
+from fusion_stream.graph.launch import NodeTopics
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.runner import run_node
 from fusion_stream.sync.live import SyncReport
 from fusion_stream.sync.settings import InputParams, Params, config_from
 from fusion_stream.sync.stage import Emitted, SyncStage
-from fusion_stream.wire import Envelope
 
 __all__ = ["InputParams", "Params", "config_from", "setup", "topics"]
 

@@ -57,4 +57,4 @@ fi
 
 # Compile the numba kernels into their on-disk cache now (tens of seconds of CPU the first time,
 # ~2 s when cached), so no node's first frame pays for it under the supervisor's start-up grace.
-.venv/bin/python -m fusion_stream.jit >/dev/null
+.venv/bin/python -m fusion_stream.cli.jit >/dev/null

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fusion_stream import msgs
-from fusion_stream.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
-from fusion_stream.transport import Subscriber
+from fusion_stream.core import msgs
+from fusion_stream.runtime.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
+from fusion_stream.runtime.transport import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 

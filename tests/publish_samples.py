@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fusion_stream.node import Node
-from fusion_stream.runner import run_node
-from fusion_stream.testpattern import sample_messages
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.runner import run_node
+from fusion_stream.sources.testpattern import sample_messages
 
 
 @dataclass(frozen=True)

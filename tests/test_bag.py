@@ -18,15 +18,16 @@ from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from fusion_stream import msgs, testpattern
 from fusion_stream.bag import convert
 from fusion_stream.bag.mapping import StreamStats, load_map, messages
 from fusion_stream.bag.reader import Bag
 from fusion_stream.bag.recover import recover
 from fusion_stream.bag.writer import BagWriter
+from fusion_stream.core import msgs
 from fusion_stream.errors import FileKeyError, FormatError
-from fusion_stream.registry import Registry
-from fusion_stream.transport import Subscriber
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
+from fusion_stream.sources import testpattern
 
 from .conftest import ROOT, Procs, wait_for
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from fusion_stream import msgs
 from fusion_stream.bag.mapping import messages
 from fusion_stream.bag.reader import Bag
 from fusion_stream.bag.replay import Replayer, ReplayOptions
 from fusion_stream.bag.writer import BagWriter
-from fusion_stream.registry import Registry
+from fusion_stream.core import msgs
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Publisher, Subscriber
 from fusion_stream.sim.recording import TOPICS, record_sim
 from fusion_stream.sim.world import Scenario
-from fusion_stream.transport import Publisher, Subscriber
 
 from .conftest import ROOT, Procs, wait_for
 
@@ -148,7 +148,7 @@ def test_replay_clock_makes_sync_deadlines_follow_bag_time(
     """Replayed 5× slower, a camera frame logged 20 ms after its sweep arrives 100 ms later in wall
     time: past a 40 ms deadline for a sync node on wall time (partial sets), within it for one
     that follows the replay clock (complete sets)."""
-    from fusion_stream import testpattern
+    from fusion_stream.sources import testpattern
 
     bag = tmp_path / "slow.mcap"
     t0 = 1_700_000_000_000_000_000

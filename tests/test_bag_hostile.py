@@ -30,11 +30,11 @@ import zstandard
 from rosbags.rosbag1 import Writer as Ros1Writer
 from rosbags.typesys import Stores, get_typestore
 
-from fusion_stream import testpattern
 from fusion_stream.bag.reader import MAX_CHUNK_ENV, Bag, BagLimitError
 from fusion_stream.bag.recover import recover
 from fusion_stream.bag.writer import BagWriter
 from fusion_stream.errors import FormatError, UsageError
+from fusion_stream.sources import testpattern
 
 from .conftest import ROOT
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream import calib
-from fusion_stream.calib import CalibrationError, Transform
+from fusion_stream.core import calib
+from fusion_stream.core.calib import CalibrationError, Transform
 
 from .conftest import ROOT
 

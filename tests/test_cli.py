@@ -6,7 +6,7 @@ import json
 import signal
 import subprocess
 
-from fusion_stream.registry import Registry
+from fusion_stream.runtime.registry import Registry
 
 from .conftest import Procs, wait_for
 

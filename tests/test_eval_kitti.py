@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.eval.kitti import (
     IOU_THRESHOLDS,
     average_precision_r40,
@@ -18,7 +19,6 @@ from fusion_stream.eval.kitti import (
     precision_recall_curve,
 )
 from fusion_stream.eval.metrics import FrameResult
-from fusion_stream.msgs import Box3D
 
 
 def box(

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.eval.metrics import FrameResult, average_precision, detection_metrics, match_class, siren_accuracy
-from fusion_stream.msgs import Box3D
 
 
 def box(x: float, y: float, label: str = "car", score: float = 1.0, **kw: object) -> Box3D:
@@ -80,7 +80,7 @@ def test_no_detections_at_all_is_zero_not_an_error() -> None:
 
 
 def test_in_view_keeps_the_boxes_the_camera_sees() -> None:
-    from fusion_stream import calib
+    from fusion_stream.core import calib
     from fusion_stream.eval.report import in_view
 
     camera = calib.load(calib.resolve_path("calib/sim_rig.yaml"))["camera_front"]

@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream import calib, launch, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import LaunchError
+from fusion_stream.graph import launch
 from fusion_stream.infer.backends import onnx_for
 from fusion_stream.model import dataset
-from fusion_stream.registry import Registry
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Publisher, Subscriber
 from fusion_stream.sync.live import NewestSet, arrival_ns
 from fusion_stream.sync.settings import EmbeddedParams, InputParams, config_from
 from fusion_stream.sync.stage import SyncStage
-from fusion_stream.transport import Publisher, Subscriber
 from nodes.fusion import resolve_device
 
 from .conftest import Procs, wait_for

@@ -20,11 +20,12 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusion_stream import msgs, testpattern, wire
+from fusion_stream.core import msgs, wire
 from fusion_stream.errors import WireError
-from fusion_stream.node import Node
-from fusion_stream.registry import Registry, TopicEntry
-from fusion_stream.transport import Publisher, Subscriber
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.registry import Registry, TopicEntry
+from fusion_stream.runtime.transport import Publisher, Subscriber
+from fusion_stream.sources import testpattern
 
 from .conftest import ROOT, Procs, wait_for
 

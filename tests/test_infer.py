@@ -11,10 +11,11 @@ import onnx
 import pytest
 import torch
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import BackendUnavailableError, FormatError, InferenceError
 from fusion_stream.infer import backends
-from fusion_stream.infer.export import TENSORRT_OPS, export_onnx, graph_ops, to_fp16
+from fusion_stream.infer.artifacts import to_fp16
+from fusion_stream.infer.export import TENSORRT_OPS, export_onnx, graph_ops
 from fusion_stream.infer.pipeline import FusionPipeline
 from fusion_stream.infer.tensorrt_backend import EngineKey, cached_engine, engine_key
 from fusion_stream.model import dataset, preprocess, targets

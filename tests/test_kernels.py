@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream import calib
+from fusion_stream.core import calib
 from fusion_stream.errors import FormatError
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import ModelConfig

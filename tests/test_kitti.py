@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fusion_stream.core.kitti import KittiFolder, read_calib, rig_from_calib
 from fusion_stream.errors import FormatError
-from fusion_stream.kitti import KittiFolder, read_calib, rig_from_calib
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import ModelConfig
 
@@ -89,8 +89,8 @@ def test_a_missing_or_broken_file_is_named(tmp_path: Path) -> None:
 def test_calib_from_kitti_writes_a_rig_that_projects_like_the_kitti_matrices(tmp_path: Path) -> None:
     """`fusion-stream calib from-kitti`: the rig file, read back, maps Velodyne points to the
     same pixels as KITTI's own P2 · R0_rect · Tr_velo_to_cam, and survives a second round trip."""
-    from fusion_stream import calib
     from fusion_stream.cli import main
+    from fusion_stream.core import calib
 
     for fid in ("000000", "000001"):
         out = tmp_path / f"rig_{fid}.yaml"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from fusion_stream import msgs
 from fusion_stream.bag.mapping import messages
 from fusion_stream.bag.reader import Bag
-from fusion_stream.registry import Registry
-from fusion_stream.transport import Subscriber
+from fusion_stream.core import msgs
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
 
 from .conftest import ROOT, Procs, wait_for
 

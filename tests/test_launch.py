@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fusion_stream import launch
 from fusion_stream.errors import LaunchError
+from fusion_stream.graph import launch
 
 from .conftest import ROOT
 

@@ -8,7 +8,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import FormatError
 from fusion_stream.model import dataset, preprocess, targets
 from fusion_stream.model.config import ModelConfig

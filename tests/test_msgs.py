@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
 from fusion_stream.errors import FusionStreamError, MessageError
-from fusion_stream.testpattern import sample_messages
+from fusion_stream.sources.testpattern import sample_messages
 
 
 def cloud(n: int = 4) -> msgs.PointCloud:

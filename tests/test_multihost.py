@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from fusion_stream import msgs
-from fusion_stream.registry import ENV_RUNTIME_DIR, Registry
-from fusion_stream.security import ENV_HOST, ENV_KEYS, CurveKeys, generate
-from fusion_stream.transport import Subscriber
+from fusion_stream.core import msgs
+from fusion_stream.runtime.registry import ENV_RUNTIME_DIR, Registry
+from fusion_stream.runtime.security import ENV_HOST, ENV_KEYS, CurveKeys, generate
+from fusion_stream.runtime.transport import Subscriber
 
 from .conftest import Procs, wait_for
 

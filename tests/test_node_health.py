@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import time
 
-from fusion_stream import msgs, testpattern
-from fusion_stream.node import Node
-from fusion_stream.procstats import RateWatch
-from fusion_stream.registry import Registry
-from fusion_stream.transport import Publisher, Subscriber
+from fusion_stream.core import msgs
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.procstats import RateWatch
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Publisher, Subscriber
+from fusion_stream.sources import testpattern
 
 from .conftest import wait_for
 

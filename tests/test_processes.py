@@ -10,9 +10,10 @@ from pathlib import Path
 
 import zmq
 
-from fusion_stream import msgs, testpattern, wire
-from fusion_stream.registry import Registry, TopicEntry
-from fusion_stream.transport import Subscriber
+from fusion_stream.core import msgs, wire
+from fusion_stream.runtime.registry import Registry, TopicEntry
+from fusion_stream.runtime.transport import Subscriber
+from fusion_stream.sources import testpattern
 
 from .conftest import Procs, wait_for
 

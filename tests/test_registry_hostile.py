@@ -22,12 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusion_stream import registry as registry_mod
-from fusion_stream import testpattern, tools
+from fusion_stream.cli import tools
+from fusion_stream.core.wire import check_topic
 from fusion_stream.errors import TransportError
-from fusion_stream.registry import ENV_RUNTIME_DIR, Registry, TopicEntry
-from fusion_stream.transport import Publisher, Subscriber
-from fusion_stream.wire import check_topic
+from fusion_stream.runtime import registry as registry_mod
+from fusion_stream.runtime.registry import ENV_RUNTIME_DIR, Registry, TopicEntry
+from fusion_stream.runtime.transport import Publisher, Subscriber
+from fusion_stream.sources import testpattern
 
 from .conftest import ROOT, Procs, wait_for
 
@@ -201,7 +202,7 @@ def test_a_taken_tmp_fallback_leads_to_a_private_alternative(
         pytest.skip("only root can make a directory belong to another user")
     fallback = fallback_env / "tmp" / f"fusion_stream-{os.getuid()}"
     TAKEN[how](fallback_env, fallback)
-    with caplog.at_level(logging.WARNING, logger="fusion_stream.registry"):
+    with caplog.at_level(logging.WARNING, logger="fusion_stream.runtime.registry"):
         chosen = registry_mod.default_runtime_dir()
     assert chosen == fallback_env / "home" / ".cache" / "fusion_stream" / f"run-{HOST}"
     assert "FUSION_STREAM_RUNTIME_DIR" in caplog.text and str(fallback) in caplog.text
@@ -316,7 +317,7 @@ def test_bad_entry_files_are_skipped_and_reported_once_each(
 ) -> None:
     names = _bad_registry(registry, tmp_path)
     _good(registry)
-    with caplog.at_level(logging.WARNING, logger="fusion_stream.registry"):
+    with caplog.at_level(logging.WARNING, logger="fusion_stream.runtime.registry"):
         t0 = time.monotonic()
         assert [e.topic for e in registry.entries()] == ["/good"]
         assert time.monotonic() - t0 < 2.0  # a FIFO does not block the reader
@@ -352,8 +353,8 @@ def test_any_json_object_is_an_entry_that_holds_or_is_skipped(registry: Registry
 
 _PUBLISHER = """
 import sys, time
-from fusion_stream.registry import Registry
-from fusion_stream.transport import Publisher
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Publisher
 pub = Publisher("/kill/me", registry=Registry(sys.argv[1], "test"))
 print(pub.endpoint, flush=True)
 time.sleep(60)

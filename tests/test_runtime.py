@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream import msgs, params, testpattern
-from fusion_stream.clock import ReplayClock, WallClock
+from fusion_stream.core import msgs
+from fusion_stream.core.wire import Envelope
 from fusion_stream.errors import ParamError
-from fusion_stream.introspect import RateMeter, describe, to_jsonable
-from fusion_stream.node import Node
-from fusion_stream.registry import Registry
-from fusion_stream.transport import Subscriber
-from fusion_stream.wire import Envelope
+from fusion_stream.runtime import params
+from fusion_stream.runtime.clock import ReplayClock, WallClock
+from fusion_stream.runtime.introspect import RateMeter, describe, to_jsonable
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
+from fusion_stream.sources import testpattern
 
 from .conftest import wait_for
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from fusion_stream import calib
+from fusion_stream.core import calib
 from fusion_stream.sim import Scenario, World
 from fusion_stream.sim.camera import CameraModel, pixel_rays
 from fusion_stream.sim.camera_raycast import RayCastCamera

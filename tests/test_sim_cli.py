@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fusion_stream import formats, render
-from fusion_stream.calib import load
 from fusion_stream.cli import main
-from fusion_stream.msgs import Box3D
+from fusion_stream.core import formats, geometry, render
+from fusion_stream.core.calib import load
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.sim import lidar
 
 from .conftest import ROOT
@@ -84,7 +84,7 @@ def test_a_projected_box_outlines_the_right_pixels() -> None:
     box = Box3D(center=(20.0, 0.0, 1.0), size=(4.0, 2.0, 2.0), label="car")
     out = render.camera_overlay(image, camera, None, [box], show_labels=False)  # the wireframe alone
     drawn = np.argwhere(out.any(axis=2))
-    corners, _ = camera.project(render.box_corners(box))
+    corners, _ = camera.project(geometry.box_corners(box))
     assert len(drawn) > 100
     # every drawn pixel lies within the projected corners' bounding rectangle, and it is filled out
     assert (

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import ParamError
-from fusion_stream.registry import Registry
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
 from fusion_stream.sim import Scenario, World, lidar
-from fusion_stream.transport import Subscriber
 from nodes import sync as sync_node
 
 from .conftest import ROOT, Procs, collect_counts

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from fusion_stream import calib
+from fusion_stream.core import calib
 from fusion_stream.sim import Scenario, World, audio, lidar, radar
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.camera_raycast import RayCastCamera
@@ -44,7 +44,7 @@ def _digest(*arrays: np.ndarray) -> str:
 
 _DIGEST_CODE = """
 import hashlib, numpy as np
-from fusion_stream import calib
+from fusion_stream.core import calib
 from fusion_stream.sim import Scenario, World, audio, lidar, radar
 from fusion_stream.sim.camera import CameraModel
 rig = calib.load('calib/sim_rig.yaml')

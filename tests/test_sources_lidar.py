@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
+from fusion_stream.core.kitti import read_velodyne
 from fusion_stream.errors import FormatError
-from fusion_stream.kitti import read_velodyne
-from fusion_stream.registry import Registry
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
 from fusion_stream.sources.playback import frame_index
 from fusion_stream.sources.pointfiles import (
     FolderPlayback,
@@ -28,7 +29,6 @@ from fusion_stream.sources.pointfiles import (
     kitti_sweeps,
     pcd_files,
 )
-from fusion_stream.transport import Subscriber
 
 from .conftest import ROOT, Procs
 

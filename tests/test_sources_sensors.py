@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import yaml
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
+from fusion_stream.core.formats import write_wav
 from fusion_stream.errors import FormatError, FusionStreamError
-from fusion_stream.formats import write_wav
-from fusion_stream.registry import Registry
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
 from fusion_stream.sources import audio, camera, radar
-from fusion_stream.transport import Subscriber
 
 from .conftest import ROOT, Procs, collect_topics, wait_for
 

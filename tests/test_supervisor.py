@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fusion_stream.registry import Registry
-from fusion_stream.supervisor import _Console, process_state
-from fusion_stream.transport import Subscriber
+from fusion_stream.graph.supervisor import _Console, process_state
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
 
 from .conftest import Procs, collect_frames, wait_for
 

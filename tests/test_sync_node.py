@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fusion_stream import launch, msgs
+from fusion_stream.core import msgs
 from fusion_stream.errors import LaunchError
-from fusion_stream.registry import Registry
-from fusion_stream.transport import Publisher, Subscriber
+from fusion_stream.graph import launch
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Publisher, Subscriber
 
 from .conftest import Procs, collect_frames, wait_for
 

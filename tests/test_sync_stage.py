@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fusion_stream import msgs, testpattern
+from fusion_stream.core import msgs
+from fusion_stream.sources import testpattern
 from fusion_stream.sync.stage import SyncConfig, SyncInput, SyncStage
 
 MS = 1_000_000

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import zmq
 
-from fusion_stream import msgs, testpattern, wire
+from fusion_stream.core import msgs, wire
 from fusion_stream.errors import TopicNotFoundError, TransportError
-from fusion_stream.registry import Registry, TopicEntry
-from fusion_stream.transport import Publisher, Subscriber
+from fusion_stream.runtime.registry import Registry, TopicEntry
+from fusion_stream.runtime.transport import Publisher, Subscriber
+from fusion_stream.sources import testpattern
 
 from .conftest import wait_for
 

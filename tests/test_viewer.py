@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream import calib, msgs, render
+from fusion_stream.core import calib, geometry, msgs, render
 from fusion_stream.errors import UsageError
-from fusion_stream.registry import Registry
+from fusion_stream.runtime.registry import Registry
 from fusion_stream.viewer import scene, server
 from fusion_stream.viewer.live import GraphWatcher
 
@@ -39,7 +39,7 @@ def test_camera_overlay_draws_the_box_where_it_projects_with_its_label() -> None
     assert cam.intrinsics is not None
     black = np.zeros((cam.intrinsics.height, cam.intrinsics.width, 3), np.uint8)
     out = render.camera_overlay(black, cam, None, [CAR])
-    uv, visible = cam.project(render.box_corners(CAR))
+    uv, visible = cam.project(geometry.box_corners(CAR))
     assert visible.all()
     blue = render.CLASS_COLORS["car"]
     for u, v in uv:
@@ -136,7 +136,7 @@ def test_viewer_page_updates_in_headless_chromium(procs: Procs, registry: Regist
 def test_scene_sorts_messages_by_type_and_draws_pictures() -> None:
     latest = scene.Latest()
     assert scene.camera_picture(latest, RIG) is None and scene.audio_picture(latest, RIG) is None
-    from fusion_stream import testpattern
+    from fusion_stream.sources import testpattern
 
     samples = testpattern.sample_messages(2)
     for topic, msg in samples.items():

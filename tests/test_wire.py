@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusion_stream import msgs, wire
+from fusion_stream.core import msgs, wire
 from fusion_stream.errors import WireError
-from fusion_stream.testpattern import sample_messages
+from fusion_stream.sources.testpattern import sample_messages
 
 SAMPLES = sample_messages(3)
 

@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusion_stream import calib, launch, params, yamlio
 from fusion_stream.bag.mapping import load_map
 from fusion_stream.cli import main
+from fusion_stream.core import calib, yamlio
 from fusion_stream.errors import CalibrationError, FileKeyError, FormatError, InferenceError, LaunchError, ParamError
+from fusion_stream.graph import launch
 from fusion_stream.infer import backends
 from fusion_stream.model.config import ModelConfig, WeightsError
 from fusion_stream.model.net import FusionNet
 from fusion_stream.model.train import load_weights, save_weights
+from fusion_stream.runtime import params
 from fusion_stream.sources import radar
 
 from .conftest import ROOT

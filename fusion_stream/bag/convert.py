@@ -10,14 +10,14 @@ PointCloud2 of any field layout and datatype, Image in common encodings, Compres
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 
-from fusion_stream import msgs
 from fusion_stream.bag import rostypes as rt
+from fusion_stream.core import msgs
+from fusion_stream.core.geometry import quaternion_to_yaw, yaw_to_quaternion
 from fusion_stream.errors import FormatError, MessageError
 
 Kind = Literal["lidar", "radar"]
@@ -59,11 +59,12 @@ def stamp_ns(ros_header_or_time: Any) -> int:
 
 
 def _quaternion(store: Any, yaw: float) -> Any:
-    return _t(store, "geometry_msgs/msg/Quaternion")(x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
+    x, y, z, w = yaw_to_quaternion(yaw)
+    return _t(store, "geometry_msgs/msg/Quaternion")(x=x, y=y, z=z, w=w)
 
 
 def _yaw(q: Any) -> float:
-    return math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
+    return quaternion_to_yaw(q.x, q.y, q.z, q.w)
 
 
 # --------------------------------------------------------------------------- ours → ROS
@@ -410,7 +411,7 @@ _GT_RGB = (0.6, 0.6, 0.6)
 def detection_markers(det: msgs.Detections, *, ground_truth: bool = False) -> tuple[str, bytes]:
     """A ``MarkerArray`` drawing the boxes (translucent cubes in class colours, a label above),
     which Foxglove's and RViz's 3D views show without plugins (neither draws vision_msgs)."""
-    from fusion_stream.render import CLASS_COLORS
+    from fusion_stream.core.render import CLASS_COLORS
 
     store = rt.typestore()
     marker_t, color_t = _t(store, "visualization_msgs/msg/Marker"), _t(store, "std_msgs/msg/ColorRGBA")
@@ -453,7 +454,7 @@ def detection_markers(det: msgs.Detections, *, ground_truth: bool = False) -> tu
 
 def tf_static(rig: Any, stamp: int) -> tuple[str, bytes]:
     """The rig's sensor poses as a ``tf2_msgs/TFMessage`` (rig frame → each sensor's frame)."""
-    from fusion_stream.calib import quaternion_xyzw
+    from fusion_stream.core.calib import quaternion_xyzw
 
     store = rt.typestore()
     transforms = []

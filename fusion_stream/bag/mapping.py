@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fusion_stream import msgs, wire, yamlio
 from fusion_stream.bag import convert
 from fusion_stream.bag.reader import Bag, RawMessage
+from fusion_stream.core import msgs, wire, yamlio
 from fusion_stream.errors import FileKeyError, FormatError, TopicNameError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Recording a running graph into MCAP, as a part of any :class:`~fusion_stream.node.Node`.
+"""Recording a running graph into MCAP, as a part of any :class:`~fusion_stream.runtime.node.Node`.
 
 Messages are written as they arrive, stamped with their arrival time (MCAP log time) and their
 publisher's send time (publish time). Drops are never silent: sequence gaps per publisher are
@@ -13,12 +13,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fusion_stream import msgs
 from fusion_stream.bag.writer import BagWriter
+from fusion_stream.core import msgs
+from fusion_stream.core.wire import Envelope
 from fusion_stream.errors import FusionStreamError, UsageError
-from fusion_stream.node import Node
-from fusion_stream.transport import Subscriber
-from fusion_stream.wire import Envelope
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.transport import Subscriber
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Publish a bag's messages into a running graph, with the recorded timing or in lockstep.
 
 Timed replay sends each message when ``(log_time − first_log_time) / rate`` has passed, and keeps
-a :class:`~fusion_stream.clock.ReplayClock` at the bag time of the last message sent. Lockstep
+a :class:`~fusion_stream.runtime.clock.ReplayClock` at the bag time of the last message sent. Lockstep
 replay ignores the timing: before each new reference message (the sweep that starts a synced
 set) it waits until the pipeline has answered the previous one on the acknowledgement topic, so
 nothing is dropped for being late and a run is as fast as the pipeline allows.
@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fusion_stream import msgs, wire
 from fusion_stream.bag import convert
 from fusion_stream.bag.mapping import Converted, StreamStats, TopicMap, messages
 from fusion_stream.bag.reader import Bag, BagInfo
-from fusion_stream.clock import ReplayClock
+from fusion_stream.core import msgs, wire
 from fusion_stream.errors import UsageError
-from fusion_stream.registry import Registry
-from fusion_stream.transport import Publisher, Subscriber
+from fusion_stream.runtime.clock import ReplayClock
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Publisher, Subscriber
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import IO, Any, Literal
 
 from mcap.writer import CompressionType, Writer
 
-from fusion_stream import calib, msgs
 from fusion_stream.bag import convert, rostypes
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import UsageError
 
 Compression = Literal["zstd", "lz4", "none"]

@@ -21,17 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import calib, launch, msgs, params
 from fusion_stream.bag.mapping import StreamStats, TopicMap, messages
 from fusion_stream.bag.reader import Bag
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import FormatError, UsageError
 from fusion_stream.eval import kitti
 from fusion_stream.eval.metrics import FrameResult, detection_metrics, siren_accuracy
 from fusion_stream.eval.report import EVAL_THRESHOLD
+from fusion_stream.graph import launch
 from fusion_stream.infer.backends import load
 from fusion_stream.infer.pipeline import FusionPipeline
 from fusion_stream.model.decode import DEFAULT_THRESHOLD
 from fusion_stream.model.targets import in_range
+from fusion_stream.runtime import params
 from fusion_stream.sync.settings import Params as SyncParams
 from fusion_stream.sync.settings import config_from
 from fusion_stream.sync.stage import SyncStage

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import calib
+from fusion_stream.core import calib
+from fusion_stream.core.render import CLASS_COLORS
 from fusion_stream.eval import kitti
 from fusion_stream.eval.bag_eval import BagEvaluation
 from fusion_stream.eval.metrics import TP_THRESHOLD, FrameResult, match_class, precision_recall
 from fusion_stream.eval.report import render_frame
 from fusion_stream.model.config import MODALITIES
 from fusion_stream.model.decode import DEFAULT_THRESHOLD
-from fusion_stream.render import CLASS_COLORS
 
 
 def jsonable(value: Any) -> Any:

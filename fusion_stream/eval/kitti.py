@@ -19,29 +19,15 @@ from typing import Literal
 
 import numpy as np
 
+from fusion_stream.core.geometry import footprint
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.eval.metrics import FrameResult
-from fusion_stream.msgs import Box3D
 
 IOU_THRESHOLDS: dict[str, float] = {"car": 0.7, "truck": 0.7, "pedestrian": 0.5, "cyclist": 0.5}
 N_RECALL_POINTS = 40
 IoUKind = Literal["bev", "3d"]
 
 _Point = tuple[float, float]
-
-
-def _corners(box: Box3D) -> list[_Point]:
-    """Footprint corners, counter-clockwise (the clipping below relies on the orientation)."""
-    x, y, _ = box.center
-    length, width, _ = box.size
-    c, s = math.cos(box.yaw), math.sin(box.yaw)
-    ux, uy = 0.5 * length * c, 0.5 * length * s  # half length along the heading
-    vx, vy = -0.5 * width * s, 0.5 * width * c  # half width to the left
-    return [
-        (x + ux + vx, y + uy + vy),
-        (x - ux + vx, y - uy + vy),
-        (x - ux - vx, y - uy - vy),
-        (x + ux - vx, y + uy - vy),
-    ]
 
 
 def _clip(subject: list[_Point], clip: list[_Point]) -> list[_Point]:
@@ -94,7 +80,7 @@ def _iou(a: Box3D, b: Box3D, kind: IoUKind, ca: list[_Point] | None = None, cb: 
         dz = _z_overlap(a, b)
         if dz <= 0.0:
             return 0.0
-    inter = _area(_clip(ca if ca is not None else _corners(a), cb if cb is not None else _corners(b)))
+    inter = _area(_clip(ca if ca is not None else footprint(a), cb if cb is not None else footprint(b)))
     if kind == "bev":
         union = a.size[0] * a.size[1] + b.size[0] * b.size[1] - inter
     else:
@@ -146,8 +132,8 @@ def _iou_matrix(dets: Sequence[Box3D], gts: Sequence[Box3D], kind: IoUKind, thre
     possible &= small >= threshold * large - 1e-12 * large
     rows, cols = np.nonzero(possible)
     if rows.size:
-        d_corners = {int(i): _corners(dets[i]) for i in np.unique(rows)}
-        g_corners = {int(j): _corners(gts[j]) for j in np.unique(cols)}
+        d_corners = {int(i): footprint(dets[i]) for i in np.unique(rows)}
+        g_corners = {int(j): footprint(gts[j]) for j in np.unique(cols)}
         for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
             out[i, j] = _iou(dets[i], gts[j], kind, d_corners[i], g_corners[j])
     return out

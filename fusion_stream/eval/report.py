@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import calib, render
+from fusion_stream.core import calib, render
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.eval.metrics import FrameResult, detection_metrics, siren_accuracy
 from fusion_stream.infer.backends import load
 from fusion_stream.infer.pipeline import decode_frame
@@ -17,7 +18,6 @@ from fusion_stream.model import preprocess
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
 from fusion_stream.model.decode import DEFAULT_THRESHOLD
 from fusion_stream.model.targets import in_range
-from fusion_stream.msgs import Box3D
 
 EVAL_THRESHOLD = 0.05
 """Detections scored for AP go down to this score (the PR curve needs the low-confidence tail)."""

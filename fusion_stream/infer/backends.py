@@ -14,11 +14,12 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from fusion_stream.cache import cache_root
+from fusion_stream.core.cache import cache_root
+from fusion_stream.core.yamlio import open_regular
 from fusion_stream.errors import BackendUnavailableError, InferenceError
+from fusion_stream.infer.artifacts import CONFIG_KEY, EXPORT_VERSION
 from fusion_stream.model.config import MAX_WEIGHTS_BYTES, OUTPUT_NAMES, ModelConfig, WeightsError
 from fusion_stream.model.preprocess import INPUT_NAMES
-from fusion_stream.yamlio import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,6 @@ class Backend(Protocol):
         """Batched inputs by name (see ``preprocess.INPUT_NAMES``) → outputs by name
         (``boxes, scores, labels, siren, audio_siren``)."""
         ...
-
-
-EXPORT_VERSION = 2
-"""Bumped when what an export contains changes, so older cached exports are not reused."""
-CONFIG_KEY = "fusion_stream.config"
-"""ONNX metadata entry holding the model config (JSON)."""
 
 
 def onnx_for(weights: Path) -> Path:

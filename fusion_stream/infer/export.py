@@ -1,12 +1,10 @@
 """Weights → ONNX: the network with its top-K decode, static shapes, standard ops only.
 
-torch is imported only by the functions that export: the TensorRT backend imports this module
-for :func:`file_digest`, and a node that loads a cached export must not pay torch's import
-(seconds) on every start and respawn."""
+torch is imported only by the functions that export; what the backends share with an export
+(metadata key, digests, fp16 conversion) is in :mod:`fusion_stream.infer.artifacts`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -14,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fusion_stream.errors import InferenceError
-from fusion_stream.infer.backends import CONFIG_KEY
+from fusion_stream.infer.artifacts import CONFIG_KEY
 from fusion_stream.model.config import OUTPUT_NAMES, ModelConfig
 from fusion_stream.model.preprocess import INPUT_NAMES, batch, empty_inputs
 
@@ -177,23 +175,3 @@ def graph_ops(model: object) -> set[str]:
 
 def unsupported_ops(model: object) -> set[str]:
     return graph_ops(model) - TENSORRT_OPS
-
-
-def file_digest(path: Path | str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def to_fp16(onnx_path: Path | str, output: Path | str) -> Path:
-    """A copy of the graph computing in half precision, with fp32 inputs and outputs kept (what a
-    strongly typed TensorRT network builds as an FP16 engine)."""
-    try:
-        from onnxconverter_common import float16  # type: ignore[import-untyped]
-    except ImportError as err:
-        raise InferenceError(
-            "fp16 engines need the onnxconverter-common package (pip install 'fusion_stream[tensorrt]')"
-        ) from err
-    import onnx
-
-    model = float16.convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
-    onnx.save(model, str(output))
-    return Path(output)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.infer.backends import Backend
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import MODALITIES, ModelConfig

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream.cache import cache_root
+from fusion_stream.core.cache import cache_root
 from fusion_stream.errors import BackendUnavailableError, InferenceError
-from fusion_stream.infer.export import file_digest
+from fusion_stream.infer.artifacts import file_digest, to_fp16
 from fusion_stream.model.config import ModelConfig
 from fusion_stream.model.preprocess import INPUT_NAMES
 
@@ -110,8 +110,6 @@ def build_engine(
     source = onnx_path
     if precision == "fp16":
         source = cache / f"{onnx_path.stem}-fp16.onnx"
-        from fusion_stream.infer.export import to_fp16
-
         to_fp16(onnx_path, source)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

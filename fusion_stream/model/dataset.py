@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import FormatError
 from fusion_stream.sim import audio, lidar, radar
 from fusion_stream.sim.camera import CameraModel

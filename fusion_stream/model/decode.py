@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.model.config import ModelConfig
-from fusion_stream.msgs import Box3D
 
 DEFAULT_THRESHOLD = 0.3
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import calib, jit, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import FormatError
 from fusion_stream.model.config import MODALITIES, ModelConfig
+from fusion_stream.runtime import jit
 
 SPEED_OF_SOUND = 343.0
 STRONG_BIN_FACTOR = 10.0

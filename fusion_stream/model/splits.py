@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusion_stream import calib
-from fusion_stream.cache import cache_root
+from fusion_stream.core import calib
+from fusion_stream.core.cache import cache_root
 from fusion_stream.model.dataset import SampleSpec, SimDataset, plan
 
 TRAIN_SEEDS = range(1000, 1375)

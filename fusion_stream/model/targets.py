@@ -12,10 +12,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from fusion_stream.core.geometry import box_corners
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.model.config import ModelConfig
 from fusion_stream.model.net import HEAD_CHANNELS, IMAGE_STRIDE
-from fusion_stream.msgs import Box3D
-from fusion_stream.render import box_corners
 
 REGRESS = sum(HEAD_CHANNELS.values())
 

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
+from fusion_stream.core.yamlio import open_regular
 from fusion_stream.model import preprocess, targets
 from fusion_stream.model.config import MAX_WEIGHTS_BYTES, OUTPUT_NAMES, ModelConfig, WeightsError
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
 from fusion_stream.model.net import FusionNet, decode
-from fusion_stream.yamlio import open_regular
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class KittiSource:
     """A KITTI object folder (LiDAR + camera; every frame has its own calibration)."""
 
     def __init__(self, root: Path) -> None:
-        from fusion_stream.kitti import KittiFolder
+        from fusion_stream.core.kitti import KittiFolder
 
         self.folder = KittiFolder(root)
 

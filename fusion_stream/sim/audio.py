@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion_stream.calib import Transform
+from fusion_stream.core.calib import Transform
 from fusion_stream.sim.scene import ego_velocity
 from fusion_stream.sim.world import World
 

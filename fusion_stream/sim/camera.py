@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion_stream.calib import Intrinsics, Transform
+from fusion_stream.core.calib import Intrinsics, Transform
 from fusion_stream.sim import raster
 from fusion_stream.sim.raster import (
     _BAR_BLUE,

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from fusion_stream.calib import Intrinsics, Transform
+from fusion_stream.core.calib import Intrinsics, Transform
 from fusion_stream.sim.camera import (
     _ATMOSPHERE,
     _CAR_PAINT,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fusion_stream import calib
-from fusion_stream.msgs import AudioChunk, Image, PointCloud, RadarScan
+from fusion_stream.core import calib
+from fusion_stream.core.msgs import AudioChunk, Image, PointCloud, RadarScan
 from fusion_stream.sim import audio, lidar, radar
 from fusion_stream.sim.world import World
 

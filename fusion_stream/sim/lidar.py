@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion_stream import jit
-from fusion_stream.calib import Transform
+from fusion_stream.core.calib import Transform
+from fusion_stream.runtime import jit
 from fusion_stream.sim.scene import (
     GROUND,
     GROUND_LABEL,
@@ -264,7 +264,7 @@ _RETURNS_SIGNATURE = (
 
 @functools.cache
 def _returns_kernel() -> Callable[..., int]:
-    """:func:`_returns_loop` compiled on first use (see :mod:`fusion_stream.jit`)."""
+    """:func:`_returns_loop` compiled on first use (see :mod:`fusion_stream.runtime.jit`)."""
     return jit.njit(_returns_loop, [_RETURNS_SIGNATURE])
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion_stream.calib import Transform
+from fusion_stream.core.calib import Transform
 from fusion_stream.sim.scene import MATERIALS, STATIC, Raycaster, build_mesh, ego_velocity, rotate, sensor_poses, solids
 from fusion_stream.sim.world import World
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fusion_stream import jit
+from fusion_stream.runtime import jit
 from fusion_stream.sim.scene import GROUND_LABEL, SKY
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,7 +33,7 @@ NEAR = 0.01
 
 
 def _jit(fn: F) -> F:
-    """Compiled with numba (see :mod:`fusion_stream.jit`), typed as ``fn`` so mypy keeps the signature."""
+    """Compiled with numba (see :mod:`fusion_stream.runtime.jit`), typed as ``fn`` so mypy keeps the signature."""
     return jit.njit(fn, error_model="numpy")
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion_stream import calib, msgs
 from fusion_stream.bag.writer import BagWriter
+from fusion_stream.core import calib, msgs
 from fusion_stream.sim import audio, capture, lidar, radar
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.world import Scenario, World, ground_truth

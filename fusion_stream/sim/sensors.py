@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import CalibrationError, ParamError
-from fusion_stream.node import Node
+from fusion_stream.runtime.node import Node
 from fusion_stream.sim.world import Scenario, World
 
 DEFAULT_RIG = "calib/sim_rig.yaml"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_stream import calib, render
-from fusion_stream.formats import write_pcd, write_wav
-from fusion_stream.msgs import Box3D
+from fusion_stream.core import calib, render
+from fusion_stream.core.formats import write_pcd, write_wav
+from fusion_stream.core.msgs import Box3D
 from fusion_stream.sim import audio, lidar, radar
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.scene import ego_velocity

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from fusion_stream.msgs import Box3D, Detections
+from fusion_stream.core.msgs import Box3D, Detections
 
 ActorClass = Literal["car", "truck", "pedestrian", "cyclist"]
 CLASSES: tuple[ActorClass, ...] = ("car", "truck", "pedestrian", "cyclist")

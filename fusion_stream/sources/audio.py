@@ -9,7 +9,7 @@ WAV files are parsed here rather than with :mod:`wave`, which reads neither IEEE
 WAVE_FORMAT_EXTENSIBLE files (what most multi-channel recorders write). The samples are
 memory-mapped, so an hour-long array recording costs no RAM until played. 16-bit PCM stays
 int16 (``dtype="auto"``); 8-, 24- and 32-bit PCM and float files become float32 (full scale ±1),
-the two sample types :class:`~fusion_stream.msgs.AudioChunk` carries.
+the two sample types :class:`~fusion_stream.core.msgs.AudioChunk` carries.
 
 Live capture uses ``sounddevice`` (the ``audio`` extra), which needs the PortAudio system
 library; either one missing is a :class:`FusionStreamError` saying what to install.
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from fusion_stream.core.msgs import AudioChunk
 from fusion_stream.errors import FormatError, FusionStreamError, ParamError
-from fusion_stream.msgs import AudioChunk
 
 if TYPE_CHECKING:
-    from fusion_stream.node import Node
+    from fusion_stream.runtime.node import Node
 
 Dtype = Literal["auto", "float32"]
 """``auto``: int16 for 16-bit PCM files, float32 otherwise; ``float32``: always float32."""

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fusion_stream.core.msgs import CompressedImage, Image
 from fusion_stream.errors import FormatError, FusionStreamError, ParamError
-from fusion_stream.msgs import CompressedImage, Image
 
 if TYPE_CHECKING:
-    from fusion_stream.node import Node
+    from fusion_stream.runtime.node import Node
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MISSING_OPENCV = "camera sources need OpenCV: pip install 'fusion-stream[camera]'"
@@ -79,7 +79,7 @@ def check_quality(quality: int) -> None:
 def list_images(root: Path | str) -> list[Path]:
     """The frames of an image folder, in order: its .png/.jpg files sorted by name (zero-pad the
     numbers), or the image_2 pictures of a KITTI object folder in either layout."""
-    from fusion_stream.kitti import KittiFolder
+    from fusion_stream.core.kitti import KittiFolder
 
     root = Path(root)
     if not root.is_dir():
@@ -452,7 +452,7 @@ def publish_live(
     """Publish every frame of a live camera or stream on ``topic``. While it is not streaming
     (failed to open, unplugged), the node keeps running, retries, and reports WARN with the
     reason in ``/diagnostics``."""
-    from fusion_stream.msgs import Level
+    from fusion_stream.core.msgs import Level
 
     cv2_module()  # a missing OpenCV is a setup error, not something to retry
     if isinstance(source, str) and source.isdigit():

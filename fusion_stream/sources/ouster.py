@@ -1,5 +1,5 @@
 """Ouster OS0/OS1/OS2: pcap recordings with their metadata JSON, and live UDP packets → one
-:class:`~fusion_stream.msgs.PointCloud` per complete frame (the SDK's ``LidarFrame``, formerly
+:class:`~fusion_stream.core.msgs.PointCloud` per complete frame (the SDK's ``LidarFrame``, formerly
 ``LidarScan``).
 
 Packet formats, profiles, frame batching, destaggering and the beam geometry (the XYZ look-up
@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
 from fusion_stream.errors import FormatError, FusionStreamError
 from fusion_stream.sources.pointfiles import LIDAR_FIELDS, SourceStats
 

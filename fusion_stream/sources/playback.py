@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from fusion_stream.errors import ParamError
 
 if TYPE_CHECKING:
-    from fusion_stream.msgs import Message
-    from fusion_stream.node import Node
+    from fusion_stream.core.msgs import Message
+    from fusion_stream.runtime.node import Node
 
 
 def frame_index(capture_ns: int, epoch_ns: int, period_ns: int, count: int, *, loop: bool = True) -> int | None:

@@ -27,10 +27,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
+from fusion_stream.core.formats import read_pcd
+from fusion_stream.core.kitti import KittiFolder, read_velodyne
 from fusion_stream.errors import FormatError, FusionStreamError
-from fusion_stream.formats import read_pcd
-from fusion_stream.kitti import KittiFolder, read_velodyne
 from fusion_stream.sources.playback import frame_index
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def read_pcd_columns(path: Path | str) -> dict[str, np.ndarray]:
     """The fields of a PCD file as float32 columns.
 
     Binary PCDs may mix types (a driver's ``intensity`` U1, ``channel`` U2, ``time_stamp`` U4);
-    anything else (ascii, all-float) goes to :func:`fusion_stream.formats.read_pcd`."""
+    anything else (ascii, all-float) goes to :func:`fusion_stream.core.formats.read_pcd`."""
     path = Path(path)
     try:
         raw = path.read_bytes()

@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import yamlio
+from fusion_stream.core import yamlio
+from fusion_stream.core.msgs import RadarScan
 from fusion_stream.errors import FormatError
-from fusion_stream.msgs import RadarScan
 
 FIELDS = ("x", "y", "z", "radial_velocity", "rcs", "range", "azimuth", "elevation")
 """Fields of every scan: Cartesian position (m), radial velocity (m/s), RCS (dBsm), and the polar

@@ -1,5 +1,5 @@
 """Velodyne VLP-16, VLP-32C, HDL-32E and HDL-64E: pcap recordings and live UDP packets → one
-:class:`~fusion_stream.msgs.PointCloud` per rotation.
+:class:`~fusion_stream.core.msgs.PointCloud` per rotation.
 
 The packet layouts, calibration tables and the frame cut of each model are maintained in
 velodyne-decoder (extra ``velodyne``); this module adds what a long-running pipeline needs around
@@ -25,7 +25,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
 from fusion_stream.errors import FormatError, FusionStreamError, ParamError
 from fusion_stream.sources.pointfiles import SourceStats
 

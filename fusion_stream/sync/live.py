@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
 from fusion_stream.sync.stage import Emitted, SyncStage
 
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import msgspec
 
-from fusion_stream import calib
+from fusion_stream.core import calib
+from fusion_stream.core.wire import check_topic
 from fusion_stream.errors import CalibrationError, ParamError
 from fusion_stream.sync.stage import SyncConfig, SyncInput, SyncStage
-from fusion_stream.wire import check_topic
 
 _MS = 1_000_000
 MODES = ("reference", "nearest", "window")

@@ -17,11 +17,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
+from fusion_stream.core.wire import check_topic
 from fusion_stream.sync.approximate import ApproximateTimePolicy
 from fusion_stream.sync.reference import InputConfig, ReferenceWindowPolicy
 from fusion_stream.sync.stats import InputStats
-from fusion_stream.wire import check_topic
 
 log = logging.getLogger(__name__)
 

@@ -11,18 +11,18 @@ on ``/tf`` so clouds in sensor frames sit where they belong.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
 import numpy as np
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
+from fusion_stream.core.geometry import yaw_to_quaternion
+from fusion_stream.core.render import CLASS_COLORS
+from fusion_stream.core.wire import Envelope
 from fusion_stream.errors import FusionStreamError, UsageError
-from fusion_stream.registry import Registry
-from fusion_stream.render import CLASS_COLORS
+from fusion_stream.runtime.registry import Registry
 from fusion_stream.viewer.tap import TopicTap
-from fusion_stream.wire import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def scene_update(fm: Any, det: msgs.Detections, *, ground_truth: bool = False) -
     entities = []
     for i, box in enumerate(det.boxes):
         r, g, b = _GT_COLOR if ground_truth else CLASS_COLORS.get(box.label, (230, 230, 230))
-        quat = (0.0, 0.0, math.sin(box.yaw / 2), math.cos(box.yaw / 2))
+        quat = yaw_to_quaternion(box.yaw)
         cube = fm.CubePrimitive(
             pose=_pose(fm, box.center, quat),
             size=fm.Vector3(x=box.size[0], y=box.size[1], z=box.size[2]),

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import msgs
-from fusion_stream.introspect import RateMeter
-from fusion_stream.registry import Registry
+from fusion_stream.core import msgs
+from fusion_stream.core.wire import Envelope
+from fusion_stream.runtime.introspect import RateMeter
+from fusion_stream.runtime.registry import Registry
 from fusion_stream.viewer.scene import Latest
 from fusion_stream.viewer.tap import SKIP_TOPICS, TopicTap
-from fusion_stream.wire import Envelope
 
 log = logging.getLogger(__name__)
 

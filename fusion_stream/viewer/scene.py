@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fusion_stream import calib, msgs, render
+from fusion_stream.core import calib, msgs, render
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import ModelConfig
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import calib, render
+from fusion_stream.core import calib, render
 from fusion_stream.errors import UsageError
 from fusion_stream.viewer import scene
 from fusion_stream.viewer.live import GraphWatcher

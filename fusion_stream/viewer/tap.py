@@ -6,7 +6,7 @@ subscriber (a viewer that falls behind skips frames instead of lagging), and eve
 to ``on_message``. ``on_tick`` runs about ten times a second for periodic work.
 
 A registry the tap must not trust (another user's directory, a link: see
-:mod:`fusion_stream.registry`) is reported in :attr:`TopicTap.problem` and looked at again
+:mod:`fusion_stream.runtime.registry`) is reported in :attr:`TopicTap.problem` and looked at again
 later; the thread keeps running, so fixing the directory brings the graph in."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 import zmq
 
+from fusion_stream.core.wire import Envelope
 from fusion_stream.errors import TransportError
-from fusion_stream.registry import Registry
-from fusion_stream.transport import Subscriber
-from fusion_stream.wire import Envelope
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
 
 log = logging.getLogger(__name__)
 

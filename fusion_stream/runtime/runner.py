@@ -15,11 +15,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from fusion_stream import params as params_mod
-from fusion_stream.clock import ENV_CLOCK, TopicClock
 from fusion_stream.errors import FusionStreamError, ParamError
-from fusion_stream.node import Node
-from fusion_stream.security import CurveKeys
+from fusion_stream.runtime import params as params_mod
+from fusion_stream.runtime.clock import ENV_CLOCK, TopicClock
+from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.security import CurveKeys
 
 P = TypeVar("P")
 
@@ -65,7 +65,7 @@ def run_node(
     args = node_arguments(kind).parse_args(argv)
     supervisor = os.environ.get(ENV_SUPERVISOR_PID)
     setup_logging(args.log_level, "" if supervisor else args.name)  # the supervisor adds the name
-    log = logging.getLogger(f"fusion_stream.node.{args.name}")
+    log = logging.getLogger(f"fusion_stream.runtime.node.{args.name}")
     try:
         params = params_mod.load(params_cls, files=args.params_file, overrides=args.param)
         remap = dict(params_mod.parse_override(r) for r in args.remap)

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fusion_stream import launch, msgs
-from fusion_stream.introspect import RateMeter
-from fusion_stream.node import DIAGNOSTICS_TOPIC
-from fusion_stream.registry import Registry
-from fusion_stream.supervisor import Supervisor, default_launch_dir
-from fusion_stream.transport import Subscriber
+from fusion_stream.core import msgs
+from fusion_stream.graph import launch
+from fusion_stream.graph.supervisor import Supervisor, default_launch_dir
+from fusion_stream.runtime.introspect import RateMeter
+from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.transport import Subscriber
 
 SYNC_TOPIC = "/sync/frames"
 DETECTIONS_TOPIC = "/detections"

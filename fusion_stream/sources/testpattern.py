@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
 
 _PNG_1X1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

@@ -1,6 +1,6 @@
 """`fusion-stream train | export-onnx | build-engine | eval-sim`: the fusion network's commands.
 
-Kept apart from cli.py so the other commands never import torch."""
+Kept apart from cli/main.py so the other commands never import torch."""
 
 from __future__ import annotations
 
@@ -10,23 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
+from fusion_stream.cli.common import progress_bar
 from fusion_stream.errors import UsageError
-
-
-def progress_bar(console: Console) -> Progress:
-    """The progress display every long command uses (on ``console``: stderr keeps stdout clean)."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-    )
 
 
 def _render(progress: Progress, ds: Any, name: str, workers: int) -> None:

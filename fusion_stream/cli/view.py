@@ -7,20 +7,19 @@ import sys
 import threading
 from pathlib import Path
 
+from fusion_stream.cli.common import stop_on_signals
 from fusion_stream.errors import CalibrationError, FusionStreamError, UsageError
-from fusion_stream.runner import EXIT_CONFIG
+from fusion_stream.runtime.runner import EXIT_CONFIG
 
 
 def _stop_event() -> threading.Event:
-    from fusion_stream.cli_bag import stop_on_signals
-
     stop = threading.Event()
     stop_on_signals(lambda _name: stop.set())
     return stop
 
 
 def _rig(path: str) -> object:
-    from fusion_stream import calib
+    from fusion_stream.core import calib
 
     try:
         return calib.load(calib.resolve_path(path))

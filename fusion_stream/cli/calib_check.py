@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_stream import render
-from fusion_stream.calib import Rig
+from fusion_stream.core import render
+from fusion_stream.core.calib import Rig
 from fusion_stream.errors import CalibrationError
 from fusion_stream.sim import lidar
 from fusion_stream.sim.camera import CameraModel

@@ -10,7 +10,6 @@ import functools
 import json
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -23,9 +22,10 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.table import Table
 
+from fusion_stream.cli.common import add_clock_argument, progress_bar, stop_on_signals
 from fusion_stream.errors import FileKeyError, FormatError, FusionStreamError, UsageError
-from fusion_stream.params import parse_override
-from fusion_stream.runner import EXIT_CONFIG
+from fusion_stream.runtime.params import parse_override
+from fusion_stream.runtime.runner import EXIT_CONFIG
 
 console = Console()
 err_console = Console(stderr=True)
@@ -43,14 +43,7 @@ def _bad_input(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
 
 def _progress() -> Progress:
-    from fusion_stream.cli_model import progress_bar
-
     return progress_bar(err_console)
-
-
-def add_clock_argument(p: argparse.ArgumentParser, help: str) -> None:  # argparse's name
-    """``--clock [TOPIC]`` (default ``/clock``), shared by ``replay`` (publish) and ``launch`` (follow)."""
-    p.add_argument("--clock", nargs="?", const="/clock", default=None, metavar="TOPIC", help=help)
 
 
 def _size(n: float) -> str:
@@ -61,23 +54,13 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def stop_on_signals(stop: Callable[[str], None]) -> None:
-    """Ctrl-C and SIGTERM call ``stop(signal name)`` instead of raising: files get finished."""
-
-    def handler(signum: int, _frame: object) -> None:
-        stop(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 # --------------------------------------------------------------------------- record
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
     from fusion_stream.bag.recorder import Recorder
     from fusion_stream.bag.writer import BagWriter, check_writable
-    from fusion_stream.node import Node
+    from fusion_stream.runtime.node import Node
 
     out = Path(args.output)
     check_writable(out)
@@ -89,7 +72,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         markers=not args.no_markers,
     )
     if args.calib:
-        from fusion_stream import calib
+        from fusion_stream.core import calib
 
         try:
             writer.write_tf_static(calib.load(calib.resolve_path(args.calib)), time.time_ns())
@@ -293,7 +276,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     """Evaluate one bag (in a worker process with --workers) and write its report."""
-    from fusion_stream import calib
+    from fusion_stream.core import calib
     from fusion_stream.eval.bag_eval import evaluate_bag, setup_from_launch
     from fusion_stream.eval.html import write_report
 
@@ -313,7 +296,7 @@ def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
-    from fusion_stream import launch
+    from fusion_stream.graph import launch
 
     launch_args = launch.parse_args([f for f in args.files if ":=" in f])
     args.files = [f for f in args.files if ":=" not in f]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_stream.calib import Sensor
-from fusion_stream.msgs import Box3D
+from fusion_stream.core.calib import Sensor
+from fusion_stream.core.geometry import box_corners
+from fusion_stream.core.msgs import Box3D
 
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "car": (0, 160, 255),
@@ -60,17 +61,6 @@ def draw_line(image: np.ndarray, a: tuple[float, float], b: tuple[float, float],
     ys = np.round(np.linspace(a[1], b[1], n)).astype(np.int64)
     ok = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
     image[ys[ok], xs[ok]] = color
-
-
-def box_corners(box: Box3D) -> np.ndarray:
-    """The 8 corners (8×3) of a box: bottom face first, counter-clockwise from front-left."""
-    length, width, height = box.size
-    c, s = math.cos(box.yaw), math.sin(box.yaw)
-    xs = np.array([1, -1, -1, 1]) * length / 2
-    ys = np.array([1, 1, -1, -1]) * width / 2
-    ring = np.stack([box.center[0] + c * xs - s * ys, box.center[1] + s * xs + c * ys], axis=1)
-    z0, z1 = box.center[2] - height / 2, box.center[2] + height / 2
-    return np.concatenate([np.c_[ring, np.full(4, z0)], np.c_[ring, np.full(4, z1)]])
 
 
 def bird_eye_view(

@@ -5,7 +5,7 @@ A node module builds a :class:`Node`, attaches callbacks with :meth:`Node.subscr
 
 * polls every subscriber in one loop and calls its callback per message (a callback that raises
   is logged with its traceback, counted, and the node keeps running);
-* publishes a :class:`~fusion_stream.msgs.Diagnostics` on ``/diagnostics`` every second: rates,
+* publishes a :class:`~fusion_stream.core.msgs.Diagnostics` on ``/diagnostics`` every second: rates,
   drops, malformed frames, backlog and callback latency per topic, the process's CPU % and RSS,
   and WARN when a source publishes below 90 % of its nominal rate or skips frames;
 * never goes silent while alive: messages are handled in batches of at most 50 ms, so timers and
@@ -30,13 +30,13 @@ from typing import Any, Final
 
 import zmq
 
-from fusion_stream import msgs
-from fusion_stream.clock import Clock, WallClock
-from fusion_stream.procstats import CpuMeter, RateWatch, rss_bytes
-from fusion_stream.registry import Registry
-from fusion_stream.security import CurveKeys
-from fusion_stream.transport import Publisher, Subscriber
-from fusion_stream.wire import Envelope
+from fusion_stream.core import msgs
+from fusion_stream.core.wire import Envelope
+from fusion_stream.runtime.clock import Clock, WallClock
+from fusion_stream.runtime.procstats import CpuMeter, RateWatch, rss_bytes
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.security import CurveKeys
+from fusion_stream.runtime.transport import Publisher, Subscriber
 
 DIAGNOSTICS_TOPIC: Final = "/diagnostics"
 _MAX_POLL_S: Final = 0.1  # upper bound on how late a stop request is noticed
@@ -124,7 +124,7 @@ class Node:
         self._next_parent_check = 0.0
         self.clock: Clock = clock or WallClock()
         self.registry = registry or Registry()
-        self.log = logging.getLogger(f"fusion_stream.node.{name}")
+        self.log = logging.getLogger(f"fusion_stream.runtime.node.{name}")
         self.stop_event = threading.Event()
         self.errors = 0
         self._stop_reason = ""
@@ -330,7 +330,6 @@ class Node:
             "cpu_pct": round(self._cpu.percent(), 1),
             "rss_mb": round(rss_bytes() / 2**20, 1),
         }
-        level, message = self._status
         problems: list[str] = []
         now_s = now_mono / 1e9
         for watch in self._watched:
@@ -375,6 +374,7 @@ class Node:
             s.window = _Window()
         for extra in self._extra_values:
             values.update(extra())
+        level, message = self._status  # after the extras: a status they set is this report's
         if problems and level == msgs.Level.OK:
             level, message = msgs.Level.WARN, "; ".join(problems)
         return msgs.Diagnostics(

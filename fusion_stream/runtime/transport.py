@@ -1,7 +1,7 @@
 """Publish and subscribe to typed messages over ZeroMQ.
 
 Each :class:`Publisher` owns one PUB socket for one topic and registers its endpoint (see
-:mod:`fusion_stream.registry`), so a :class:`Subscriber` can find a topic by name alone. Explicit
+:mod:`fusion_stream.runtime.registry`), so a :class:`Subscriber` can find a topic by name alone. Explicit
 ``ipc://`` and ``tcp://`` endpoints work too.
 
 Back-pressure policy, chosen for sensors: a publisher never waits for a slow subscriber. ZeroMQ
@@ -29,10 +29,10 @@ from typing import Any, Final, cast
 
 import zmq
 
-from fusion_stream import msgs, wire
+from fusion_stream.core import msgs, wire
 from fusion_stream.errors import TopicNotFoundError, TransportError, WireError
-from fusion_stream.registry import Registry, TopicEntry
-from fusion_stream.security import CurveKeys, curve_client, serve_curve
+from fusion_stream.runtime.registry import Registry, TopicEntry
+from fusion_stream.runtime.security import CurveKeys, curve_client, serve_curve
 
 log = logging.getLogger(__name__)
 

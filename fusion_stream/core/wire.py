@@ -24,7 +24,7 @@ from typing import Any, Final, TypeAlias
 import msgspec
 import numpy as np
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
 from fusion_stream.errors import MessageError, TopicNameError, WireError
 
 WIRE_VERSION: Final = 1

@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fusion_stream.core.yamlio import read_mapping
 from fusion_stream.errors import CalibrationError
-from fusion_stream.yamlio import read_mapping
 
 __all__ = ["CalibrationError", "Intrinsics", "Rig", "Sensor", "Transform", "load"]
 
@@ -322,7 +322,7 @@ def _sensor(name: str, raw: Any, path: str) -> Sensor:
     )
 
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve_path(path: Path | str) -> Path:

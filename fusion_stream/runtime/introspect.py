@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
 
 
 def to_jsonable(value: Any, array_limit: int = 16) -> Any:

@@ -2,13 +2,12 @@
 
 Kernels are compiled with numba's on-disk cache, so a node does not recompile at each start;
 where numba finds nowhere to write the cache (a read-only install, no writable user cache), they
-are compiled in memory instead of failing. ``python -m fusion_stream.jit`` compiles every kernel
+are compiled in memory instead of failing. ``python -m fusion_stream.cli.jit`` compiles every kernel
 once (the setup script runs it), so no node's first frame pays seconds of compilation.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -28,26 +27,3 @@ def njit(fn: F, signatures: list[str] | None = None, **options: Any) -> F:
         if "no locator available" not in str(exc):
             raise
         return cast(F, compile_(*args, nogil=True, **options)(fn))
-
-
-def warm_up() -> dict[str, float]:
-    """Compile (or load from the cache) every kernel of the package; seconds per group."""
-    from fusion_stream.model import preprocess
-    from fusion_stream.sim import camera, lidar
-
-    steps: dict[str, Callable[[], object]] = {
-        "pre-processing": preprocess.compile_kernels,
-        "simulated LiDAR": lidar._returns_kernel,
-        "simulated camera": camera.warm_up,
-    }
-    took: dict[str, float] = {}
-    for name, step in steps.items():
-        t0 = time.perf_counter()
-        step()
-        took[name] = time.perf_counter() - t0
-    return took
-
-
-if __name__ == "__main__":
-    for group, seconds in warm_up().items():
-        print(f"numba kernels, {group}: {seconds:.1f} s")

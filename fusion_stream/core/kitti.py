@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_stream import calib, msgs
+from fusion_stream.core import calib, msgs
 from fusion_stream.errors import FormatError
 
 LIDAR_HEIGHT = 1.73

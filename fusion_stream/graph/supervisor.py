@@ -5,7 +5,7 @@
 * liveness comes from process exit and from the node's ``/diagnostics`` heartbeat: a node that
   stops reporting is killed and treated as crashed;
 * a slow node is not a hung one: while a callback runs long, the node's watchdog thread keeps
-  reporting "busy for N s in X" (see :mod:`fusion_stream.node`); such a node is kept (and said so
+  reporting "busy for N s in X" (see :mod:`fusion_stream.runtime.node`); such a node is kept (and said so
   once) until that one callback has run ``hang_timeout_s``, then it is killed as hung;
 * but a node that is *stopped* is not a node that is hung: one stopped by a signal (SIGSTOP,
   SIGTSTP: ``kill -STOP``, a job-control stop; state ``T``) or held by a debugger or tracer (state
@@ -43,14 +43,14 @@ from typing import IO
 
 import yaml
 
-from fusion_stream import msgs
+from fusion_stream.core import msgs
 from fusion_stream.errors import LaunchError
-from fusion_stream.launch import LOCAL_HOST, LaunchFile, NodeSpec
-from fusion_stream.node import DIAGNOSTICS_TOPIC
-from fusion_stream.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry, TopicEntry
-from fusion_stream.runner import ENV_SUPERVISOR_PID
-from fusion_stream.security import ENV_HOST, ENV_KEYS, CurveKeys
-from fusion_stream.transport import Subscriber
+from fusion_stream.graph.launch import LOCAL_HOST, LaunchFile, NodeSpec
+from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC
+from fusion_stream.runtime.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry, TopicEntry
+from fusion_stream.runtime.runner import ENV_SUPERVISOR_PID
+from fusion_stream.runtime.security import ENV_HOST, ENV_KEYS, CurveKeys
+from fusion_stream.runtime.transport import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -530,4 +530,4 @@ def _plain(value: object) -> object:
 
 def default_launch_dir() -> Path:
     """``launch/`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parent.parent / "launch"
+    return Path(__file__).resolve().parents[2] / "launch"

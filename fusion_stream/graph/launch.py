@@ -31,10 +31,10 @@ from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from fusion_stream import params as params_mod
+from fusion_stream.core.wire import check_topic
+from fusion_stream.core.yamlio import read_mapping
 from fusion_stream.errors import LaunchError, ParamError
-from fusion_stream.wire import check_topic
-from fusion_stream.yamlio import read_mapping
+from fusion_stream.runtime import params as params_mod
 
 _ARG_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")

@@ -11,19 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fusion_stream import tools
+from fusion_stream.cli import tools
+from fusion_stream.cli.common import add_clock_argument, console, err_console
 from fusion_stream.errors import FormatError, FusionStreamError, UsageError
-from fusion_stream.introspect import describe, to_jsonable
-from fusion_stream.registry import ENV_GRAPH
-from fusion_stream.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
+from fusion_stream.runtime.introspect import describe, to_jsonable
+from fusion_stream.runtime.registry import ENV_GRAPH
+from fusion_stream.runtime.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
 
 # Piped output (logs, CI, tests) gets wide lines rather than rich's 80-column wrapping.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
@@ -103,8 +101,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from fusion_stream import launch
-    from fusion_stream.demo import HEADERS, NODE_HEADERS, TopicStats, run_demo, short_of_cpu
+    from fusion_stream.cli.demo import HEADERS, NODE_HEADERS, TopicStats, run_demo, short_of_cpu
+    from fusion_stream.graph import launch
 
     def table(stats: dict[str, TopicStats]) -> Table:
         t = Table(*HEADERS, title=f"fusion-stream demo: {args.launch or 'the simulated rig'} over ZeroMQ", box=None)
@@ -185,8 +183,8 @@ def _cmd_sim_bag(args: argparse.Namespace) -> int:
 
 
 def _cmd_calib_from_kitti(args: argparse.Namespace) -> int:
-    from fusion_stream import calib
-    from fusion_stream.kitti import rig_file_from_kitti
+    from fusion_stream.core import calib
+    from fusion_stream.core.kitti import rig_file_from_kitti
 
     size = None
     if args.image_size:
@@ -208,8 +206,8 @@ def _cmd_calib_from_kitti(args: argparse.Namespace) -> int:
 
 
 def _cmd_calib_check(args: argparse.Namespace) -> int:
-    from fusion_stream import calib
-    from fusion_stream.calib_check import check
+    from fusion_stream.cli.calib_check import check
+    from fusion_stream.core import calib
 
     rig = calib.load(calib.resolve_path(args.file))
     table = Table("sensor", "type", "translation (m)", "roll/pitch/yaw (deg)", "time offset (ms)", "details", box=None)
@@ -223,7 +221,7 @@ def _cmd_calib_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
-    from fusion_stream.security import generate
+    from fusion_stream.runtime.security import generate
 
     made = generate(args.dir, args.hosts)
     for path in made:
@@ -235,8 +233,8 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
-    from fusion_stream import launch
-    from fusion_stream.supervisor import Supervisor
+    from fusion_stream.graph import launch
+    from fusion_stream.graph.supervisor import Supervisor
 
     graph = launch.load(args.file, launch.parse_args(args.args))
     if args.dry_run:
@@ -265,7 +263,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
             console.print(f"CurveZMQ on TCP: {'keys in ' + graph.keys if graph.keys else 'off (plain TCP)'}")
         return 0
     if args.clock:
-        from fusion_stream.clock import ENV_CLOCK
+        from fusion_stream.runtime.clock import ENV_CLOCK
 
         os.environ[ENV_CLOCK] = args.clock  # every node inherits it
     return Supervisor(graph, host=args.host).run(args.duration)
@@ -313,7 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate and print the graph, start nothing")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--host", default="local", help="start only this host's nodes (default: local)")
-    from fusion_stream.cli_bag import add_clock_argument
 
     add_clock_argument(p, "nodes follow the replay clock on TOPIC (default /clock; `replay --clock`), not wall time")
     p.set_defaults(func=_cmd_launch)
@@ -370,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="NAME:=VALUE", help="launch arguments, e.g. weather:=fog seed:=7")
     p.set_defaults(func=_cmd_demo)
 
-    from fusion_stream import cli_bag, cli_model, cli_view
+    from fusion_stream.cli import bag as cli_bag
+    from fusion_stream.cli import model as cli_model
+    from fusion_stream.cli import view as cli_view
 
     cli_model.add_parsers(sub)
     cli_bag.add_parsers(sub)

@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fusion_stream import msgs
-from fusion_stream.introspect import Rate, RateMeter
-from fusion_stream.node import DIAGNOSTICS_TOPIC
-from fusion_stream.registry import Registry, TopicEntry
-from fusion_stream.transport import Subscriber
-from fusion_stream.wire import Envelope
+from fusion_stream.core import msgs
+from fusion_stream.core.wire import Envelope
+from fusion_stream.runtime.introspect import Rate, RateMeter
+from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC
+from fusion_stream.runtime.registry import Registry, TopicEntry
+from fusion_stream.runtime.transport import Subscriber
 
 
 def list_topics(registry: Registry | None = None) -> list[TopicEntry]:

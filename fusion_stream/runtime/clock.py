@@ -83,7 +83,7 @@ class TopicClock(ReplayClock):
 
     def __init__(self, topic: str = CLOCK_TOPIC, registry: Any = None) -> None:
         super().__init__(0)
-        from fusion_stream.transport import Subscriber
+        from fusion_stream.runtime.transport import Subscriber
 
         self.topic = topic
         self._sub = Subscriber(topic, registry=registry, latest=True)
@@ -92,7 +92,7 @@ class TopicClock(ReplayClock):
         self._thread.start()
 
     def _follow(self) -> None:
-        from fusion_stream.msgs import ClockTick
+        from fusion_stream.core.msgs import ClockTick
 
         while not self._stop.is_set():
             msg = self._sub.recv(timeout=0.1)

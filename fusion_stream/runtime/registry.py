@@ -38,8 +38,8 @@ import stat
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
+from fusion_stream.core.wire import check_topic
 from fusion_stream.errors import TopicNameError, TransportError
-from fusion_stream.wire import check_topic
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from fusion_stream import yamlio
+from fusion_stream.core import yamlio
 from fusion_stream.errors import ParamError
 
 T = TypeVar("T")

@@ -1,0 +1,1 @@
+"""Many processes: launch files and the supervisor that runs them. Imports runtime, core, errors."""

@@ -1,0 +1,1 @@
+"""Running the fusion network: ONNX export, backends (TensorRT, ONNX Runtime, torch), the pipeline."""

@@ -166,6 +166,8 @@ class _Child:
     busy: tuple[str, float] | None = None
     """What its last report said it has been busy with, and for how long (its watchdog's)."""
     busy_reported: bool = False
+    said_goodbye: bool = False
+    """Sent its last report (STALE, "stopped"): its runtime is closed, the process is exiting."""
     readers: list[threading.Thread] = field(default_factory=list)
 
 
@@ -299,7 +301,7 @@ class Supervisor:
             start_new_session=True,
         )
         child.started = child.last_heartbeat = time.monotonic()
-        child.busy, child.busy_reported = None, False
+        child.busy, child.busy_reported, child.said_goodbye = None, False, False
         child.reported = False
         child.stopped_since = None
         child.restart_at = None
@@ -349,6 +351,7 @@ class Supervisor:
                     if child.spec.name == msg.node:
                         child.last_heartbeat = now
                         child.reported = True
+                        child.said_goodbye = msg.level == msgs.Level.STALE
                         busy_s = msg.values.get("busy_s")
                         if isinstance(busy_s, int | float) and not isinstance(busy_s, bool):
                             child.busy = (str(msg.values.get("busy_in", "?")), float(busy_s))
@@ -494,7 +497,15 @@ class Supervisor:
                 if sig != signal.SIGKILL:  # a stopped node acts on the signal only once continued
                     _signal_group(c.proc, signal.SIGCONT)
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(c.proc.poll() is None for c in running if c.proc):
+            # A node that said goodbye has closed its runtime and is only exiting (interpreter and
+            # library teardown, slow when the machine is busy): it gets longer before SIGTERM.
+            exiting_deadline = deadline + (_EXITING_GRACE_S if sig == signal.SIGINT else 0.0)
+            while any(c.proc.poll() is None for c in running if c.proc):
+                self._read_heartbeats(time.monotonic())
+                now = time.monotonic()
+                pending = [c for c in running if c.proc is not None and c.proc.poll() is None]
+                if now >= exiting_deadline or (now >= deadline and not all(c.said_goodbye for c in pending)):
+                    break
                 time.sleep(0.02)
         codes: dict[str, int] = {}
         for c in live:
@@ -517,6 +528,9 @@ class Supervisor:
         for entry in self._remote_entries:
             self.registry.unregister(entry)
         return codes
+
+
+_EXITING_GRACE_S = 5.0
 
 
 def _plain(value: object) -> object:

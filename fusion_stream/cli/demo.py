@@ -73,6 +73,8 @@ class NodeStats:
     """Kind of WARN (its message without figures) → how many reports said it."""
     last_warning: dict[str, str] = field(default_factory=dict)
     frames_skipped: int = 0
+    below_rate: bool = False
+    """Some report had a source below 90 % of its nominal rate (the runtime's own rule)."""
 
     def add(self, report: msgs.Diagnostics) -> None:
         values = report.values
@@ -86,6 +88,10 @@ class NodeStats:
             skipped = values.get("frames_skipped")
             if isinstance(skipped, int):
                 self.frames_skipped = skipped
+            for key, nominal in values.items():  # pub.<topic>.nominal_hz beside pub.<topic>.rate_hz_5s
+                if key.endswith(".nominal_hz") and isinstance(nominal, int | float):
+                    rate = values.get(key.removesuffix("nominal_hz") + "rate_hz_5s")
+                    self.below_rate |= isinstance(rate, int | float) and rate < 0.9 * nominal
         if report.level >= msgs.Level.WARN and report.message:
             for part in report.message.split("; "):
                 kind = " ".join(w for w in part.split() if not any(c.isdigit() for c in w))
@@ -105,7 +111,7 @@ class NodeStats:
 def short_of_cpu(nodes: dict[str, NodeStats]) -> list[str]:
     """Sources that fell behind (skipped frames or ran below their nominal rate), worst first,
     each with what it cost: the nodes a busy machine starved."""
-    behind = [n for n in nodes.values() if n.frames_skipped or any(" Hz of " in k for k in n.warnings)]
+    behind = [n for n in nodes.values() if n.frames_skipped or n.below_rate]
     behind.sort(key=lambda n: -n.frames_skipped)
     return [
         f"{n.node} ({n.frames_skipped} frames skipped, {n.cpu_mean:.0f} % of a core)"

@@ -153,8 +153,7 @@ def load(model: Path | str, backend: str = "auto", device: str = "auto", threads
     ``backend="auto"`` takes the first of TensorRT, ONNX Runtime and torch that works here.
     ``threads``: CPU threads for inference (0: the library's default, usually every core)."""
     weights = Path(model)
-    with _open_weights(weights):  # a missing file, a device or a giant file: say so before any backend
-        pass
+    _open_weights(weights).close()  # a missing file, a device or a giant file: say so before any backend
     if backend not in ("auto", *BACKENDS):
         raise InferenceError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
     if device == "auto":

@@ -155,10 +155,9 @@ def default_runtime_dir() -> Path:
     fallback = _TMP / f"fusion_stream-{os.getuid()}"
     try:
         os.mkdir(fallback, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as err:  # e.g. a read-only /tmp: the lstat below says so
-        log.debug("cannot create %s: %s", fallback, err.strerror)
+    except OSError as err:  # it exists (whose? the lstat below says), or a read-only /tmp
+        if not isinstance(err, FileExistsError):
+            log.debug("cannot create %s: %s", fallback, err.strerror)
     try:
         problem = _untrusted(os.lstat(fallback)) or ""
     except OSError as err:

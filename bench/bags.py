@@ -36,7 +36,7 @@ from fusion_stream.bag.mapping import messages
 from fusion_stream.bag.reader import Bag
 from fusion_stream.bag.writer import BagWriter, compression_type
 from fusion_stream.graph import launch
-from fusion_stream.graph.supervisor import Supervisor, default_launch_dir
+from fusion_stream.graph.supervisor import Supervisor
 from fusion_stream.runtime.registry import ENV_GRAPH, Registry
 from fusion_stream.sim.recording import record_sim
 from fusion_stream.sim.world import Scenario
@@ -96,7 +96,7 @@ def eval_speed(tmp: Path, seconds: float) -> Table:
         "threads", "bag s", "eval s", "× real time", "model load s", "mAP", box=None, title="replay + eval (lockstep)"
     )
     for threads in (1, os.cpu_count() or 1):
-        setup = setup_from_launch(default_launch_dir() / "sim.yaml", backend="onnxruntime")
+        setup = setup_from_launch(launch.find("sim"), backend="onnxruntime")
         t0 = time.perf_counter()
         result = evaluate_bag(bag, setup, threads=threads)
         total = time.perf_counter() - t0
@@ -112,7 +112,7 @@ def eval_speed(tmp: Path, seconds: float) -> Table:
 
 
 def record_rig(tmp: Path, seconds: float) -> Table:
-    graph = launch.load(default_launch_dir() / "sim.yaml")
+    graph = launch.load(launch.find("sim"))
     name = f"bench-bags-{os.getpid()}"
     registry = Registry(graph=name)
     sup = Supervisor(graph, registry=registry, output=lambda line: None)

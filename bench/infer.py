@@ -20,7 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream.core import calib, msgs
+from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import BackendUnavailableError
 from fusion_stream.infer import backends
 from fusion_stream.infer.pipeline import FusionPipeline, StageTimes
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch and ONNX Runtime (0: default)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    rig = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+    rig = calib.load(resources.resolve("calib/sim_rig.yaml"))
     sets = frames(args.frames, rig)
     table = Table(
         "backend",

@@ -30,7 +30,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream.core import calib
+from fusion_stream.core import calib, resources
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import ModelConfig
 from fusion_stream.sim import Scenario, World, lidar, radar
@@ -120,7 +120,7 @@ def kernels(repeat: int) -> Table:
     synthetic = np.concatenate([rng.uniform(-40, 40, (n, 2)), rng.uniform(-2, 1, (n, 1))], axis=1)
     clouds.append(("synthetic ±40 m", synthetic, rng.random(n)))
 
-    rig = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+    rig = calib.load(resources.resolve("calib/sim_rig.yaml"))
     world = World(Scenario(seed=3, actors=30, weather="rain"))
     mount = rig["lidar_top"].extrinsics
     for beams in (32, 64):

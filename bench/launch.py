@@ -57,7 +57,7 @@ from rich.table import Table
 
 from fusion_stream.core import msgs
 from fusion_stream.graph import launch
-from fusion_stream.graph.supervisor import Supervisor, default_launch_dir
+from fusion_stream.graph.supervisor import Supervisor
 from fusion_stream.runtime.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry
 from fusion_stream.runtime.transport import Subscriber
 
@@ -348,7 +348,7 @@ def rig_run(graph_raw: dict[str, Any], seconds: float, tmp: Path, tag: str) -> d
 
 
 def rig_bench(seconds: float, rounds: int, tmp: Path) -> None:
-    variants = rig_variants(default_launch_dir() / "sim.yaml")
+    variants = rig_variants(launch.find("sim"))
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with console.status("rig") as status:
         for r in range(rounds):

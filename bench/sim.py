@@ -30,9 +30,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fusion_stream.core import calib, msgs
+from fusion_stream.core import calib, msgs, resources
 from fusion_stream.graph import launch
-from fusion_stream.graph.supervisor import Supervisor, default_launch_dir
+from fusion_stream.graph.supervisor import Supervisor
 from fusion_stream.model.dataset import plan
 from fusion_stream.runtime.registry import Registry
 from fusion_stream.runtime.transport import Subscriber
@@ -56,7 +56,7 @@ def _measure(step: Callable[[int], object], frames: int) -> tuple[float, float]:
 
 
 def models(frames: int) -> Table:
-    rig = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+    rig = calib.load(resources.resolve("calib/sim_rig.yaml"))
     world = World(Scenario(seed=3, actors=30))
     cam, lid, rad, mic = rig["camera_front"], rig["lidar_top"], rig["radar_front"], rig["mic_array"]
     assert cam.intrinsics is not None and mic.microphones is not None
@@ -90,7 +90,7 @@ def models(frames: int) -> Table:
 
 def compare_cameras(scenes: int) -> Table:
     """The rasterized camera against the ray-cast reference, frame by frame on the same scenes."""
-    rig = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+    rig = calib.load(resources.resolve("calib/sim_rig.yaml"))
     cam = rig["camera_front"]
     assert cam.intrinsics is not None
     new, ref = CameraModel(cam.intrinsics, cam.distortion), RayCastCamera(cam.intrinsics, cam.distortion)
@@ -122,7 +122,7 @@ def compare_cameras(scenes: int) -> Table:
 
 
 def full_rig(seconds: float) -> Table:
-    graph = launch.load(default_launch_dir() / "sim.yaml")
+    graph = launch.load(launch.find("sim"))
     registry = Registry(graph=f"bench-sim-{os.getpid()}")
     sup = Supervisor(graph, registry=registry, output=lambda line: None)
     latest: dict[str, msgs.Diagnostics] = {}

@@ -97,6 +97,14 @@ class LaunchError(FileKeyError):
     """A launch file is invalid."""
 
 
+class NodeTypeError(FusionStreamError, LookupError):
+    """A node type is not registered, cannot be imported, or does not keep the node contract."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(reason)
+
+
 class CalibrationError(FileKeyError):
     """A calibration file is missing, malformed or physically impossible."""
 

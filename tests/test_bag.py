@@ -506,9 +506,9 @@ def test_bad_command_line_values_exit_2_and_overwrite_nothing(tmp_path: Path) ->
 def test_a_recorder_node_with_a_bad_output_says_which_parameter(procs: Procs, tmp_path: Path) -> None:
     existing = tmp_path / "keep.mcap"
     write_samples(existing, repeats=1)
-    node = procs.python("-m", "nodes.recorder", "-p", f"output:={existing}", "-p", "all:=true")
+    node = procs.python("-m", "fusion_stream.nodes.recorder", "-p", f"output:={existing}", "-p", "all:=true")
     _, err = node.communicate(timeout=30)
     assert node.returncode == 2 and "'output'" in err and "already exists" in err
-    node = procs.python("-m", "nodes.recorder", "-p", f"output:={tmp_path / 'n.mcap'}")
+    node = procs.python("-m", "fusion_stream.nodes.recorder", "-p", f"output:={tmp_path / 'n.mcap'}")
     _, err = node.communicate(timeout=30)
     assert node.returncode == 2 and "'topics'" in err and not (tmp_path / "n.mcap").exists()

@@ -163,11 +163,13 @@ def test_replay_clock_makes_sync_deadlines_follow_bag_time(
     )
     monkeypatch.setenv("FUSION_STREAM_CLOCK", "/clock")
     procs.python(
-        "-m", "nodes.sync", "--name", "bagtime", "-p", inputs, "-p", "deadline_ms:=40", "-p", "output:=/sync/bag"
+        "-m", "fusion_stream.nodes.sync",
+        "--name", "bagtime", "-p", inputs, "-p", "deadline_ms:=40", "-p", "output:=/sync/bag"
     )
     monkeypatch.delenv("FUSION_STREAM_CLOCK")
     procs.python(
-        "-m", "nodes.sync", "--name", "walltime", "-p", inputs, "-p", "deadline_ms:=40", "-p", "output:=/sync/wall"
+        "-m", "fusion_stream.nodes.sync",
+        "--name", "walltime", "-p", inputs, "-p", "deadline_ms:=40", "-p", "output:=/sync/wall"
     )
     wait_for(lambda: registry.lookup("/sync/bag") and registry.lookup("/sync/wall"), 20, "both sync nodes")
     got: dict[str, list[msgs.SyncedFrame]] = {"/sync/bag": [], "/sync/wall": []}

@@ -13,7 +13,8 @@ from .conftest import Procs, wait_for
 
 def start_radar(procs: Procs, registry: Registry, topic: str = "/radar/front/points") -> subprocess.Popen[str]:
     node = procs.python(
-        "-m", "nodes.pattern", "--name", "radar", "-p", "kind:=radar", "-p", f"topic:={topic}", "-p", "rate_hz:=20"
+        "-m", "fusion_stream.nodes.pattern",
+        "--name", "radar", "-p", "kind:=radar", "-p", f"topic:={topic}", "-p", "rate_hz:=20"
     )
     wait_for(lambda: registry.lookup(topic), 15.0, "radar node to register")
     return node

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from fusion_stream.core import resources
 from fusion_stream.core.msgs import Box3D
 from fusion_stream.eval.metrics import FrameResult, average_precision, detection_metrics, match_class, siren_accuracy
 
@@ -83,7 +84,7 @@ def test_in_view_keeps_the_boxes_the_camera_sees() -> None:
     from fusion_stream.core import calib
     from fusion_stream.eval.report import in_view
 
-    camera = calib.load(calib.resolve_path("calib/sim_rig.yaml"))["camera_front"]
+    camera = calib.load(resources.resolve("calib/sim_rig.yaml"))["camera_front"]
     ahead = Box3D(center=(20.0, 3.0, 0.8), size=(4.5, 1.9, 1.6), yaw=0.0, label="car")
     beside = Box3D(center=(2.0, 15.0, 0.8), size=(4.5, 1.9, 1.6), yaw=0.0, label="car")  # 80° left: outside 77° FOV
     behind = Box3D(center=(-20.0, 0.0, 0.8), size=(4.5, 1.9, 1.6), yaw=0.0, label="car")

@@ -13,21 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream.core import calib, msgs
+from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import LaunchError
 from fusion_stream.graph import launch
 from fusion_stream.infer.backends import onnx_for
 from fusion_stream.model import dataset
+from fusion_stream.nodes.fusion import resolve_device
 from fusion_stream.runtime.registry import Registry
 from fusion_stream.runtime.transport import Publisher, Subscriber
 from fusion_stream.sync.live import NewestSet, arrival_ns
 from fusion_stream.sync.settings import EmbeddedParams, InputParams, config_from
 from fusion_stream.sync.stage import SyncStage
-from nodes.fusion import resolve_device
 
 from .conftest import Procs, wait_for
 
-RIG = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+RIG = calib.load(resources.resolve("calib/sim_rig.yaml"))
 NO_GPU = resolve_device("auto") == "cpu"
 
 
@@ -36,9 +36,9 @@ def test_fusion_node_starts_from_the_cached_export_without_torch(procs: Procs, r
     """What a respawn costs: with the ONNX export cached, the node as launch/sim.yaml runs it
     (backend and device auto) loads and warms the model without importing torch (seconds), and
     appears on /detections ready: the first set it gets is answered."""
-    onnx_for(calib.resolve_path("weights/fusion_sim.pt"))  # what the first start of a graph leaves
+    onnx_for(resources.resolve("weights/fusion_sim.pt"))  # what the first start of a graph leaves
     members = dataset.members_of(dataset.simulate(dataset.SampleSpec(seed=7, t=3.0, actors=12), RIG), RIG)
-    node = procs.python("-m", "nodes.fusion", "--name", "fusion")
+    node = procs.python("-m", "fusion_stream.nodes.fusion", "--name", "fusion")
     with (
         Publisher("/sync/frames", registry=registry) as pub,
         Subscriber("/detections", registry=registry) as dets,
@@ -59,7 +59,7 @@ def test_fusion_node_starts_from_the_cached_export_without_torch(procs: Procs, r
 
 def test_fusion_node_detects_on_synced_sets_and_reports_stage_latency(procs: Procs, registry: Registry) -> None:
     members = dataset.members_of(dataset.simulate(dataset.SampleSpec(seed=105, t=455.7, actors=37), RIG), RIG)
-    procs.python("-m", "nodes.fusion", "--name", "fusion", "-p", "backend:=onnxruntime")
+    procs.python("-m", "fusion_stream.nodes.fusion", "--name", "fusion", "-p", "backend:=onnxruntime")
     with (
         Publisher("/sync/frames", registry=registry) as pub,
         Subscriber("/detections", registry=registry, timeout=30.0) as dets,
@@ -124,7 +124,7 @@ def test_fusion_node_detects_on_synced_sets_and_reports_stage_latency(procs: Pro
 
 def test_fusion_node_with_missing_weights_exits_2_naming_the_file(registry: Registry) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "nodes.fusion", "--name", "fusion", "-p", "weights:=/nonexistent/w.pt"],
+        [sys.executable, "-m", "fusion_stream.nodes.fusion", "--name", "fusion", "-p", "weights:=/nonexistent/w.pt"],
         capture_output=True,
         check=False,
         text=True,
@@ -133,7 +133,7 @@ def test_fusion_node_with_missing_weights_exits_2_naming_the_file(registry: Regi
     assert proc.returncode == 2
     assert "/nonexistent/w.pt" in proc.stderr and "weights" in proc.stderr
     proc = subprocess.run(
-        [sys.executable, "-m", "nodes.fusion", "--name", "fusion", "-p", "threshold:=1.5"],
+        [sys.executable, "-m", "fusion_stream.nodes.fusion", "--name", "fusion", "-p", "threshold:=1.5"],
         capture_output=True,
         check=False,
         text=True,
@@ -155,7 +155,7 @@ sync:
 
 
 def pattern(procs: Procs, name: str, *params: str) -> None:
-    procs.python("-m", "nodes.pattern", "--name", name, *(a for p in params for a in ("-p", p)))
+    procs.python("-m", "fusion_stream.nodes.pattern", "--name", name, *(a for p in params for a in ("-p", p)))
 
 
 def test_fusion_node_with_in_process_sync_detects_on_sensor_topics(
@@ -169,7 +169,7 @@ def test_fusion_node_with_in_process_sync_detects_on_sensor_topics(
     cfg.write_text("backend: onnxruntime\npublish_sets: /sync/frames\n" + SYNC_BLOCK)
     pattern(procs, "lidar", "kind:=points", "points:=4000", "rate_hz:=10", "topic:=/lidar/top/points")
     pattern(procs, "camera", "kind:=image", "rate_hz:=15", "topic:=/camera/front/image")
-    fusion = procs.python("-m", "nodes.fusion", "--name", "fusion", "--params-file", str(cfg))
+    fusion = procs.python("-m", "fusion_stream.nodes.fusion", "--name", "fusion", "--params-file", str(cfg))
     with (
         Subscriber(["/lidar/top/points", "/detections", "/sync/frames"], registry=registry, queue_size=100) as out,
         Subscriber("/diagnostics", registry=registry, queue_size=200) as diag,
@@ -344,7 +344,7 @@ def test_fusion_node_with_a_bad_sync_block_exits_2_before_loading_the_model(runt
     cfg.write_text(SYNC_BLOCK.replace("sensor: lidar_top", "sensor: lidar_roof") + "calib: calib/sim_rig.yaml\n")
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "nodes.fusion", "--name", "fusion", "--params-file", str(cfg)],
+        [sys.executable, "-m", "fusion_stream.nodes.fusion", "--name", "fusion", "--params-file", str(cfg)],
         capture_output=True,
         check=False,
         text=True,
@@ -354,7 +354,7 @@ def test_fusion_node_with_a_bad_sync_block_exits_2_before_loading_the_model(runt
     assert "sync.inputs" in proc.stderr and "no sensor 'lidar_roof'" in proc.stderr
     assert "ready in" not in proc.stderr and time.monotonic() - t0 < 30
     proc = subprocess.run(
-        [sys.executable, "-m", "nodes.fusion", "--name", "fusion", "-p", "publish_sets:=/sync/frames"],
+        [sys.executable, "-m", "fusion_stream.nodes.fusion", "--name", "fusion", "-p", "publish_sets:=/sync/frames"],
         capture_output=True,
         check=False,
         text=True,

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from fusion_stream.core import calib, msgs
+from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import BackendUnavailableError, FormatError, InferenceError
 from fusion_stream.infer import backends
 from fusion_stream.infer.artifacts import to_fp16
@@ -23,7 +23,7 @@ from fusion_stream.model.config import DEFAULT_WEIGHTS
 from fusion_stream.model.decode import to_boxes
 from fusion_stream.model.train import load_weights
 
-RIG = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+RIG = calib.load(resources.resolve("calib/sim_rig.yaml"))
 SPEC = dataset.SampleSpec(seed=105, t=455.7, actors=37)  # held-out scenario, siren nearby
 
 

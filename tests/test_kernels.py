@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_stream.core import calib
+from fusion_stream.core import calib, resources
 from fusion_stream.errors import FormatError
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import ModelConfig
@@ -196,7 +196,7 @@ def test_compile_kernels_reports_its_time_and_is_done_once() -> None:
 def test_simulated_lidar_sweep_matches_the_numpy_post_processing(weather: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A whole simulated sweep (real ray casts into the scenario) with the compiled returns,
     then again with the numpy ones: the same random draws give the same bytes."""
-    rig = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+    rig = calib.load(resources.resolve("calib/sim_rig.yaml"))
     world = World(Scenario(seed=5, actors=25, weather=weather))
     spec = lidar.LidarSpec.preset(64)
     got = lidar.sweep(world, 31.0, rig["lidar_top"].extrinsics, spec, salt=2, stamp_ns=17)

@@ -8,14 +8,14 @@ from functools import cache
 import numpy as np
 import pytest
 
-from fusion_stream.core import calib, msgs
+from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import FormatError
 from fusion_stream.model import dataset, preprocess, targets
 from fusion_stream.model.config import ModelConfig
 from fusion_stream.sim import audio
 
 CFG = ModelConfig()
-RIG = calib.load(calib.resolve_path("calib/sim_rig.yaml"))
+RIG = calib.load(resources.resolve("calib/sim_rig.yaml"))
 GEOMETRY = preprocess.RigGeometry.from_rig(RIG)
 # a held-out scenario with an emergency vehicle ~18 m ahead-left, siren on
 SIREN_SPEC = dataset.SampleSpec(seed=105, t=455.7, actors=37, condition="day", weather="clear")

@@ -44,7 +44,10 @@ def test_every_message_type_round_trips_between_processes(procs: Procs, registry
 
 
 def test_sigterm_stops_a_node_cleanly_within_two_seconds(procs: Procs, registry: Registry) -> None:
-    node = procs.python("-m", "nodes.pattern", "--name", "lidar", "-p", "kind:=points", "-p", "points:=50000")
+    node = procs.python(
+        "-m", "fusion_stream.nodes.pattern",
+        "--name", "lidar", "-p", "kind:=points", "-p", "points:=50000",
+    )
     wait_for(lambda: registered(registry, "/lidar/pattern/points"), 15.0, "node to register")
     endpoints = [e.endpoint for e in registry.entries()]
     with Subscriber("/diagnostics", registry=registry, timeout=5.0) as diag:
@@ -76,7 +79,7 @@ def test_malformed_frames_are_counted_in_diagnostics_and_survived(
     ep = f"ipc://{runtime_dir}/hostile.ipc"
     raw.bind(ep)
     registry.register(TopicEntry("/in", ep, "RadarScan", "hostile", os.getpid(), socket.gethostname(), 1))
-    relay = procs.python("-m", "nodes.relay", "-p", "input:=/in", "-p", "output:=/out")
+    relay = procs.python("-m", "fusion_stream.nodes.relay", "-p", "input:=/in", "-p", "output:=/out")
     seq = 0
 
     def send(stamp: int) -> None:
@@ -152,7 +155,7 @@ def test_slow_subscriber_process_does_not_stall_the_publisher(procs: Procs, regi
     keep-latest subscriber always gets a fresh one."""
     pub = procs.python(
         "-m",
-        "nodes.pattern",
+        "fusion_stream.nodes.pattern",
         "--name",
         "fast",
         "-p",
@@ -198,11 +201,11 @@ def test_slow_subscriber_process_does_not_stall_the_publisher(procs: Procs, regi
 
 
 def test_bad_parameter_exits_2_naming_the_key(procs: Procs) -> None:
-    p = procs.python("-m", "nodes.pattern", "-p", "rate_hz:=fast")
+    p = procs.python("-m", "fusion_stream.nodes.pattern", "-p", "rate_hz:=fast")
     _, err = p.communicate(timeout=20)
     assert p.returncode == 2
     assert "rate_hz" in err and "float" in err
-    p = procs.python("-m", "nodes.pattern", "-p", "kind:=sonar")
+    p = procs.python("-m", "fusion_stream.nodes.pattern", "-p", "kind:=sonar")
     _, err = p.communicate(timeout=20)
     assert p.returncode == 2 and "kind" in err and "sonar" in err
 
@@ -211,7 +214,8 @@ def test_params_file_and_overrides(procs: Procs, registry: Registry, runtime_dir
     cfg = runtime_dir / "radar.yaml"
     cfg.write_text("kind: radar\ntopic: /radar/from_file\nrate_hz: 20\n")
     p = procs.python(
-        "-m", "nodes.pattern", "--params-file", str(cfg), "-p", "topic:=/radar/override", "--duration", "1"
+        "-m", "fusion_stream.nodes.pattern",
+        "--params-file", str(cfg), "-p", "topic:=/radar/override", "--duration", "1"
     )
     wait_for(lambda: registered(registry, "/radar/override"), 15.0, "overridden topic")
     assert p.wait(timeout=10) == 0

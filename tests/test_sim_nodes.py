@@ -10,10 +10,10 @@ import pytest
 
 from fusion_stream.core import calib, msgs
 from fusion_stream.errors import ParamError
+from fusion_stream.nodes import sync as sync_node
 from fusion_stream.runtime.registry import Registry
 from fusion_stream.runtime.transport import Subscriber
 from fusion_stream.sim import Scenario, World, lidar
-from nodes import sync as sync_node
 
 from .conftest import ROOT, Procs, collect_counts
 
@@ -101,13 +101,13 @@ def test_sync_applies_calibrated_time_offsets(tmp_path: Path) -> None:
 def test_a_sensor_node_with_a_bad_rig_exits_2_naming_the_key(procs: Procs, tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text((ROOT / "calib" / "sim_rig.yaml").read_text().replace("fx: 400.0", "fx: -1"))
-    node = procs.python("-m", "nodes.camera", "-p", f"calib:={broken}")
+    node = procs.python("-m", "fusion_stream.nodes.camera", "-p", f"calib:={broken}")
     _, err = node.communicate(timeout=60)
     assert node.returncode == 2
     assert "fx" in err and str(broken) in err
-    wrong = procs.python("-m", "nodes.lidar", "-p", "sensor:=camera_front")
+    wrong = procs.python("-m", "fusion_stream.nodes.lidar", "-p", "sensor:=camera_front")
     _, err = wrong.communicate(timeout=60)
     assert wrong.returncode == 2 and "'camera_front'" in err and "not a lidar" in err
-    tiny = procs.python("-m", "nodes.audio", "-p", "chunk_ms:=0.001")
+    tiny = procs.python("-m", "fusion_stream.nodes.audio", "-p", "chunk_ms:=0.001")
     _, err = tiny.communicate(timeout=60)
     assert tiny.returncode == 2 and "chunk_ms" in err and "less than one sample" in err

@@ -84,7 +84,7 @@ def test_bad_scenarios() -> None:
 
 def test_ground_truth_node_refuses_bad_parameters(procs: Procs) -> None:
     for bad, key in (("actors:=0", "actors"), ("rate_hz:=0", "rate_hz"), ("seed:=many", "seed")):
-        p = procs.python("-m", "nodes.ground_truth", "-p", bad)
+        p = procs.python("-m", "fusion_stream.nodes.ground_truth", "-p", bad)
         _, err = p.communicate(timeout=30)
         assert p.returncode == 2, err
         assert key in err

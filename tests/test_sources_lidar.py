@@ -310,7 +310,10 @@ def test_live_velodyne_over_udp_and_a_sensor_that_goes_quiet() -> None:
 def test_the_lidar_node_plays_a_velodyne_pcap_over_zeromq(procs: Procs, registry: Registry) -> None:
     path = _need(VELODYNE / "velodyne_example.pcap")
     topic = "/lidar/top/points"
-    node = procs.python("-m", "nodes.lidar", "-p", "source:=velodyne", "-p", f"path:={path}", "-p", "sensor:=velodyne")
+    node = procs.python(
+        "-m", "fusion_stream.nodes.lidar",
+        "-p", "source:=velodyne", "-p", f"path:={path}", "-p", "sensor:=velodyne",
+    )
     clouds: list[msgs.PointCloud] = []
     diagnostics: list[msgs.Diagnostics] = []
     with Subscriber([topic, "/diagnostics"], registry=registry, timeout=30.0) as sub:
@@ -340,11 +343,13 @@ def test_the_lidar_node_plays_ouster_and_pcd_recordings_over_zeromq(procs: Procs
     pcap, meta = _need(OUSTER / "OS-1-32-G_v2.1.1_1024x10.pcap"), _need(OUSTER / "OS-1-32-G_v2.1.1_1024x10.json")
     pcd = _need(next(NEBULA.glob("vlp16/*.pcd")))
     procs.python(
-        "-m", "nodes.lidar", "--name", "os1", "-p", "source:=ouster", "-p", f"path:={pcap}", "-p", f"metadata:={meta}",
+        "-m", "fusion_stream.nodes.lidar",
+        "--name", "os1", "-p", "source:=ouster", "-p", f"path:={pcap}", "-p", f"metadata:={meta}",
         "-p", "sensor:=os1", "-p", "topic:=/lidar/os1/points",
     )  # fmt: skip
     procs.python(
-        "-m", "nodes.lidar", "--name", "pcd", "-p", "source:=pcd", "-p", f"path:={pcd}", "-p", "sensor:=vlp16",
+        "-m", "fusion_stream.nodes.lidar",
+        "--name", "pcd", "-p", "source:=pcd", "-p", f"path:={pcd}", "-p", "sensor:=vlp16",
         "-p", "topic:=/lidar/pcd/points", "-p", "rate_hz:=5",
     )  # fmt: skip
     got: dict[str, list[msgs.PointCloud]] = {"/lidar/os1/points": [], "/lidar/pcd/points": []}

@@ -408,16 +408,16 @@ def test_camera_audio_and_radar_nodes_publish_real_data(procs: Procs, registry: 
     kitti, siren, ars = _need(KITTI), _need(SIREN), _need(ARS548)
     topics = {"camera": "/camera/left/image", "audio": "/audio/siren/chunk", "radar": "/radar/front/points"}
     procs.python(
-        "-m", "nodes.camera", "-p", "source:=folder", "-p", f"path:={kitti}", "-p", "rate_hz:=10",
+        "-m", "fusion_stream.nodes.camera", "-p", "source:=folder", "-p", f"path:={kitti}", "-p", "rate_hz:=10",
         "-p", "sensor:=camera_left", "-p", f"topic:={topics['camera']}",
     )  # fmt: skip
     procs.python(
-        "-m", "nodes.audio", "-p", "source:=wav", "-p", f"path:={siren}", "-p", "sample_rate:=44100",
+        "-m", "fusion_stream.nodes.audio", "-p", "source:=wav", "-p", f"path:={siren}", "-p", "sample_rate:=44100",
         "-p", "channels:=2", "-p", f"topic:={topics['audio']}",
     )  # fmt: skip
-    procs.python("-m", "nodes.radar", "-p", "source:=file", "-p", f"path:={ars}", "-p", "rate_hz:=20")
+    procs.python("-m", "fusion_stream.nodes.radar", "-p", "source:=file", "-p", f"path:={ars}", "-p", "rate_hz:=20")
     # a camera that is not there: the node keeps running and says why on /diagnostics
-    procs.python("-m", "nodes.camera", "--name", "nocam", "-p", "source:=device", "-p", "device:=987")
+    procs.python("-m", "fusion_stream.nodes.camera", "--name", "nocam", "-p", "source:=device", "-p", "device:=987")
     wanted = [*topics.values(), "/diagnostics"]
     with Subscriber(wanted, registry=registry, timeout=20.0) as sub:
         got = collect_topics(sub, wanted, 3.0)

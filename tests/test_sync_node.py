@@ -31,7 +31,7 @@ inputs:
 def start_camera(procs: Procs) -> subprocess.Popen[str]:
     return procs.python(
         "-m",
-        "nodes.pattern",
+        "fusion_stream.nodes.pattern",
         "--name",
         "camera",
         "-p",
@@ -52,7 +52,7 @@ def test_sync_node_partial_sets_while_a_sensor_is_dead(procs: Procs, registry: R
     cfg.write_text(SYNC_YAML)
     procs.python(
         "-m",
-        "nodes.pattern",
+        "fusion_stream.nodes.pattern",
         "--name",
         "lidar",
         "-p",
@@ -67,7 +67,7 @@ def test_sync_node_partial_sets_while_a_sensor_is_dead(procs: Procs, registry: R
     camera = start_camera(procs)
     procs.python(
         "-m",
-        "nodes.pattern",
+        "fusion_stream.nodes.pattern",
         "--name",
         "audio",
         "-p",
@@ -77,7 +77,7 @@ def test_sync_node_partial_sets_while_a_sensor_is_dead(procs: Procs, registry: R
         "-p",
         "topic:=/audio/array/chunk",
     )
-    sync = procs.python("-m", "nodes.sync", "--params-file", str(cfg))
+    sync = procs.python("-m", "fusion_stream.nodes.sync", "--params-file", str(cfg))
     with Subscriber("/sync/frames", registry=registry, queue_size=100) as sub:
         sub.wait_for_publishers(20.0)
 
@@ -116,7 +116,7 @@ def test_sync_node_partial_sets_while_a_sensor_is_dead(procs: Procs, registry: R
 def test_sync_node_rejects_a_bad_configuration(procs: Procs, runtime_dir: Path) -> None:
     cfg = runtime_dir / "bad.yaml"
     cfg.write_text("inputs:\n  - {name: a, topic: /a, mode: nearest}\n  - {name: b, topic: /b, mode: nearest}\n")
-    p = procs.python("-m", "nodes.sync", "--params-file", str(cfg))
+    p = procs.python("-m", "fusion_stream.nodes.sync", "--params-file", str(cfg))
     _, err = p.communicate(timeout=20)
     assert p.returncode == 2
     assert "reference" in err and "inputs" in err
@@ -129,7 +129,7 @@ def test_messages_of_a_wrong_type_on_sync_inputs_are_logged_once_and_counted(
     line per input and type (no traceback per message), counts them in /diagnostics and goes on."""
     cfg = runtime_dir / "sync.yaml"
     cfg.write_text(SYNC_YAML)
-    sync = procs.python("-m", "nodes.sync", "--name", "sync", "--params-file", str(cfg))
+    sync = procs.python("-m", "fusion_stream.nodes.sync", "--name", "sync", "--params-file", str(cfg))
     intruders = [
         Publisher("/lidar/top/points", registry=registry, node="intruder", msg_type=msgs.Diagnostics),
         Publisher("/camera/front/image", registry=registry, node="intruder", msg_type=msgs.ClockTick),

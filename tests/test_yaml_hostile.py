@@ -362,7 +362,7 @@ def test_cell_zero_is_exit_2_from_the_cli(
 @pytest.mark.usefixtures("registry")
 def test_real_process_fusion_node_given_dev_zero_exits_2_naming_the_file() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "nodes.fusion", "--name", "fusion", "-p", "weights:=/dev/zero"],
+        [sys.executable, "-m", "fusion_stream.nodes.fusion", "--name", "fusion", "-p", "weights:=/dev/zero"],
         capture_output=True,
         check=False,
         text=True,

@@ -23,6 +23,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fusion_stream.cli.common import add_clock_argument, progress_bar, stop_on_signals
+from fusion_stream.core import resources
 from fusion_stream.errors import FileKeyError, FormatError, FusionStreamError, UsageError
 from fusion_stream.runtime.params import parse_override
 from fusion_stream.runtime.runner import EXIT_CONFIG
@@ -75,7 +76,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         from fusion_stream.core import calib
 
         try:
-            writer.write_tf_static(calib.load(calib.resolve_path(args.calib)), time.time_ns())
+            writer.write_tf_static(calib.load(resources.resolve(args.calib)), time.time_ns())
         except FusionStreamError as err:
             raise UsageError(f"--calib: {err}") from err
     node = Node("recorder", handle_signals=False)
@@ -286,7 +287,7 @@ def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
         path, setup, topic_map=_load_map(opts["map"]), threads=opts["threads"], on_progress=opts.get("progress")
     )
     out = Path(opts["output"]) / Path(path).stem if opts["many"] else Path(opts["output"])
-    rig = calib.load(calib.resolve_path(setup.calib))
+    rig = calib.load(resources.resolve(setup.calib))
     metrics_path, report_path = write_report(
         result, out, rig=rig, classes=result.classes, inputs=dict(setup.inputs), frames=opts["frames"]
     )
@@ -424,7 +425,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("files", nargs="+", metavar="FILE", help="bags, then NAME:=VALUE arguments for --launch")
     p.add_argument("--model", default=None, metavar="WEIGHTS", help="default: the fusion node's weights in --launch")
     p.add_argument("--backend", default=None, choices=("auto", "tensorrt", "onnxruntime", "torch"))
-    p.add_argument("--launch", default="launch/sim.yaml", help="graph whose sync and fusion settings to use")
+    p.add_argument(
+        "--launch", default="sim", help="launch file or shipped graph whose sync and fusion settings to use"
+    )
     p.add_argument("--map", default=None, metavar="FILE", help="topic-mapping YAML for ROS bags")
     p.add_argument("-o", "--output", default="eval_report", metavar="DIR")
     p.add_argument("--workers", type=int, default=1, help="bags evaluated in parallel")

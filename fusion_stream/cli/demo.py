@@ -21,7 +21,7 @@ import numpy as np
 
 from fusion_stream.core import msgs
 from fusion_stream.graph import launch
-from fusion_stream.graph.supervisor import Supervisor, default_launch_dir
+from fusion_stream.graph.supervisor import Supervisor
 from fusion_stream.runtime.introspect import RateMeter
 from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC
 from fusion_stream.runtime.registry import Registry
@@ -145,7 +145,7 @@ def run_demo(
     args: dict[str, object] | None = None,
 ) -> DemoResult:
     """Launch the graph, watch its topics for ``duration_s``, stop everything cleanly."""
-    graph = launch.load(launch_file or default_launch_dir() / "sim.yaml", args)
+    graph = launch.load(launch.find(launch_file or "sim"), args)
     registry = Registry(graph=f"{graph.graph}-{os.getpid()}")
     tail: deque[str] = deque(maxlen=40)
     sup = Supervisor(graph, registry=registry, output=tail.append)

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fusion_stream.cli import tools
 from fusion_stream.cli.common import add_clock_argument, console, err_console
+from fusion_stream.core import resources
 from fusion_stream.errors import FormatError, FusionStreamError, UsageError
 from fusion_stream.runtime.introspect import describe, to_jsonable
 from fusion_stream.runtime.registry import ENV_GRAPH
@@ -209,7 +210,7 @@ def _cmd_calib_check(args: argparse.Namespace) -> int:
     from fusion_stream.cli.calib_check import check
     from fusion_stream.core import calib
 
-    rig = calib.load(calib.resolve_path(args.file))
+    rig = calib.load(resources.resolve(args.file))
     table = Table("sensor", "type", "translation (m)", "roll/pitch/yaw (deg)", "time offset (ms)", "details", box=None)
     for row in calib.summary(rig):
         table.add_row(*row)
@@ -236,7 +237,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     from fusion_stream.graph import launch
     from fusion_stream.graph.supervisor import Supervisor
 
-    graph = launch.load(args.file, launch.parse_args(args.args))
+    graph = launch.load(launch.find(args.file), launch.parse_args(args.args))
     if args.dry_run:
         console.print(f"graph [bold]{graph.graph}[/] from {graph.path}; args {dict(graph.args)}")
         t = Table("node", "type", "host", "publishes", "subscribes", "respawn", "required", box=None)
@@ -306,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("launch", help="start a node graph from a launch file")
-    p.add_argument("file", help="launch file (YAML), e.g. launch/demo.yaml")
+    p.add_argument("file", help="launch file (YAML), or a shipped graph by name: sim, demo, kitti")
     p.add_argument("args", nargs="*", metavar="ARG:=VALUE", help="override a launch argument")
     p.add_argument("--dry-run", action="store_true", help="validate and print the graph, start nothing")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")

@@ -14,6 +14,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fusion_stream.cli.common import progress_bar
+from fusion_stream.core import resources
 from fusion_stream.errors import UsageError
 
 
@@ -107,7 +108,7 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
         _render(progress, ds, args.split, args.workers)
         task = progress.add_task(f"evaluating on {args.split}", total=len(ds), info="")
         result = evaluate_split(
-            args.weights,
+            resources.resolve(args.weights),
             ds,
             backend=args.backend,
             drop=tuple(args.drop or ()),
@@ -137,7 +138,7 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
 def cmd_export_onnx(args: argparse.Namespace, console: Console) -> int:
     from fusion_stream.infer.export import export_onnx
 
-    path = export_onnx(args.weights, args.output, opset=args.opset)
+    path = export_onnx(resources.resolve(args.weights), args.output, opset=args.opset)
     console.print(f"wrote {path}")
     return 0
 

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from fusion_stream.cli.common import stop_on_signals
+from fusion_stream.core import resources
 from fusion_stream.errors import CalibrationError, FusionStreamError, UsageError
 from fusion_stream.runtime.runner import EXIT_CONFIG
 
@@ -22,7 +23,7 @@ def _rig(path: str) -> object:
     from fusion_stream.core import calib
 
     try:
-        return calib.load(calib.resolve_path(path))
+        return calib.load(resources.resolve(path))
     except CalibrationError as err:
         raise UsageError(f"--calib: {err}") from err
 

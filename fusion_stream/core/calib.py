@@ -322,19 +322,6 @@ def _sensor(name: str, raw: Any, path: str) -> Sensor:
     )
 
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def resolve_path(path: Path | str) -> Path:
-    """A calibration path as written in params: relative paths are tried in the working
-    directory, then in the project directory (where ``calib/sim_rig.yaml`` lives)."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    in_project = _PROJECT_ROOT / p
-    return in_project if in_project.exists() else p
-
-
 def load(path: Path | str) -> Rig:
     """Read and validate a rig calibration file."""
     path = Path(path)

@@ -23,7 +23,7 @@ import numpy as np
 
 from fusion_stream.bag.mapping import StreamStats, TopicMap, messages
 from fusion_stream.bag.reader import Bag
-from fusion_stream.core import calib, msgs
+from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import FormatError, UsageError
 from fusion_stream.eval import kitti
 from fusion_stream.eval.metrics import FrameResult, detection_metrics, siren_accuracy
@@ -41,7 +41,10 @@ from fusion_stream.sync.stage import SyncStage
 log = logging.getLogger(__name__)
 
 GROUND_TRUTH_TOPIC = "/ground_truth/objects"
-DEFAULT_LAUNCH = "launch/sim.yaml"
+DEFAULT_LAUNCH = "sim"
+"""The shipped graph (``launch/sim.yaml``) whose settings an evaluation uses by default."""
+_WEIGHTS = "weights/fusion_sim.pt"
+_CALIB = "calib/sim_rig.yaml"
 GT_TOLERANCE_NS = 20_000_000
 """Ground truth is matched to a set whose stamp is within this much of its own."""
 
@@ -66,7 +69,8 @@ def setup_from_launch(
     args: Mapping[str, Any] | None = None,
 ) -> EvalSetup:
     """The sync and fusion settings of a launch file (with ``args`` as ``NAME:=VALUE`` would give)."""
-    graph = launch.load(path, args)
+    graph = launch.load(launch.find(path), args)
+    folder = Path(graph.path).parent
     by_type = {n.type: n for n in graph.nodes}
     if "fusion" not in by_type:
         raise UsageError(f"{path}: no fusion node in the graph; evaluation needs a sync and a fusion node")
@@ -83,9 +87,9 @@ def setup_from_launch(
         gt_topic = by_type["ground_truth"].remap.get(GROUND_TRUTH_TOPIC, GROUND_TRUTH_TOPIC)
     return EvalSetup(
         sync=sync,
-        weights=weights or str(p.get("weights", "weights/fusion_sim.pt")),
+        weights=str(resources.resolve(weights) if weights else resources.resolve(p.get("weights", _WEIGHTS), folder)),
         backend=backend or str(p.get("backend", "auto")),
-        calib=str(p.get("calib", sync.calib or "calib/sim_rig.yaml")),
+        calib=str(resources.resolve(p.get("calib", sync.calib or _CALIB), folder)),
         inputs=dict(p.get("inputs", {})),
         ground_truth_topic=gt_topic,
     )
@@ -147,7 +151,7 @@ def evaluate_bag(
 ) -> BagEvaluation:
     """Run sync + fusion over the bag in lockstep and score the detections (see module doc)."""
     result = BagEvaluation(Path(path))
-    rig = calib.load(calib.resolve_path(setup.calib))
+    rig = calib.load(setup.calib)
     stage = SyncStage(config_from(setup.sync))
     wanted = set(stage.topics) | {setup.ground_truth_topic}
     gt: dict[int, msgs.Detections] = {}
@@ -163,7 +167,7 @@ def evaluate_bag(
             )
         if absent:
             log.warning("%s: no %s in the bag; those inputs will be missing from every set", bag.path, absent)
-        model = load(calib.resolve_path(setup.weights), backend=setup.backend, device="auto", threads=threads)
+        model = load(setup.weights, backend=setup.backend, device="auto", threads=threads)
         result.backend = model.name
         cfg = model.config
         result.classes = tuple(cfg.classes)

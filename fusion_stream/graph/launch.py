@@ -6,7 +6,7 @@ args: {rate: 10}                      # defaults; `fusion-stream launch FILE rat
 external_topics: [/vehicle/odom]      # published outside this graph (optional)
 nodes:
   - name: lidar
-    type: pattern                     # the module nodes/pattern.py
+    type: pattern                     # a registered node type (fusion_stream/nodes/pattern.py)
     params: {kind: points, rate_hz: "${rate}"}
     remap: {/lidar/pattern/points: /lidar/top/points}
     required: true                    # the graph fails if this node fails for good
@@ -22,19 +22,20 @@ and the key (``nodes[2].params.rate_hz``): unknown node types, duplicate names, 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType, ModuleType
+from types import MappingProxyType
 from typing import Any
 
+from fusion_stream.core import resources
 from fusion_stream.core.wire import check_topic
 from fusion_stream.core.yamlio import read_mapping
-from fusion_stream.errors import LaunchError, ParamError
+from fusion_stream.errors import WHOLE_FILE, LaunchError, NodeTypeError, ParamError
+from fusion_stream.runtime import nodetypes
 from fusion_stream.runtime import params as params_mod
+from fusion_stream.runtime.nodetypes import NodeTopics
 
 _ARG_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -56,14 +57,6 @@ class RespawnPolicy:
 
 
 @dataclass(frozen=True)
-class NodeTopics:
-    """The topics a node subscribes to and publishes (after remapping)."""
-
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class NodeSpec:
     name: str
     type: str
@@ -73,11 +66,7 @@ class NodeSpec:
     required: bool = True
     respawn: RespawnPolicy = RespawnPolicy()
     env: Mapping[str, str] = field(default_factory=dict)
-    topics: NodeTopics = NodeTopics()
-
-    @property
-    def module(self) -> str:
-        return f"nodes.{self.type}"
+    topics: NodeTopics = field(default_factory=NodeTopics)
 
 
 @dataclass(frozen=True)
@@ -228,20 +217,22 @@ def _substitute(value: Any, args: Mapping[str, Any], path: str, key: str, budget
     return value
 
 
-def node_module(node_type: str) -> ModuleType | None:
-    """The module ``nodes.<type>``, or None if there is none."""
-    if not _NAME_RE.match(node_type):
-        return None
-    name = f"nodes.{node_type}"
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
+def find(name_or_path: Path | str) -> Path:
+    """A launch file by path, or a shipped graph by name (``sim`` → the package's ``launch/sim.yaml``)."""
+    path = Path(name_or_path)
+    if path.exists() or path.suffix or len(path.parts) != 1:
+        return path
+    shipped = resources.shipped("launch", f"{path.name}.yaml")
+    if shipped.exists():
+        return shipped
+    raise LaunchError(
+        str(path), WHOLE_FILE, f"no such launch file, nor a shipped graph of that name; shipped: {shipped_graphs()}"
+    )
 
 
-def available_types() -> list[str]:
-    import nodes
-
-    return sorted(p.stem for p in Path(nodes.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+def shipped_graphs() -> list[str]:
+    """The names of the launch graphs that come with the package."""
+    return resources.shipped_names("launch", ".yaml")
 
 
 def _expect(cond: bool, path: str, key: str, reason: str) -> None:
@@ -284,9 +275,10 @@ def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget)
     where = f"nodes[{i}] ({name})"
     node_type = raw.get("type")
     _expect(isinstance(node_type, str), path, f"{where}.type", "missing node type")
-    module = node_module(node_type)
-    _expect(module is not None, path, f"{where}.type", f"unknown node type {node_type!r}; known: {available_types()}")
-    assert module is not None
+    try:
+        module = nodetypes.load(node_type)
+    except NodeTypeError as err:
+        raise LaunchError(path, f"{where}.type", str(err)) from err
     params = _substitute(raw.get("params") or {}, args, path, f"{where}.params", budget)
     _expect(isinstance(params, Mapping), path, f"{where}.params", "must be a mapping")
     try:
@@ -301,8 +293,7 @@ def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget)
             check_topic(b)
         except ValueError as err:
             raise LaunchError(path, f"{where}.remap", str(err)) from err
-    topics_fn = getattr(module, "topics", None)
-    declared = topics_fn(typed) if topics_fn is not None else NodeTopics()
+    declared = module.topics(typed)
     topics = NodeTopics(
         tuple(remap.get(t, t) for t in declared.inputs), tuple(remap.get(t, t) for t in declared.outputs)
     )

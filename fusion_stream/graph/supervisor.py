@@ -1,6 +1,6 @@
 """Run a launch file's nodes as processes: start, watch, restart, and stop them all.
 
-* every node is its own ``python -m nodes.<type>`` process; its output is forwarded line by line
+* every node is its own ``python -m fusion_stream.runtime.runner <type>`` process; its output is forwarded line by line
   with a ``[name]`` prefix;
 * liveness comes from process exit and from the node's ``/diagnostics`` heartbeat: a node that
   stops reporting is killed and treated as crashed;
@@ -44,6 +44,7 @@ from typing import IO
 import yaml
 
 from fusion_stream.core import msgs
+from fusion_stream.core.resources import ENV_LAUNCH_DIR
 from fusion_stream.errors import LaunchError
 from fusion_stream.graph.launch import LOCAL_HOST, LaunchFile, NodeSpec
 from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC
@@ -51,6 +52,9 @@ from fusion_stream.runtime.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry,
 from fusion_stream.runtime.runner import ENV_SUPERVISOR_PID
 from fusion_stream.runtime.security import ENV_HOST, ENV_KEYS, CurveKeys
 from fusion_stream.runtime.transport import Subscriber
+
+RUNNER = "fusion_stream.runtime.runner"
+"""The module every node process runs: it loads the node type by name (a plugin needs no ``__main__``)."""
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +276,7 @@ class Supervisor:
         spec = child.spec
         params_file = self._params_dir / f"{spec.name}.yaml"
         params_file.write_text(yaml.safe_dump(_plain(spec.params), sort_keys=False))
-        argv = [sys.executable, "-m", spec.module, "--name", spec.name, "--params-file", str(params_file)]
+        argv = [sys.executable, "-m", RUNNER, spec.type, "--name", spec.name, "--params-file", str(params_file)]
         for a, b in spec.remap.items():
             argv += ["--remap", f"{a}:={b}"]
         for (node, topic), endpoint in self._endpoints.items():
@@ -285,6 +289,7 @@ class Supervisor:
             ENV_GRAPH: self.registry.graph,
             ENV_RUNTIME_DIR: str(self.registry.runtime_dir),
             ENV_SUPERVISOR_PID: str(os.getpid()),
+            ENV_LAUNCH_DIR: str(Path(self.launch.path).resolve().parent),
             "PYTHONUNBUFFERED": "1",
             **secure,
         }
@@ -540,8 +545,3 @@ def _plain(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def default_launch_dir() -> Path:
-    """``launch/`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parents[2] / "launch"

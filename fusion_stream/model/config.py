@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from fusion_stream.core import resources
 from fusion_stream.errors import FileKeyError, FormatError, InferenceError
 
 CLASSES: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist")
@@ -20,7 +20,7 @@ BOX_FIELDS: tuple[str, ...] = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
 OUTPUT_NAMES: tuple[str, ...] = ("boxes", "scores", "labels", "siren", "audio_siren")
 """What ``FusionNet.detect`` returns, in order; the exported graph's output names."""
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "fusion_sim.pt"
+DEFAULT_WEIGHTS = resources.shipped("weights", "fusion_sim.pt")
 """The weights shipped in the repository (trained on the simulated rig)."""
 
 MAX_WEIGHTS_BYTES = 2 << 30

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusion_stream.core import calib
+from fusion_stream.core import resources
 from fusion_stream.core.cache import cache_root
 from fusion_stream.model.dataset import SampleSpec, SimDataset, plan
 
@@ -37,4 +37,4 @@ def specs(split: str, per_seed: int = PER_SEED, seeds: int | None = None) -> lis
 
 
 def dataset(split: str, rig_path: Path | str = "calib/sim_rig.yaml", **kw: int | None) -> SimDataset:
-    return SimDataset(specs(split, **kw), cache_dir(), calib.resolve_path(rig_path))  # type: ignore[arg-type]
+    return SimDataset(specs(split, **kw), cache_dir(), resources.resolve(rig_path))  # type: ignore[arg-type]

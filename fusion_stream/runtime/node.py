@@ -17,13 +17,14 @@ A node module builds a :class:`Node`, attaches callbacks with :meth:`Node.subscr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final
@@ -232,9 +233,7 @@ class Node:
         """Run until stopped (signal, :meth:`request_stop`, or ``duration_s``); return 0."""
         end = None if duration_s is None else time.monotonic() + duration_s
         self.log.info("running")
-        if self._watchdog is None:
-            self._watchdog = _Watchdog(self)
-            self._watchdog.start()
+        self.start_watchdog()
         try:
             while not self.stop_event.is_set():
                 if end is not None and time.monotonic() >= end:
@@ -304,14 +303,29 @@ class Node:
         s.window.backlog_max = max(s.window.backlog_max, n - 1)
 
     def _guard(self, fn: Callable[[], None], where: str) -> None:
+        with self.working_on(where):
+            try:
+                fn()
+            except Exception:  # a bug in one callback must not take down the other streams
+                self.errors += 1
+                self.log.exception("callback for %s raised; message skipped", where)
+
+    @contextlib.contextmanager
+    def working_on(self, where: str) -> Iterator[None]:
+        """Mark the node's thread busy with ``where``: what the watchdog's heartbeats name."""
         self._busy = (where, time.monotonic())
         try:
-            fn()
-        except Exception:  # a bug in one callback must not take down the other streams
-            self.errors += 1
-            self.log.exception("callback for %s raised; message skipped", where)
+            yield
         finally:
             self._busy = None
+
+    def start_watchdog(self) -> None:
+        """Start the thread that sends "busy" heartbeats while the node's thread cannot report.
+        :meth:`spin` starts it; the runner starts it before ``setup``, which may compile kernels
+        or load a model for longer than the supervisor's start-up grace."""
+        if self._watchdog is None:
+            self._watchdog = _Watchdog(self)
+            self._watchdog.start()
 
     def busy(self) -> tuple[str, float] | None:
         """What the node's thread is running now and for how many seconds, or None when idle."""

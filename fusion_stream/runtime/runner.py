@@ -1,9 +1,12 @@
 """Entry point shared by every node process: arguments → params → :class:`Node` → spin.
 
-A node module declares a params dataclass and a ``setup(node, params)`` function, then ends with
-``raise SystemExit(run_node("camera", Params, setup))``. The command line is the same for all::
+A node type (:mod:`fusion_stream.runtime.nodetypes`) declares a params dataclass, ``topics`` and
+``setup(node, params)``; any registered type runs with the same command line::
 
-    python -m nodes.pattern --name cam0 --params-file cam.yaml -p rate_hz:=30 --duration 10
+    python -m fusion_stream.runtime.runner pattern --name cam0 --params-file cam.yaml -p rate_hz:=30 --duration 10
+
+(the shipped node modules also end with ``raise SystemExit(run_node("camera", Params, setup))``, so
+``python -m fusion_stream.nodes.pattern ...`` works too).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from fusion_stream.errors import FusionStreamError, ParamError
+from fusion_stream.errors import FusionStreamError, NodeTypeError, ParamError
+from fusion_stream.runtime import nodetypes
 from fusion_stream.runtime import params as params_mod
 from fusion_stream.runtime.clock import ENV_CLOCK, TopicClock
 from fusion_stream.runtime.node import Node
@@ -44,7 +48,8 @@ def setup_logging(level: str = "INFO", prefix: str = "") -> None:
 
 
 def node_arguments(kind: str) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=f"python -m nodes.{kind}", description=f"fusion_stream {kind} node")
+    prog = f"python -m fusion_stream.runtime.runner {kind}"
+    ap = argparse.ArgumentParser(prog=prog, description=f"fusion_stream {kind} node")
     ap.add_argument("--name", default=kind, help="node name, unique in the graph (default: %(default)s)")
     ap.add_argument("--params-file", action="append", default=[], metavar="FILE", help="YAML parameters")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY:=VALUE", help="override a parameter")
@@ -91,8 +96,10 @@ def run_node(
     except FusionStreamError as err:
         log.error("cannot start: %s", err)
         return EXIT_FAILED
+    node.start_watchdog()
     try:
-        setup(node, params)
+        with node.working_on("setup"):
+            setup(node, params)
     except ParamError as err:
         log.error("bad configuration: %s", err)
         node.close()
@@ -105,3 +112,27 @@ def run_node(
         node.close()
         raise
     return node.spin(args.duration)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fusion_stream.runtime.runner TYPE [node arguments]``: run a registered node type
+    (how the supervisor starts every node, so a plugin module needs no ``__main__`` block)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0].startswith("-"):
+        print(
+            "usage: python -m fusion_stream.runtime.runner TYPE [--name NAME] [-p KEY:=VALUE ...]\n"
+            f"node types: {', '.join(nodetypes.available())}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        node_type = nodetypes.load(args[0])
+    except NodeTypeError as err:
+        setup_logging()
+        logging.getLogger("fusion_stream.runtime.runner").error("%s", err)
+        return EXIT_CONFIG
+    return run_node(args[0], node_type.Params, node_type.setup, args[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusion_stream.bag.writer import BagWriter
-from fusion_stream.core import calib, msgs
+from fusion_stream.core import calib, msgs, resources
 from fusion_stream.sim import audio, capture, lidar, radar
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.world import Scenario, World, ground_truth
@@ -93,7 +93,7 @@ def record_sim(
 ) -> BagWriter:
     """Write ``duration_s`` seconds of the scenario from ``start_s`` (scenario time = Unix time,
     as the live sensor nodes use) to ``path``; ``on_message(log_ns)`` after each message."""
-    rig = calib.load(calib.resolve_path(rig_path))
+    rig = calib.load(resources.resolve(rig_path))
     world = World(scenario)
     start_ns, end_ns = round(start_s * 1e9), round((start_s + duration_s) * 1e9)
     writer = BagWriter(path, compression=compression, flush_s=float("inf"), markers=True)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fusion_stream.core import calib, msgs
+from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import CalibrationError, ParamError
 from fusion_stream.runtime.node import Node
 from fusion_stream.sim.world import Scenario, World
@@ -49,7 +49,7 @@ def open_world(p: SimParams) -> World:
 def open_sensor(p: SimParams, name: str, kind: calib.SensorType) -> calib.Sensor:
     """Sensor ``name`` from the rig file, checked to be a ``kind``."""
     try:
-        rig = calib.load(calib.resolve_path(p.calib))
+        rig = calib.load(resources.resolve(p.calib))
     except CalibrationError as err:
         raise ParamError("calib", str(err)) from err
     if name not in rig.sensors:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_stream.core import calib, render
+from fusion_stream.core import calib, render, resources
 from fusion_stream.core.formats import write_pcd, write_wav
 from fusion_stream.core.msgs import Box3D
 from fusion_stream.sim import audio, lidar, radar
@@ -28,7 +28,7 @@ def write_snapshot(out_dir: Path | str, scenario: Scenario, t: float, rig_path: 
     """Every sensor of the rig at scenario time ``t``; returns the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rig = calib.load(calib.resolve_path(rig_path))
+    rig = calib.load(resources.resolve(rig_path))
     world = World(scenario)
     stamp = round(t * 1e9)
     written: list[Path] = []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from fusion_stream.core import calib
+from fusion_stream.core import calib, resources
 from fusion_stream.core.wire import check_topic
 from fusion_stream.errors import CalibrationError, ParamError
 from fusion_stream.sync.stage import SyncConfig, SyncInput, SyncStage
@@ -76,7 +76,7 @@ def _calibration_offsets(p: Params) -> dict[str, int]:
     if not p.calib:
         raise ParamError("inputs", f"input {named[0].name!r} names sensor {named[0].sensor!r} but no calib file is set")
     try:
-        rig = calib.load(calib.resolve_path(p.calib))
+        rig = calib.load(resources.resolve(p.calib))
     except CalibrationError as err:
         raise ParamError("calib", str(err)) from err
     out = {}

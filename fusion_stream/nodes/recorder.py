@@ -16,10 +16,10 @@ from pathlib import Path
 
 from fusion_stream.bag.recorder import Recorder
 from fusion_stream.bag.writer import BagWriter, check_writable
-from fusion_stream.core import calib
+from fusion_stream.core import calib, resources
 from fusion_stream.errors import FusionStreamError, ParamError
-from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
 
 
@@ -57,7 +57,7 @@ def setup(node: Node, p: Params) -> None:
             markers=p.markers,
         )
         if p.calib:
-            writer.write_tf_static(calib.load(calib.resolve_path(p.calib)), node.clock.now_ns())
+            writer.write_tf_static(calib.load(resources.resolve(p.calib)), node.clock.now_ns())
     except FusionStreamError as err:
         raise ParamError("output" if not p.calib or "calib" not in str(err).lower() else "calib", str(err)) from err
     node.on_close(writer.close)

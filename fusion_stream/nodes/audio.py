@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from fusion_stream.core.msgs import AudioChunk
 from fusion_stream.errors import ParamError
-from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import audio
 from fusion_stream.sim.capture import audio_chunk

@@ -26,8 +26,8 @@ from typing import Literal
 from fusion_stream.core import msgs
 from fusion_stream.core.msgs import PointCloud
 from fusion_stream.errors import FormatError, ParamError
-from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import lidar
 from fusion_stream.sim.capture import lidar_sweep

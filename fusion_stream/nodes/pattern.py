@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from fusion_stream.core import msgs
 from fusion_stream.errors import ParamError
-from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sources import testpattern
 

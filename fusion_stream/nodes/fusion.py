@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from fusion_stream.core import calib, msgs
+from fusion_stream.core import calib, msgs, resources
 from fusion_stream.core.wire import Envelope, check_topic
 from fusion_stream.errors import CalibrationError, FusionStreamError, ParamError
-from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sync.live import NewestSet, arrival_ns
 from fusion_stream.sync.settings import EmbeddedParams, config_from
@@ -120,12 +120,12 @@ def setup(node: Node, p: Params) -> None:
         raise ParamError("threshold", f"must be within [0, 1], got {p.threshold}")
     config = sync_config(p)  # before the model: a bad sync block exits at once
     try:
-        rig = calib.load(calib.resolve_path(p.calib))
+        rig = calib.load(resources.resolve(p.calib))
     except CalibrationError as err:
         raise ParamError("calib", str(err)) from err
     try:
         backend = load(
-            calib.resolve_path(p.weights), backend=p.backend, device=resolve_device(p.device), threads=p.threads
+            resources.resolve(p.weights), backend=p.backend, device=resolve_device(p.device), threads=p.threads
         )
     except FusionStreamError as err:
         raise ParamError("weights" if "weights" in str(err) else "backend", str(err)) from err

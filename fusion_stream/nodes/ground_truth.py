@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from fusion_stream.core.msgs import Detections
 from fusion_stream.errors import FormatError, ParamError
-from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import ground_truth
 from fusion_stream.sim.sensors import SimParams, open_world, publish_on_grid

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from fusion_stream.core import msgs
 from fusion_stream.core.wire import Envelope
-from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sync.live import SyncReport
 from fusion_stream.sync.settings import InputParams, Params, config_from

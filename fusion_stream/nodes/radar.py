@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from fusion_stream.core.msgs import RadarScan
 from fusion_stream.errors import ParamError
-from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import radar
 from fusion_stream.sim.capture import radar_scan

@@ -1,0 +1,1 @@
+"""Example fusion_stream plugin: the ``range_filter`` node type."""

@@ -39,6 +39,7 @@ from fusion_stream.runtime.security import CurveKeys
 from fusion_stream.runtime.transport import Publisher, Subscriber
 
 DIAGNOSTICS_TOPIC: Final = "/diagnostics"
+"""Where every node publishes its health reports (and the supervisor listens for heartbeats)."""
 _MAX_POLL_S: Final = 0.1  # upper bound on how late a stop request is noticed
 _MAX_BATCH: Final = 64  # messages handled per subscriber per wake-up, for fairness
 _MAX_BATCH_NS: Final = 50_000_000  # ... and at most this long, so timers and reports get their turn

@@ -86,6 +86,8 @@ def _context() -> zmq.Context[zmq.Socket[bytes]]:
 
 @dataclass(slots=True)
 class PublisherStats:
+    """What a publisher sent, for diagnostics."""
+
     sent: int = 0
     bytes: int = 0
 

@@ -52,6 +52,8 @@ class TopicRule:
 
 @dataclass(frozen=True)
 class TopicMap:
+    """Which bag topics to read and as what (kind, frame id, new name), from a topic map file."""
+
     rules: Mapping[str, TopicRule] = field(default_factory=dict)
     path: Path | None = None
 

@@ -58,6 +58,8 @@ class TopicInfo:
 
 @dataclass(frozen=True)
 class BagInfo:
+    """What a bag holds: format, size, time span and topics."""
+
     path: Path
     format: str
     """``mcap`` (ours or any ROS 2 MCAP file), ``rosbag2`` (a bag directory) or ``rosbag1``."""
@@ -882,4 +884,5 @@ class Bag:
 
 
 def open_bag(path: Path | str) -> Bag:
+    """The bag at ``path`` (an MCAP file, a ROS 2 bag directory or a ROS 1 bag), checked and indexed."""
     return Bag(path)

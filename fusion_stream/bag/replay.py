@@ -33,6 +33,8 @@ DEFAULT_ACK_TOPIC = "/detections"
 
 @dataclass(frozen=True)
 class ReplayOptions:
+    """How to replay: rate, looping, start and length, which topics and names, lockstep with acks."""
+
     rate: float = 1.0
     loop: bool = False
     start_s: float = 0.0
@@ -83,6 +85,8 @@ def _reference_topic(info: BagInfo, options: ReplayOptions, topic_map: TopicMap)
 
 
 class Replayer:
+    """Publishes a bag's messages on their topics at their recorded pace (scaled by ``rate``)."""
+
     def __init__(
         self,
         path: Path | str,

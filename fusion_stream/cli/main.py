@@ -379,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fusion-stream`` command line with ``argv`` (default: the process's); the exit code."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # `launch FILE --duration 30 seed:=7`, `eval BAG --launch F calib:=x`: NAME:=VALUE after an

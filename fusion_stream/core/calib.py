@@ -109,6 +109,8 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Intrinsics:
+    """A camera's pinhole model: image size, focal lengths and principal point (px)."""
+
     width: int
     height: int
     fx: float
@@ -123,6 +125,8 @@ class Intrinsics:
 
 @dataclass(frozen=True, eq=False)
 class Sensor:
+    """One sensor of the rig: its type, where it sits (sensor → rig) and its clock offset."""
+
     name: str
     type: SensorType
     extrinsics: Transform
@@ -161,6 +165,8 @@ class Sensor:
 
 @dataclass(frozen=True)
 class Rig:
+    """The calibrated rig: its frame and its sensors by name (``rig["lidar"]``), read by :func:`load`."""
+
     name: str
     frame_id: str
     sensors: Mapping[str, Sensor] = field(default_factory=dict)

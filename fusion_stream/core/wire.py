@@ -28,6 +28,7 @@ from fusion_stream.core import msgs
 from fusion_stream.errors import MessageError, TopicNameError, WireError
 
 WIRE_VERSION: Final = 1
+"""The byte after the magic; a decoder refuses any other (``docs/wire.md`` is its specification)."""
 MAGIC: Final = b"FSW"
 PREFIX: Final = MAGIC + bytes([WIRE_VERSION])
 

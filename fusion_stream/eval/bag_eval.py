@@ -106,6 +106,8 @@ class FrameRecord:
 
 @dataclass
 class BagEvaluation:
+    """The result of evaluating a bag: per-frame records, metrics, stream statistics and timing."""
+
     path: Path
     frames: list[FrameRecord] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -58,6 +58,8 @@ class RespawnPolicy:
 
 @dataclass(frozen=True)
 class NodeSpec:
+    """One node of a launch file: its name, type, params, remapping, host and supervision."""
+
     name: str
     type: str
     params: Mapping[str, Any]
@@ -95,6 +97,8 @@ class HostSpec:
 
 @dataclass(frozen=True)
 class LaunchFile:
+    """A checked launch file: its graph name, arguments, nodes, external topics and hosts."""
+
     path: str
     graph: str
     args: Mapping[str, Any]

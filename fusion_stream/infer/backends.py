@@ -28,6 +28,8 @@ Arrays = Mapping[str, np.ndarray]
 
 
 class Backend(Protocol):
+    """What runs the network: batched inputs by name to outputs by name, on a device."""
+
     name: str
     device: str
     config: ModelConfig
@@ -83,6 +85,8 @@ def config_from_onnx(path: Path) -> ModelConfig:
 
 
 class TorchBackend:
+    """The network in PyTorch from a weights file (the reference; CPU or CUDA)."""
+
     name = "torch"
 
     def __init__(self, weights: Path, device: str = "cpu") -> None:
@@ -107,6 +111,8 @@ class TorchBackend:
 
 
 class OnnxRuntimeBackend:
+    """An exported ONNX model in ONNX Runtime (no torch needed)."""
+
     name = "onnxruntime"
 
     def __init__(self, onnx_path: Path, device: str = "cpu", threads: int = 0) -> None:

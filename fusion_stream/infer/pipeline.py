@@ -20,6 +20,8 @@ from fusion_stream.model.decode import DEFAULT_THRESHOLD, assign_siren, to_boxes
 
 @dataclass(frozen=True)
 class StageTimes:
+    """How long one frame spent in pre-processing, inference and decoding (ms)."""
+
     preprocess_ms: float
     inference_ms: float
     decode_ms: float

@@ -133,6 +133,8 @@ def build_engine(
 
 
 class TensorRTBackend:
+    """An exported ONNX model as a TensorRT engine (built once, cached by model and GPU)."""
+
     name = "tensorrt"
 
     def __init__(self, onnx_path: Path, config: ModelConfig, device: str = "cuda", precision: str = "fp16") -> None:

@@ -76,6 +76,8 @@ def _is_number(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The network's shape and inputs (grid, pillars, image size, audio, classes, modalities); saved in weights."""
+
     # bird's-eye-view grid (rig frame, metres); pillars are one cell, the head works at 2 cells
     x_range: tuple[float, float] = (-32.0, 32.0)
     y_range: tuple[float, float] = (-32.0, 32.0)

@@ -27,6 +27,8 @@ from fusion_stream.model.net import FusionNet, decode
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Training settings: epochs, batch size, learning rate, weight decay, modality dropout, seed."""
+
     epochs: int = 6
     batch_size: int = 8
     lr: float = 2e-3

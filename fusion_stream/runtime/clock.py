@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 
 class Clock(Protocol):
+    """What a node asks for the time: :class:`WallClock` live, a :class:`ReplayClock` in replay and tests."""
+
     def now_ns(self) -> int:
         """Current time, integer nanoseconds since the Unix epoch (or bag time)."""
         ...

@@ -40,6 +40,7 @@ from fusion_stream.runtime.security import CurveKeys
 from fusion_stream.runtime.transport import Publisher, Subscriber
 
 DIAGNOSTICS_TOPIC: Final = "/diagnostics"
+"""Where every node publishes its health reports (and the supervisor listens for heartbeats)."""
 _MAX_POLL_S: Final = 0.1  # upper bound on how late a stop request is noticed
 _MAX_BATCH: Final = 64  # messages handled per subscriber per wake-up, for fairness
 _MAX_BATCH_NS: Final = 50_000_000  # ... and at most this long, so timers and reports get their turn
@@ -188,11 +189,20 @@ class Node:
     def subscribe(self, topics: str | Sequence[str], callback: Callback, **kwargs: Any) -> Subscriber:
         """Call ``callback(envelope)`` for each message on ``topics`` (see :class:`Subscriber`)."""
         names = [topics] if isinstance(topics, str) else list(topics)
-        sub = Subscriber([self.resolve(t) for t in names], registry=self.registry, curve=self.curve, **kwargs)
+        sub = self._make_subscriber([self.resolve(t) for t in names], kwargs)
         label = ",".join(sub.topics)
         self._subs.append(_Subscription(sub, callback, label))
+        return sub
+
+    def _make_subscriber(self, topics: list[str], kwargs: dict[str, Any]) -> Subscriber:
+        """The transport of :meth:`subscribe` (an in-process one in :mod:`fusion_stream.runtime.testing`)."""
+        sub = Subscriber(topics, registry=self.registry, curve=self.curve, **kwargs)
         self._poller.register(sub.socket, zmq.POLLIN)
         return sub
+
+    def _close_subscriber(self, sub: Subscriber) -> None:
+        self._poller.unregister(sub.socket)
+        sub.close()
 
     def timer(self, period_s: float, callback: Callable[[], None], *, phase_ns: int | None = None) -> None:
         """Call ``callback()`` every ``period_s`` seconds of the node's clock.
@@ -261,6 +271,18 @@ class Node:
         for s in self._subs:
             if s.sub.socket in ready:
                 self._dispatch(s)
+        self._fire_timers()
+        for s in self._subs:
+            s.sub.refresh_if_due()
+        if time.monotonic_ns() - self._last_diag_mono >= self._diag_period_ns:
+            self.publish_diagnostics()
+        if self._parent_pid is not None and time.monotonic() >= self._next_parent_check:
+            self._next_parent_check = time.monotonic() + 0.5
+            if os.getppid() != self._parent_pid:  # the supervisor died: never outlive it
+                self.request_stop("supervisor gone")
+
+    def _fire_timers(self) -> None:
+        """Call the callback of every timer due on the node's clock (once, however late)."""
         now = self.clock.now_ns()
         for t in self._timers:
             if t.next_ns - now > t.period_ns:  # a replay clock went back (a looping bag): start over
@@ -271,14 +293,6 @@ class Node:
                 else:
                     t.next_ns = _next_on_grid(max(now, t.next_ns), t.period_ns, t.phase_ns)
                 self._guard(t.callback, "timer")
-        for s in self._subs:
-            s.sub.refresh_if_due()
-        if time.monotonic_ns() - self._last_diag_mono >= self._diag_period_ns:
-            self.publish_diagnostics()
-        if self._parent_pid is not None and time.monotonic() >= self._next_parent_check:
-            self._next_parent_check = time.monotonic() + 0.5
-            if os.getppid() != self._parent_pid:  # the supervisor died: never outlive it
-                self.request_stop("supervisor gone")
 
     def _dispatch(self, s: _Subscription) -> None:
         n = 0
@@ -423,8 +437,7 @@ class Node:
             )
         finally:
             for s in self._subs:
-                self._poller.unregister(s.sub.socket)
-                s.sub.close()
+                self._close_subscriber(s.sub)
             for p in self._publishers:
                 p.close()
             self._diag.close()

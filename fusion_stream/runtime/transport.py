@@ -86,6 +86,8 @@ def _context() -> zmq.Context[zmq.Socket[bytes]]:
 
 @dataclass(slots=True)
 class PublisherStats:
+    """What a publisher sent, for diagnostics."""
+
     sent: int = 0
     bytes: int = 0
 
@@ -202,11 +204,15 @@ class Publisher:
             self._entry_path = self._registry.register(self._entry())
         self._seq += 1
         frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=time.time_ns())
-        self._socket.send_multipart(cast("list[Any]", frames), flags=_NOBLOCK, copy=False)
+        self._send(frames)
         n = wire.frames_nbytes(frames)
         self.stats.sent += 1
         self.stats.bytes += n
         return n
+
+    def _send(self, frames: list[wire.Frame]) -> None:
+        """Hand the encoded frames to the socket (an in-process test double keeps them instead)."""
+        self._socket.send_multipart(cast("list[Any]", frames), flags=_NOBLOCK, copy=False)
 
     def close(self) -> None:
         """Unregister, flush for up to 200 ms, close; remove the socket file of an ipc endpoint."""

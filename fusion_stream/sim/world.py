@@ -106,6 +106,8 @@ class Box:
 
 @dataclass(frozen=True)
 class World:
+    """The simulated world of a :class:`Scenario`: its actors, whose state is a pure function of time."""
+
     scenario: Scenario
     actors: tuple[Actor, ...] = field(init=False)
 

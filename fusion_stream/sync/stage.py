@@ -41,6 +41,8 @@ class SyncInput(InputConfig):
 
 @dataclass(frozen=True)
 class SyncConfig:
+    """The stage's settings in nanoseconds: inputs, policy, frame, deadline, queue and interval bounds."""
+
     inputs: tuple[SyncInput, ...]
     policy: PolicyName = "reference"
     frame_id: str = "base_link"
@@ -62,6 +64,8 @@ class SyncConfig:
 
 @dataclass(frozen=True)
 class Emitted:
+    """A set the stage completed, with when its last member arrived (for latency reports)."""
+
     frame: msgs.SyncedFrame
     last_arrival_ns: int
     """When the set's last member arrived (the caller's clock)."""
@@ -71,6 +75,9 @@ _Item = tuple[int, msgs.SensorMessage]  # (arrival_ns, message)
 
 
 class SyncStage:
+    """Synchronization by topic: offer each message with the time it arrived, poll on a clock;
+    both return the :class:`Emitted` sets they completed. What the sync node and the fusion node run."""
+
     def __init__(self, config: SyncConfig) -> None:
         self.config = config
         self.names = tuple(i.name for i in config.inputs)

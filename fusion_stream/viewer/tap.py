@@ -30,6 +30,8 @@ SKIP_TOPICS = frozenset({"/sync/frames"})
 
 
 class TopicTap:
+    """Follows every topic of a graph as publishers come and go and hands each message to a callback."""
+
     def __init__(
         self,
         on_message: Callable[[str, Envelope], None],

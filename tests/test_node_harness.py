@@ -8,9 +8,9 @@ import pytest
 
 from fusion_stream.core import msgs
 from fusion_stream.errors import ParamError, UsageError
+from fusion_stream.nodes import ground_truth, pattern, relay, sync
 from fusion_stream.runtime.testing import NodeHarness
 from fusion_stream.sources import testpattern
-from nodes import ground_truth, pattern, relay, sync
 
 MS = 1_000_000
 SYNC_PARAMS = {

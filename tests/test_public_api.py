@@ -80,6 +80,8 @@ EXPORTS: dict[str, list[str]] = {
         "DIAGNOSTICS_TOPIC",
         "Node",
         "NodeHarness",
+        "NodeTopics",
+        "NodeType",
         "Publisher",
         "PublisherStats",
         "Registry",
@@ -94,7 +96,6 @@ EXPORTS: dict[str, list[str]] = {
     "fusion_stream.graph": [
         "LaunchFile",
         "NodeSpec",
-        "NodeTopics",
         "Supervisor",
     ],
     "fusion_stream.cli": [

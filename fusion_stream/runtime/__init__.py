@@ -15,6 +15,7 @@ from fusion_stream.runtime.transport import Publisher, PublisherStats, Subscribe
 
 if TYPE_CHECKING:
     from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC, Node
+    from fusion_stream.runtime.nodetypes import NodeTopics, NodeType
     from fusion_stream.runtime.runner import run_node
     from fusion_stream.runtime.testing import NodeHarness
 
@@ -24,6 +25,8 @@ __all__ = [
     "CurveKeys",
     "Node",
     "NodeHarness",
+    "NodeTopics",
+    "NodeType",
     "Publisher",
     "PublisherStats",
     "Registry",
@@ -43,5 +46,7 @@ __getattr__, __dir__ = lazy_exports(
         "Node": "fusion_stream.runtime.node",
         "run_node": "fusion_stream.runtime.runner",
         "NodeHarness": "fusion_stream.runtime.testing",
+        "NodeTopics": "fusion_stream.runtime.nodetypes",
+        "NodeType": "fusion_stream.runtime.nodetypes",
     },
 )

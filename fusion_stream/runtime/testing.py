@@ -7,7 +7,7 @@ the node's own code: its params are converted and checked as ``run_node`` does, 
 goes through the wire encoder and decoder (so what a test sees is what a subscriber would get),
 timers fire by the node's own schedule, and diagnostics are the node's real reports::
 
-    from nodes import relay
+    from fusion_stream.nodes import relay
     from fusion_stream.runtime.testing import NodeHarness
 
     with NodeHarness(relay, params={"input": "/a", "output": "/b"}) as h:

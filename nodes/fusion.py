@@ -31,7 +31,7 @@ import zmq
 
 from fusion_stream.core import calib, msgs
 from fusion_stream.core.wire import Envelope, check_topic
-from fusion_stream.errors import CalibrationError, FusionStreamError, ParamError
+from fusion_stream.errors import BackendUnavailableError, CalibrationError, FusionStreamError, ParamError
 from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.runner import run_node
@@ -127,8 +127,10 @@ def setup(node: Node, p: Params) -> None:
         backend = load(
             calib.resolve_path(p.weights), backend=p.backend, device=resolve_device(p.device), threads=p.threads
         )
-    except FusionStreamError as err:
-        raise ParamError("weights" if "weights" in str(err) else "backend", str(err)) from err
+    except BackendUnavailableError as err:  # the backend (or its device) cannot run here
+        raise ParamError("backend", str(err)) from err
+    except FusionStreamError as err:  # the weights (or their export) are missing, damaged or unusable
+        raise ParamError("weights", str(err)) from err
     pipeline = FusionPipeline(backend, rig, threshold=p.threshold, inputs=p.inputs, frame_id=p.frame_id)
     first_ms = pipeline.warm_up()
     log.info(

@@ -59,9 +59,14 @@ def convert(cls: type[T], values: Mapping[str, Any], *, path: str | None = None)
     try:
         return msgspec.convert(dict(values), cls)
     except msgspec.ValidationError as err:
+        # msgspec's error carries the place only in its text ("... - at `$.inputs[1]`")
         m = _AT_RE.search(str(err))
         key = m.group(1) if m else "?"
         reason = str(err).split(" - at ")[0]
+        if isinstance(err.__cause__, ParamError):  # a settings object's own check named its field
+            inner = err.__cause__
+            nested = f"{key}.{inner.key}" if key and key != "?" else inner.key
+            raise ParamError(nested, inner.reason, path=path) from err
         if "missing required field" in reason.lower():
             key = reason.split("`")[1] if "`" in reason else key
         raise ParamError(key, reason, path=path) from err

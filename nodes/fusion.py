@@ -40,6 +40,7 @@ from fusion_stream.sync.settings import EmbeddedParams, config_from
 from fusion_stream.sync.stage import Emitted, SyncConfig, SyncStage
 
 if TYPE_CHECKING:
+    from fusion_stream.infer.backends import Backend
     from fusion_stream.infer.pipeline import PipelineReport
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,21 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def setup(node: Node, p: Params) -> None:
+def open_backend(p: Params) -> Backend:
+    """The inference backend the parameters ask for; a ParamError names ``backend`` when the
+    backend (or its device) cannot run here, ``weights`` when the model is at fault."""
     from fusion_stream.infer.backends import load
+
+    weights = calib.resolve_path(p.weights)
+    try:
+        return load(weights, backend=p.backend, device=resolve_device(p.device), threads=p.threads)
+    except BackendUnavailableError as err:
+        raise ParamError("backend", str(err)) from err
+    except FusionStreamError as err:  # the weights (or their export) are missing, damaged or unusable
+        raise ParamError("weights", str(err)) from err
+
+
+def setup(node: Node, p: Params) -> None:
     from fusion_stream.infer.pipeline import FusionPipeline, PipelineReport
 
     t0 = time.perf_counter()
@@ -123,14 +137,7 @@ def setup(node: Node, p: Params) -> None:
         rig = calib.load(calib.resolve_path(p.calib))
     except CalibrationError as err:
         raise ParamError("calib", str(err)) from err
-    try:
-        backend = load(
-            calib.resolve_path(p.weights), backend=p.backend, device=resolve_device(p.device), threads=p.threads
-        )
-    except BackendUnavailableError as err:  # the backend (or its device) cannot run here
-        raise ParamError("backend", str(err)) from err
-    except FusionStreamError as err:  # the weights (or their export) are missing, damaged or unusable
-        raise ParamError("weights", str(err)) from err
+    backend = open_backend(p)
     pipeline = FusionPipeline(backend, rig, threshold=p.threshold, inputs=p.inputs, frame_id=p.frame_id)
     first_ms = pipeline.warm_up()
     log.info(

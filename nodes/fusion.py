@@ -31,7 +31,13 @@ import zmq
 
 from fusion_stream.core import calib, msgs
 from fusion_stream.core.wire import Envelope, check_topic
-from fusion_stream.errors import BackendUnavailableError, CalibrationError, FusionStreamError, ParamError
+from fusion_stream.errors import (
+    BackendUnavailableError,
+    CalibrationError,
+    FusionStreamError,
+    ParamError,
+    TopicNameError,
+)
 from fusion_stream.graph.launch import NodeTopics
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.runner import run_node
@@ -86,7 +92,7 @@ def sync_config(p: Params) -> SyncConfig | None:
     if p.publish_sets:
         try:
             check_topic(p.publish_sets)
-        except ValueError as err:
+        except TopicNameError as err:
             raise ParamError("publish_sets", str(err)) from err
     sync = p.sync if p.sync.calib else dataclasses.replace(p.sync, calib=p.calib)
     try:

@@ -22,7 +22,7 @@ import pytest
 
 import fusion_stream
 import nodes
-from fusion_stream.core import calib, formats, wire
+from fusion_stream.core import calib, formats, msgs, wire
 from fusion_stream.errors import (
     BackendUnavailableError,
     FileKeyError,
@@ -40,6 +40,7 @@ from fusion_stream.runtime import runner
 from fusion_stream.runtime.introspect import RateMeter
 from fusion_stream.runtime.registry import Registry, entry_from_json
 from fusion_stream.runtime.runner import EXIT_CONFIG, run_node
+from fusion_stream.runtime.transport import Publisher
 from fusion_stream.sim.lidar import LidarSpec
 from fusion_stream.sim.radar import RadarSpec
 from fusion_stream.sim.sensors import SimParams, open_world
@@ -51,7 +52,6 @@ from fusion_stream.sync.reference import InputConfig, ReferenceWindowPolicy
 from fusion_stream.sync.stage import SyncConfig, SyncInput, SyncStage
 from nodes import fusion
 
-REPO = Path(__file__).resolve().parents[1]
 RIG = calib.resolve_path("calib/sim_rig.yaml")
 WEIGHTS = calib.resolve_path("weights/fusion_sim.pt")
 
@@ -161,7 +161,7 @@ def test_bad_input_raises_the_packages_error_with_its_key(
     assert "Traceback" not in str(err) and "\n" not in str(err), case  # one line
 
 
-def test_the_new_errors_are_the_builtins_callers_already_catch() -> None:
+def test_the_new_errors_are_the_builtins_callers_already_catch(registry: Registry) -> None:
     with pytest.raises(KeyError, match="has no sensor 'nope'") as info:
         calib.load(RIG)["nope"]
     assert isinstance(info.value, UnknownNameError) and info.value.name == "nope"
@@ -169,6 +169,10 @@ def test_the_new_errors_are_the_builtins_callers_already_catch() -> None:
     with pytest.raises(TypeError, match="not a fusion_stream message") as err:
         wire.encode("/t", object(), seq=0, src=0, pub_ns=0)  # type: ignore[arg-type]
     assert isinstance(err.value, MessageTypeError) and err.value.got == "object" and err.value.topic is None
+    with Publisher("/t", registry=registry, msg_type=msgs.PointCloud) as pub, pytest.raises(TypeError) as wrong:
+        pub.publish(msgs.Detections(stamp_ns=1, frame_id="f", boxes=()))
+    assert isinstance(wrong.value, MessageTypeError) and (wrong.value.topic, wrong.value.got) == ("/t", "Detections")
+    assert not is_input_error(wrong.value)  # a node publishing the wrong type is the node's bug: exit 1
     with pytest.raises(ValueError):  # ParamError is one
         Scenario(actors=0)
 

@@ -72,7 +72,9 @@ class TopicNotFoundError(TransportError):
 
 
 class ParamError(FusionStreamError, ValueError):
-    """A node parameter (from YAML or the command line) is missing or has a bad value."""
+    """A parameter is missing or has a bad value: a node's (from YAML or the command line), a
+    settings object's field (``key`` is the dotted path a user writes: ``inputs[1].mode``), or
+    an argument a program passes to the library (``key`` is the argument's name)."""
 
     def __init__(self, key: str, reason: str, *, path: str | None = None) -> None:
         self.key = key
@@ -81,6 +83,35 @@ class ParamError(FusionStreamError, ValueError):
         where = f"{path}: " if path else ""
         what = "" if key == WHOLE_FILE else f"parameter {key!r}: "
         super().__init__(f"{where}{what}{reason}")
+
+
+class UnknownNameError(FusionStreamError, KeyError):
+    """A name that does not exist where it was looked up: a rig's sensor, a message's field, a
+    synchronizer's input topic, a launch file's node. ``key`` says what kind of name, ``name``
+    which; a KeyError, so ``except KeyError`` around a lookup still catches it."""
+
+    def __init__(self, key: str, name: str, reason: str) -> None:
+        self.key = key
+        self.name = name
+        self.reason = reason
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        return self.reason  # not KeyError's repr of the argument
+
+
+class MessageTypeError(FusionStreamError, TypeError):
+    """A message of the wrong type was given: to a publisher of another type (``topic``), or to
+    the encoder (not a fusion_stream message at all). ``got`` and ``expected`` are type names."""
+
+    def __init__(self, got: str, expected: str, *, topic: str | None = None) -> None:
+        self.got = got
+        self.expected = expected
+        self.topic = topic
+        if topic is None:
+            super().__init__(f"cannot encode {got}: not {expected}")
+        else:
+            super().__init__(f"{topic} publishes {expected}, not {got}")
 
 
 class FileKeyError(FusionStreamError, ValueError):
@@ -122,4 +153,11 @@ class InferenceError(FusionStreamError):
 
 
 class BackendUnavailableError(InferenceError):
-    """The requested inference backend is not installed or has no usable device here."""
+    """The requested inference backend is unknown, not installed or has no usable device here:
+    the choice of backend (or device) is at fault, not the model."""
+
+
+def is_input_error(err: BaseException) -> bool:
+    """Whether ``err`` is the package's report of bad user input (a value, a name, a file's
+    content), which a command or a node answers with exit code 2 rather than 1."""
+    return isinstance(err, FusionStreamError) and isinstance(err, (ValueError, LookupError))

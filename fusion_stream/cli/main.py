@@ -17,7 +17,7 @@ from rich.table import Table
 from fusion_stream.cli import tools
 from fusion_stream.cli.common import add_clock_argument, console, err_console
 from fusion_stream.core import resources
-from fusion_stream.errors import FormatError, FusionStreamError, UsageError
+from fusion_stream.errors import FormatError, FusionStreamError, ParamError, UsageError, is_input_error
 from fusion_stream.runtime.introspect import describe, to_jsonable
 from fusion_stream.runtime.registry import ENV_GRAPH
 from fusion_stream.runtime.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
@@ -144,8 +144,8 @@ def _scenario(args: argparse.Namespace) -> object:
 
     try:
         return Scenario(seed=args.seed, actors=args.actors, condition=args.condition, weather=args.weather)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+    except ParamError as err:  # the field's name is the option's
+        raise UsageError(f"--{err.key.replace('_', '-')} {err.reason}") from err
 
 
 def _cmd_sim_snapshot(args: argparse.Namespace) -> int:
@@ -398,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except FusionStreamError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG if isinstance(err, ValueError) else EXIT_FAILED
+        return EXIT_CONFIG if is_input_error(err) else EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `fusion-stream echo ... | head`

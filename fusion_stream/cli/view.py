@@ -9,8 +9,8 @@ from pathlib import Path
 
 from fusion_stream.cli.common import stop_on_signals
 from fusion_stream.core import resources
-from fusion_stream.errors import CalibrationError, FusionStreamError, UsageError
-from fusion_stream.runtime.runner import EXIT_CONFIG
+from fusion_stream.errors import CalibrationError, FusionStreamError, UsageError, is_input_error
+from fusion_stream.runtime.runner import EXIT_CONFIG, EXIT_FAILED
 
 
 def _stop_event() -> threading.Event:
@@ -73,12 +73,9 @@ def _cmd_foxglove(args: argparse.Namespace) -> int:
         rig = _rig(args.calib) if args.calib else None
         stop = _stop_event()
         bridge = FoxgloveBridge(rig=rig, host=args.host, port=args.port).start()  # type: ignore[arg-type]
-    except UsageError as err:
+    except FusionStreamError as err:  # a bad option or file: 2; a port that will not bind: 1
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except FusionStreamError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_CONFIG if is_input_error(err) else EXIT_FAILED
     print(
         f"Foxglove bridge on ws://{args.host}:{bridge.port} (graph {bridge.registry.graph}); open it in Foxglove: "
         f"Open connection → Foxglove WebSocket. Ctrl-C stops."

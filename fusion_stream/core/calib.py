@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fusion_stream.core.yamlio import read_mapping
-from fusion_stream.errors import CalibrationError
+from fusion_stream.errors import CalibrationError, ParamError, UnknownNameError
 
 __all__ = ["CalibrationError", "Intrinsics", "Rig", "Sensor", "Transform", "load"]
 
@@ -143,7 +143,7 @@ class Sensor:
 
         Uses the pinhole model with plumb_bob distortion."""
         if self.intrinsics is None:
-            raise ValueError(f"sensor {self.name!r} is a {self.type}, not a camera")
+            raise ParamError("sensor", f"sensor {self.name!r} is a {self.type}, not a camera")
         cam = self.extrinsics.inverse().apply(points_rig)
         z = cam[:, 2]
         in_front = z > 1e-6
@@ -176,7 +176,9 @@ class Rig:
         try:
             return self.sensors[name]
         except KeyError:
-            raise KeyError(f"rig {self.name!r} has no sensor {name!r}; it has {sorted(self.sensors)}") from None
+            raise UnknownNameError(
+                "sensor", name, f"rig {self.name!r} has no sensor {name!r}; it has {sorted(self.sensors)}"
+            ) from None
 
     def of_type(self, kind: SensorType) -> list[Sensor]:
         return [s for s in self.sensors.values() if s.type == kind]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_stream.errors import FormatError
+from fusion_stream.errors import FormatError, ParamError
 
 
 def write_pcd(path: Path | str, data: np.ndarray, fields: tuple[str, ...]) -> Path:
@@ -18,7 +18,7 @@ def write_pcd(path: Path | str, data: np.ndarray, fields: tuple[str, ...]) -> Pa
     path = Path(path)
     data = np.ascontiguousarray(data, dtype=np.float32)
     if data.ndim != 2 or data.shape[1] != len(fields):
-        raise ValueError(f"data is {data.shape}, expected N×{len(fields)} for fields {fields}")
+        raise ParamError("data", f"is {data.shape}, expected N×{len(fields)} for fields {fields}")
     n, f = data.shape
     header = (
         "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\n"

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 
-from fusion_stream.errors import MessageError
+from fusion_stream.errors import MessageError, UnknownNameError
 
 _INT64_MAX = 2**63 - 1
 _U8 = (np.dtype(np.uint8),)
@@ -200,7 +200,9 @@ class _FieldCloud(Header):
         try:
             return self.data[:, self.fields.index(name)]
         except ValueError:
-            raise KeyError(f"{type(self).__name__} has no field {name!r}; fields are {self.fields}") from None
+            raise UnknownNameError(
+                "field", name, f"{type(self).__name__} has no field {name!r}; fields are {self.fields}"
+            ) from None
 
     @property
     def xyz(self) -> np.ndarray:

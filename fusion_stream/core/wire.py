@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 
 from fusion_stream.core import msgs
-from fusion_stream.errors import MessageError, TopicNameError, WireError
+from fusion_stream.errors import MessageError, MessageTypeError, TopicNameError, WireError
 
 WIRE_VERSION: Final = 1
 """The byte after the magic; a decoder refuses any other (``docs/wire.md`` is its specification)."""
@@ -205,7 +205,7 @@ def _sensor_body(msg: msgs.SensorMessage) -> tuple[SensorBody, list[np.ndarray]]
             tuple(dict(b.attributes) for b in msg.boxes),
         )
         return body, [table]
-    raise TypeError(f"cannot encode {type(msg).__name__}: not a fusion_stream message")
+    raise MessageTypeError(type(msg).__name__, "a fusion_stream message")
 
 
 def _body(msg: msgs.Message) -> tuple[Body, list[np.ndarray]]:

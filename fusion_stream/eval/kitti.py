@@ -21,6 +21,7 @@ import numpy as np
 
 from fusion_stream.core.geometry import footprint
 from fusion_stream.core.msgs import Box3D
+from fusion_stream.errors import ParamError
 from fusion_stream.eval.metrics import FrameResult
 
 IOU_THRESHOLDS: dict[str, float] = {"car": 0.7, "truck": 0.7, "pedestrian": 0.5, "cyclist": 0.5}
@@ -101,7 +102,7 @@ def iou_3d(a: Box3D, b: Box3D) -> float:
 
 def _check_kind(kind: str) -> None:
     if kind not in ("bev", "3d"):
-        raise ValueError(f"kind must be 'bev' or '3d', got {kind!r}")
+        raise ParamError("kind", f"must be 'bev' or '3d', got {kind!r}")
 
 
 def _iou_matrix(dets: Sequence[Box3D], gts: Sequence[Box3D], kind: IoUKind, threshold: float) -> np.ndarray:
@@ -199,7 +200,7 @@ def _threshold(cls: str, iou_thresholds: Mapping[str, float]) -> float:
     try:
         return float(iou_thresholds[cls])
     except KeyError:
-        raise ValueError(f"no IoU threshold for class {cls!r}; pass iou_thresholds") from None
+        raise ParamError("iou_thresholds", f"no IoU threshold for class {cls!r}; pass one") from None
 
 
 def precision_recall_curve(

@@ -32,7 +32,7 @@ from typing import Any
 from fusion_stream.core import resources
 from fusion_stream.core.wire import check_topic
 from fusion_stream.core.yamlio import read_mapping
-from fusion_stream.errors import WHOLE_FILE, LaunchError, NodeTypeError, ParamError
+from fusion_stream.errors import WHOLE_FILE, LaunchError, NodeTypeError, ParamError, UnknownNameError
 from fusion_stream.runtime import nodetypes
 from fusion_stream.runtime import params as params_mod
 from fusion_stream.runtime.nodetypes import NodeTopics
@@ -130,7 +130,7 @@ class LaunchFile:
         for n in self.nodes:
             if n.name == name:
                 return n
-        raise KeyError(name)
+        raise UnknownNameError("node", name, f"{self.path}: graph {self.graph!r} has no node {name!r}")
 
     def on_host(self, host: str) -> tuple[NodeSpec, ...]:
         return tuple(n for n in self.nodes if n.host == host)

@@ -161,7 +161,7 @@ def load(model: Path | str, backend: str = "auto", device: str = "auto", threads
     weights = Path(model)
     _open_weights(weights).close()  # a missing file, a device or a giant file: say so before any backend
     if backend not in ("auto", *BACKENDS):
-        raise InferenceError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+        raise BackendUnavailableError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
     if device == "auto":
         device = "cuda" if _cuda_available() else "cpu"
     order = BACKENDS if backend == "auto" else (backend,)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fusion_stream.core import resources
 from fusion_stream.core.cache import cache_root
+from fusion_stream.errors import ParamError
 from fusion_stream.model.dataset import SampleSpec, SimDataset, plan
 
 TRAIN_SEEDS = range(1000, 1375)
@@ -27,7 +28,7 @@ def specs(split: str, per_seed: int = PER_SEED, seeds: int | None = None) -> lis
     elif split in ("val", "fog", "night", "rain", "clear"):
         chosen = HELD_OUT_SEEDS
     else:
-        raise ValueError(f"unknown split {split!r}; use train, val, fog, rain, clear or night")
+        raise ParamError("split", f"unknown split {split!r}; use train, val, fog, rain, clear or night")
     seed_list = list(chosen)[: seeds or None]
     if split == "night":
         return plan(seed_list, per_seed, condition="night")

@@ -65,10 +65,7 @@ def setup(node: Node, p: Params) -> None:
         if not p.path:
             raise ParamError("path", "source: wav needs path: a WAV file")
         wav = sources.open_wav(p.path, sample_rate=p.sample_rate, channels=p.channels)
-        try:
-            samples = sources.chunk_samples(wav.sample_rate, p.chunk_ms)
-        except ValueError as err:
-            raise ParamError("chunk_ms", str(err)) from err
+        samples = sources.chunk_samples(wav.sample_rate, p.chunk_ms)  # a ParamError names chunk_ms
         node.log.info(
             "playing %s: %d channels, %d Hz, %.2f s", wav.path, wav.channels, wav.sample_rate, wav.format.duration_s
         )
@@ -83,10 +80,7 @@ def setup(node: Node, p: Params) -> None:
             dtype=p.dtype,  # type: ignore[arg-type]
         )
     else:
-        try:
-            sources.chunk_samples(p.sample_rate or 48_000, p.chunk_ms)
-        except ValueError as err:
-            raise ParamError("chunk_ms", str(err)) from err
+        sources.chunk_samples(p.sample_rate or 48_000, p.chunk_ms)  # a ParamError names chunk_ms
         sources.publish_microphone(
             node,
             p.topic,
@@ -108,10 +102,7 @@ def setup_sim(node: Node, p: Params) -> None:
         raise ParamError("chunk_ms", f"{p.chunk_ms} ms is less than one sample at {p.sample_rate} Hz")
     if samples * 1_000_000_000 % p.sample_rate:
         raise ParamError("chunk_ms", f"{p.chunk_ms} ms is not a whole number of nanoseconds at {p.sample_rate} Hz")
-    try:
-        spec = audio.ArraySpec(sample_rate=p.sample_rate, chunk_samples=samples)
-    except ValueError as err:
-        raise ParamError("sample_rate", str(err)) from err
+    spec = audio.ArraySpec(sample_rate=p.sample_rate, chunk_samples=samples)  # a ParamError names sample_rate
     pub = node.publisher(p.topic, AudioChunk)
     grid = FrameGrid(samples * 1_000_000_000 // p.sample_rate, p.epoch_ns)
     state = {"skipped": 0}

@@ -31,7 +31,13 @@ import zmq
 
 from fusion_stream.core import calib, msgs, resources
 from fusion_stream.core.wire import Envelope, check_topic
-from fusion_stream.errors import CalibrationError, FusionStreamError, ParamError
+from fusion_stream.errors import (
+    BackendUnavailableError,
+    CalibrationError,
+    FusionStreamError,
+    ParamError,
+    TopicNameError,
+)
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
@@ -40,6 +46,7 @@ from fusion_stream.sync.settings import EmbeddedParams, config_from
 from fusion_stream.sync.stage import Emitted, SyncConfig, SyncStage
 
 if TYPE_CHECKING:
+    from fusion_stream.infer.backends import Backend
     from fusion_stream.infer.pipeline import PipelineReport
 
 log = logging.getLogger(__name__)
@@ -85,7 +92,7 @@ def sync_config(p: Params) -> SyncConfig | None:
     if p.publish_sets:
         try:
             check_topic(p.publish_sets)
-        except ValueError as err:
+        except TopicNameError as err:
             raise ParamError("publish_sets", str(err)) from err
     sync = p.sync if p.sync.calib else dataclasses.replace(p.sync, calib=p.calib)
     try:
@@ -110,8 +117,21 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def setup(node: Node, p: Params) -> None:
+def open_backend(p: Params) -> Backend:
+    """The inference backend the parameters ask for; a ParamError names ``backend`` when the
+    backend (or its device) cannot run here, ``weights`` when the model is at fault."""
     from fusion_stream.infer.backends import load
+
+    weights = resources.resolve(p.weights)
+    try:
+        return load(weights, backend=p.backend, device=resolve_device(p.device), threads=p.threads)
+    except BackendUnavailableError as err:
+        raise ParamError("backend", str(err)) from err
+    except FusionStreamError as err:  # the weights (or their export) are missing, damaged or unusable
+        raise ParamError("weights", str(err)) from err
+
+
+def setup(node: Node, p: Params) -> None:
     from fusion_stream.infer.pipeline import FusionPipeline, PipelineReport
 
     t0 = time.perf_counter()
@@ -123,12 +143,7 @@ def setup(node: Node, p: Params) -> None:
         rig = calib.load(resources.resolve(p.calib))
     except CalibrationError as err:
         raise ParamError("calib", str(err)) from err
-    try:
-        backend = load(
-            resources.resolve(p.weights), backend=p.backend, device=resolve_device(p.device), threads=p.threads
-        )
-    except FusionStreamError as err:
-        raise ParamError("weights" if "weights" in str(err) else "backend", str(err)) from err
+    backend = open_backend(p)
     pipeline = FusionPipeline(backend, rig, threshold=p.threshold, inputs=p.inputs, frame_id=p.frame_id)
     first_ms = pipeline.warm_up()
     log.info(

@@ -17,7 +17,7 @@ from pathlib import Path
 from fusion_stream.bag.recorder import Recorder
 from fusion_stream.bag.writer import BagWriter, check_writable
 from fusion_stream.core import calib, resources
-from fusion_stream.errors import FusionStreamError, ParamError
+from fusion_stream.errors import CalibrationError, FusionStreamError, ParamError
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
@@ -48,6 +48,10 @@ def setup(node: Node, p: Params) -> None:
         raise ParamError("compression", f"must be zstd, lz4 or none, got {p.compression!r}")
     out = Path(p.output)
     try:
+        rig = calib.load(resources.resolve(p.calib)) if p.calib else None  # before a bag is created
+    except CalibrationError as err:
+        raise ParamError("calib", str(err)) from err
+    try:
         check_writable(out)
         writer = BagWriter(
             out,
@@ -56,10 +60,10 @@ def setup(node: Node, p: Params) -> None:
             split_s=p.split_s if p.split_s > 0 else None,
             markers=p.markers,
         )
-        if p.calib:
-            writer.write_tf_static(calib.load(resources.resolve(p.calib)), node.clock.now_ns())
+        if rig is not None:
+            writer.write_tf_static(rig, node.clock.now_ns())
     except FusionStreamError as err:
-        raise ParamError("output" if not p.calib or "calib" not in str(err).lower() else "calib", str(err)) from err
+        raise ParamError("output", str(err)) from err
     node.on_close(writer.close)
     try:
         Recorder(node, writer, p.topics, all_topics=p.all, exclude=p.exclude)  # lives on in the node's callbacks

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fusion_stream.core import msgs
+from fusion_stream.errors import ParamError
 
 
 def to_jsonable(value: Any, array_limit: int = 16) -> Any:
@@ -83,7 +84,7 @@ class RateMeter:
 
     def __init__(self, window: int = 100) -> None:
         if window < 2:
-            raise ValueError("window must be >= 2")
+            raise ParamError("window", f"must be >= 2, got {window}")
         self._t: deque[int] = deque(maxlen=window)
         self._n: deque[int] = deque(maxlen=window)
 

@@ -33,6 +33,7 @@ import zmq
 
 from fusion_stream.core import msgs
 from fusion_stream.core.wire import Envelope
+from fusion_stream.errors import ParamError
 from fusion_stream.runtime.clock import Clock, WallClock
 from fusion_stream.runtime.procstats import CpuMeter, RateWatch, rss_bytes
 from fusion_stream.runtime.registry import Registry
@@ -116,7 +117,7 @@ class Node:
         curve: CurveKeys | None = None,
     ) -> None:
         if not name or "/" in name:
-            raise ValueError(f"invalid node name {name!r}")
+            raise ParamError("name", f"invalid node name {name!r}: it must be non-empty and without '/'")
         self.name = name
         self.remap = dict(remap or {})
         self.binds = dict(binds or {})
@@ -210,7 +211,7 @@ class Node:
         With ``phase_ns``, ticks fall on clock times ≡ ``phase_ns`` (mod the period), the way a
         sensor captures on its own fixed grid whenever the process started."""
         if period_s <= 0:
-            raise ValueError(f"timer period must be > 0, got {period_s}")
+            raise ParamError("period_s", f"a timer period must be > 0, got {period_s}")
         period = round(period_s * 1e9)
         now = self.clock.now_ns()
         first = now + period if phase_ns is None else _next_on_grid(now, period, phase_ns)

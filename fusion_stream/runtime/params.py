@@ -21,6 +21,7 @@ from fusion_stream.errors import ParamError
 T = TypeVar("T")
 
 _AT_RE = re.compile(r"at `\$\.?([^`]*)`")
+_MISSING_RE = re.compile(r"missing required field `([^`]*)`")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -59,12 +60,17 @@ def convert(cls: type[T], values: Mapping[str, Any], *, path: str | None = None)
     try:
         return msgspec.convert(dict(values), cls)
     except msgspec.ValidationError as err:
-        m = _AT_RE.search(str(err))
-        key = m.group(1) if m else "?"
+        # msgspec gives the place only in its message, in a fixed form: "... - at `$.inputs[1]`"
+        # and "Object missing required field `topic`"; there is no attribute to read it from
+        at = _AT_RE.search(str(err))
+        place = at.group(1) if at else ""
         reason = str(err).split(" - at ")[0]
-        if "missing required field" in reason.lower():
-            key = reason.split("`")[1] if "`" in reason else key
-        raise ParamError(key, reason, path=path) from err
+        if isinstance(err.__cause__, ParamError):  # a settings object's own check named its field
+            field, reason = err.__cause__.key, err.__cause__.reason
+        else:
+            missing = _MISSING_RE.search(reason)
+            field = missing.group(1) if missing else ""
+        raise ParamError(".".join(k for k in (place, field) if k) or "?", reason, path=path) from err
 
 
 def load(cls: type[T], *, files: Sequence[Path | str] = (), overrides: Sequence[str] = ()) -> T:

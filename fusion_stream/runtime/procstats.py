@@ -13,6 +13,8 @@ from collections import deque
 from pathlib import Path
 from typing import Final
 
+from fusion_stream.errors import ParamError
+
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STATM: Final = Path("/proc/self/statm")
 
@@ -50,7 +52,7 @@ class RateWatch:
 
     def __init__(self, nominal_hz: float, *, window_s: float = 5.0, tolerance: float = 0.9) -> None:
         if nominal_hz <= 0:
-            raise ValueError(f"nominal rate must be > 0 Hz, got {nominal_hz}")
+            raise ParamError("nominal_hz", f"a nominal rate must be > 0 Hz, got {nominal_hz}")
         self.nominal_hz = nominal_hz
         self.window_s = window_s
         self.tolerance = tolerance

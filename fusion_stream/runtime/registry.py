@@ -39,7 +39,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from fusion_stream.core.wire import check_topic
-from fusion_stream.errors import TopicNameError, TransportError
+from fusion_stream.errors import WHOLE_FILE, FileKeyError, TopicNameError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -83,34 +83,34 @@ _FIELDS = frozenset(f.name for f in fields(TopicEntry))
 _REQUIRED = frozenset(f.name for f in fields(TopicEntry) if f.default is MISSING)
 
 
-def entry_from_json(data: object) -> TopicEntry:
-    """A :class:`TopicEntry` from a parsed entry file; ValueError says which field is wrong.
+def entry_from_json(data: object, path: str = "<registry entry>") -> TopicEntry:
+    """A :class:`TopicEntry` from the parsed entry file ``path``; a FileKeyError names the field.
 
     Strict, because a reader acts on every field: the topic is matched and subscribed, the
     endpoint connected, the pid signalled (0 or a negative pid would address process groups)."""
     if not isinstance(data, dict):
-        raise ValueError(f"not a JSON object but {type(data).__name__}")
+        raise FileKeyError(path, WHOLE_FILE, f"not a JSON object but {type(data).__name__}")
     unknown = sorted(str(k)[:40] for k in data if k not in _FIELDS)
     if unknown:
-        raise ValueError(f"unknown keys {unknown}")
+        raise FileKeyError(path, WHOLE_FILE, f"unknown keys {unknown}")
     missing = sorted(_REQUIRED - set(data))
     if missing:
-        raise ValueError(f"missing keys {missing}")
+        raise FileKeyError(path, WHOLE_FILE, f"missing keys {missing}")
     for key in ("topic", "endpoint", "type", "node", "host", "server_key"):
         if key in data and not isinstance(data[key], str):
-            raise ValueError(f"{key}: a string is needed, not {type(data[key]).__name__}")
+            raise FileKeyError(path, key, f"a string is needed, not {type(data[key]).__name__}")
     for key, top in (("pid", _MAX_PID), ("src", 2**32 - 1)):
         value = data[key]
         if type(value) is not int or not 0 <= value <= top:
-            raise ValueError(f"{key}: an integer in 0..{top} is needed")
+            raise FileKeyError(path, key, f"an integer in 0..{top} is needed")
     try:
         check_topic(data["topic"])
     except TopicNameError:
-        raise ValueError(f"topic {data['topic'][:80]!r} is not a valid topic name") from None
+        raise FileKeyError(path, "topic", f"{data['topic'][:80]!r} is not a valid topic name") from None
     if not data["endpoint"].startswith(("ipc://", "tcp://")):
-        raise ValueError("endpoint: an ipc:// or tcp:// address is needed")
+        raise FileKeyError(path, "endpoint", "an ipc:// or tcp:// address is needed")
     if data["host"] == _HOSTNAME and data["pid"] == 0:
-        raise ValueError("pid: 0 is not a process")
+        raise FileKeyError(path, "pid", "0 is not a process")
     return TopicEntry(**data)
 
 
@@ -362,7 +362,7 @@ class Registry:
         finally:
             os.close(fd)
         try:
-            return entry_from_json(json.loads(raw))
+            return entry_from_json(json.loads(raw), str(self._topics / name))
         except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
             self._skip(name, st.st_ino, _short(err))
             return None
@@ -444,6 +444,8 @@ def _short(err: BaseException) -> str:
         return f"not UTF-8 text (byte {err.start})"
     if isinstance(err, RecursionError):
         return "not JSON we can read (nested too deeply)"
+    if isinstance(err, FileKeyError):  # the log line names the file already
+        return err.reason if err.key == WHOLE_FILE else f"{err.key}: {err.reason}"
     return str(err)
 
 

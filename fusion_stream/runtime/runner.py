@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from fusion_stream.errors import FusionStreamError, NodeTypeError, ParamError
+from fusion_stream.errors import FusionStreamError, NodeTypeError, is_input_error
 from fusion_stream.runtime import nodetypes
 from fusion_stream.runtime import params as params_mod
 from fusion_stream.runtime.clock import ENV_CLOCK, TopicClock
@@ -93,21 +93,17 @@ def run_node(
         if clock is not None:
             node.on_close(clock.close)
             log.info("following the replay clock on %s", clock_topic)
-    except FusionStreamError as err:
-        log.error("cannot start: %s", err)
-        return EXIT_FAILED
+    except FusionStreamError as err:  # a bad --name is the user's; a socket that will not bind is not
+        log.error("%s: %s", "bad configuration" if is_input_error(err) else "cannot start", err)
+        return EXIT_CONFIG if is_input_error(err) else EXIT_FAILED
     node.start_watchdog()
     try:
         with node.working_on("setup"):
             setup(node, params)
-    except ParamError as err:
-        log.error("bad configuration: %s", err)
+    except FusionStreamError as err:  # bad user input (a parameter, a name, a file's content): exit 2
+        log.error("%s: %s", "bad configuration" if is_input_error(err) else "setup failed", err)
         node.close()
-        return EXIT_CONFIG
-    except FusionStreamError as err:
-        log.error("setup failed: %s", err)
-        node.close()
-        return EXIT_FAILED
+        return EXIT_CONFIG if is_input_error(err) else EXIT_FAILED
     except BaseException:
         node.close()
         raise

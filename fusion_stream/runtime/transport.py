@@ -30,7 +30,7 @@ from typing import Any, Final, cast
 import zmq
 
 from fusion_stream.core import msgs, wire
-from fusion_stream.errors import TopicNotFoundError, TransportError, WireError
+from fusion_stream.errors import MessageTypeError, ParamError, TopicNotFoundError, TransportError, WireError
 from fusion_stream.runtime.registry import Registry, TopicEntry
 from fusion_stream.runtime.security import CurveKeys, curve_client, serve_curve
 
@@ -198,7 +198,7 @@ class Publisher:
     def publish(self, msg: msgs.Message) -> int:
         """Send ``msg`` now (never blocks); returns the bytes sent."""
         if self.msg_type is not None and type(msg) is not self.msg_type:
-            raise TypeError(f"{self.topic} publishes {self._type}, not {type(msg).__name__}")
+            raise MessageTypeError(type(msg).__name__, self._type, topic=self.topic)
         if not self._type and self._entry_path is not None:
             self._type = type(msg).__name__
             self._entry_path = self._registry.register(self._entry())
@@ -347,7 +347,7 @@ class Subscriber:
     ) -> None:
         self.topics = tuple([topics] if isinstance(topics, str) else topics)
         if not self.topics:
-            raise ValueError("Subscriber needs at least one topic")
+            raise ParamError("topics", "a Subscriber needs at least one topic")
         for t in self.topics:
             wire.check_topic(t)
         self.latest = latest

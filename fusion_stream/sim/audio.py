@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusion_stream.core.calib import Transform
+from fusion_stream.errors import ParamError
 from fusion_stream.sim.scene import ego_velocity
 from fusion_stream.sim.world import World
 
@@ -37,7 +38,7 @@ class Siren:
     def __post_init__(self) -> None:
         cycles = self.center_hz * self.period_s
         if abs(cycles - round(cycles)) > 1e-9:
-            raise ValueError(f"centre pitch × period must be a whole number of cycles, got {cycles}")
+            raise ParamError("period_s", f"centre pitch × period must be a whole number of cycles, got {cycles}")
 
     @property
     def center_hz(self) -> float:
@@ -68,8 +69,9 @@ class ArraySpec:
     """RMS of the road noise at each microphone."""
 
     def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.chunk_samples <= 0:
-            raise ValueError("sample_rate and chunk_samples must be > 0")
+        for key in ("sample_rate", "chunk_samples"):
+            if getattr(self, key) <= 0:
+                raise ParamError(key, f"must be > 0, got {getattr(self, key)}")
 
 
 def chunk(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusion_stream.core.calib import Transform
+from fusion_stream.errors import ParamError
 from fusion_stream.runtime import jit
 from fusion_stream.sim.scene import (
     GROUND,
@@ -54,15 +55,21 @@ class LidarSpec:
     """Actors are re-posed this many times per sweep (their motion within a sector is ignored)."""
 
     def __post_init__(self) -> None:
-        if self.beams < 1 or self.columns < 8 or self.rate_hz <= 0 or self.sectors < 1:
-            raise ValueError("beams >= 1, columns >= 8, rate_hz > 0 and sectors >= 1 are required")
+        for key, ok, need in (
+            ("beams", self.beams >= 1, ">= 1"),
+            ("columns", self.columns >= 8, ">= 8"),
+            ("rate_hz", self.rate_hz > 0, "> 0"),
+            ("sectors", self.sectors >= 1, ">= 1"),
+        ):
+            if not ok:
+                raise ParamError(key, f"must be {need}, got {getattr(self, key)}")
 
     @classmethod
     def preset(cls, beams: int, rate_hz: float = 10.0) -> LidarSpec:
         """16, 32 or 64 beams with the vertical field of view of the matching Velodyne unit."""
         fov = {16: (-15.0, 15.0), 32: (-30.67, 10.67), 64: (-24.9, 2.0)}
         if beams not in fov:
-            raise ValueError(f"beams must be 16, 32 or 64, got {beams}")
+            raise ParamError("beams", f"must be 16, 32 or 64, got {beams}")
         return cls(beams=beams, rate_hz=rate_hz, elevation_deg=fov[beams])
 
     @property

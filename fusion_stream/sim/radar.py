@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusion_stream.core.calib import Transform
+from fusion_stream.errors import ParamError
 from fusion_stream.sim.scene import MATERIALS, STATIC, Raycaster, build_mesh, ego_velocity, rotate, sensor_poses, solids
 from fusion_stream.sim.world import World
 
@@ -42,8 +43,12 @@ class RadarSpec:
     velocity_noise_mps: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.rate_hz <= 0 or not 0 < self.azimuth_fov_deg <= 360 or self.max_range_m <= 0:
-            raise ValueError("rate_hz > 0, 0 < azimuth_fov_deg <= 360 and max_range_m > 0 are required")
+        if self.rate_hz <= 0:
+            raise ParamError("rate_hz", f"must be > 0, got {self.rate_hz}")
+        if not 0 < self.azimuth_fov_deg <= 360:
+            raise ParamError("azimuth_fov_deg", f"must be in (0, 360], got {self.azimuth_fov_deg}")
+        if self.max_range_m <= 0:
+            raise ParamError("max_range_m", f"must be > 0, got {self.max_range_m}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -39,11 +39,8 @@ def open_world(p: SimParams) -> World:
     """The scenario the parameters describe; a bad value is a :class:`ParamError` naming it."""
     if p.source != "sim":
         raise ParamError("source", f"only 'sim' is available for this node so far, got {p.source!r}")
-    try:
-        return World(Scenario(seed=p.seed, actors=p.actors, condition=p.condition, weather=p.weather))  # type: ignore[arg-type]
-    except ValueError as err:
-        key = "actors" if "actors" in str(err) else "condition" if "condition" in str(err) else "seed"
-        raise ParamError(key, str(err)) from err
+    # Scenario's ParamError names the field, which is also this parameter's name
+    return World(Scenario(seed=p.seed, actors=p.actors, condition=p.condition, weather=p.weather))  # type: ignore[arg-type]
 
 
 def open_sensor(p: SimParams, name: str, kind: calib.SensorType) -> calib.Sensor:

@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from fusion_stream.core.msgs import Box3D, Detections
+from fusion_stream.errors import ParamError
 
 ActorClass = Literal["car", "truck", "pedestrian", "cyclist"]
 CLASSES: tuple[ActorClass, ...] = ("car", "truck", "pedestrian", "cyclist")
@@ -57,12 +58,19 @@ class Scenario:
     clutter_spacing: float = 12.0
 
     def __post_init__(self) -> None:
+        # ParamError with the field's name: the sensor nodes' parameters and the CLI options share it
         if not 1 <= self.actors <= 200:
-            raise ValueError(f"actors must be in 1..200, got {self.actors}")
-        if self.lanes < 1 or self.lane_width <= 0 or self.ego_speed < 0:
-            raise ValueError("lanes >= 1, lane_width > 0 and ego_speed >= 0 are required")
-        if self.condition not in ("day", "night") or self.weather not in ("clear", "rain", "fog"):
-            raise ValueError(f"unknown condition/weather {self.condition!r}/{self.weather!r}")
+            raise ParamError("actors", f"must be in 1..200, got {self.actors}")
+        if self.lanes < 1:
+            raise ParamError("lanes", f"must be >= 1, got {self.lanes}")
+        if self.lane_width <= 0:
+            raise ParamError("lane_width", f"must be > 0, got {self.lane_width}")
+        if self.ego_speed < 0:
+            raise ParamError("ego_speed", f"must be >= 0, got {self.ego_speed}")
+        if self.condition not in ("day", "night"):
+            raise ParamError("condition", f"unknown condition {self.condition!r}; use day or night")
+        if self.weather not in ("clear", "rain", "fog"):
+            raise ParamError("weather", f"unknown weather condition {self.weather!r}; use clear, rain or fog")
 
 
 @dataclass(frozen=True)

@@ -217,10 +217,10 @@ def open_wav(path: Path | str, *, sample_rate: int = 0, channels: int = 0) -> Wa
 
 
 def chunk_samples(sample_rate: int, chunk_ms: float) -> int:
-    """Samples in a ``chunk_ms`` chunk; ValueError when that is less than one sample."""
+    """Samples in a ``chunk_ms`` chunk; a ParamError naming ``chunk_ms`` when that is less than one sample."""
     n = round(sample_rate * chunk_ms / 1000)
     if n <= 0:
-        raise ValueError(f"{chunk_ms} ms is less than one sample at {sample_rate} Hz")
+        raise ParamError("chunk_ms", f"{chunk_ms} ms is less than one sample at {sample_rate} Hz")
     return n
 
 
@@ -234,7 +234,7 @@ def file_chunks(
 ) -> Iterator[AudioChunk]:
     """The whole file once, in chunks of ``samples`` (the last one shorter if the file ends there)."""
     if samples <= 0:
-        raise ValueError(f"chunks need at least one sample, got {samples}")
+        raise ParamError("samples", f"chunks need at least one sample, got {samples}")
     for first in range(0, wav.frames, samples):
         yield AudioChunk(
             stamp_ns=stamp_of(start_ns, first, wav.sample_rate),
@@ -272,11 +272,12 @@ class WavPlayback:
         dtype: Dtype = "auto",
     ) -> None:
         if samples <= 0:
-            raise ValueError(f"chunks need at least one sample, got {samples}")
+            raise ParamError("samples", f"chunks need at least one sample, got {samples}")
         if samples * 1_000_000_000 % wav.sample_rate:
-            raise ValueError(
+            raise ParamError(
+                "samples",
                 f"{samples} samples at {wav.sample_rate} Hz is not a whole number of nanoseconds; "
-                "pick a chunk length that is"
+                "pick a chunk length that is",
             )
         self.wav, self.samples, self.loop, self.frame_id, self.dtype = wav, samples, loop, frame_id, dtype
         self.epoch_ns = epoch_ns
@@ -470,8 +471,8 @@ def publish_wav(
             frame_id=frame_id,
             dtype=dtype,
         )
-    except ValueError as err:
-        raise ParamError("chunk_ms", str(err)) from err
+    except ParamError as err:  # the chunk length in samples is the node's chunk_ms
+        raise ParamError("chunk_ms", err.reason) from err
     pub = node.publisher(topic, AudioChunk)
     node.add_diagnostics(lambda: {"chunks_skipped": playback.skipped})
 

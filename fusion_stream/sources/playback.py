@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 def frame_index(capture_ns: int, epoch_ns: int, period_ns: int, count: int, *, loop: bool = True) -> int | None:
     """The frame (0 … count−1) due at ``capture_ns``; None once a non-looping source has played
     every frame (counting from the first grid point at or after ``epoch_ns``)."""
-    if count <= 0 or period_ns <= 0:
-        raise ValueError(f"need frames and a positive period, got count={count}, period_ns={period_ns}")
+    if count <= 0:
+        raise ParamError("count", f"need at least one frame, got {count}")
+    if period_ns <= 0:
+        raise ParamError("period_ns", f"must be > 0, got {period_ns}")
     k = (capture_ns - epoch_ns) // period_ns
     if loop:
         return k % count

@@ -30,7 +30,7 @@ import numpy as np
 from fusion_stream.core import msgs
 from fusion_stream.core.formats import read_pcd
 from fusion_stream.core.kitti import KittiFolder, read_velodyne
-from fusion_stream.errors import FormatError, FusionStreamError
+from fusion_stream.errors import FormatError, FusionStreamError, ParamError
 from fusion_stream.sources.playback import frame_index
 
 log = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ class RecordedPlayback:
         name: str = "recording",
     ) -> None:
         if stamps not in ("now", "recorded"):
-            raise ValueError(f"stamps must be 'now' or 'recorded', got {stamps!r}")
+            raise ParamError("stamps", f"must be 'now' or 'recorded', got {stamps!r}")
         self._open = open_rotations
         self._stamps = stamps
         self._loop = loop
@@ -384,7 +384,7 @@ class UdpReceiver:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < port < 65536:
-            raise ValueError(f"UDP port must be 1..65535, got {port}")
+            raise ParamError("port", f"a UDP port must be 1..65535, got {port}")
         self.port = port
         self.host = host
         self.silence_s = silence_s

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Generic, TypeVar
 
+from fusion_stream.errors import ParamError
 from fusion_stream.sync.stats import QUEUE_OVERFLOW, SUPERSEDED, UNMATCHED, InputStats
 
 log = logging.getLogger(__name__)
@@ -45,16 +46,16 @@ class ApproximateTimePolicy(Generic[T]):
         min_period_ns: Sequence[int] | None = None,
     ) -> None:
         if num_inputs < 2:
-            raise ValueError(f"num_inputs must be >= 2, got {num_inputs}")
+            raise ParamError("num_inputs", f"must be >= 2, got {num_inputs}")
         if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+            raise ParamError("queue_size", f"must be >= 1, got {queue_size}")
         if age_penalty < 0:
-            raise ValueError(f"age_penalty must be >= 0, got {age_penalty}")
+            raise ParamError("age_penalty", f"must be >= 0, got {age_penalty}")
         if max_interval_ns is not None and max_interval_ns < 0:
-            raise ValueError(f"max_interval_ns must be >= 0, got {max_interval_ns}")
+            raise ParamError("max_interval_ns", "must be >= 0")
         bounds = list(min_period_ns) if min_period_ns is not None else [0] * num_inputs
         if len(bounds) != num_inputs or any(b < 0 for b in bounds):
-            raise ValueError(f"min_period_ns needs {num_inputs} values >= 0, got {bounds}")
+            raise ParamError("min_period_ns", f"needs {num_inputs} values >= 0, got {bounds}")
         self.num_inputs = num_inputs
         self.queue_size = queue_size
         self.max_interval_ns = max_interval_ns

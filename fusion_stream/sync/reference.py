@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from fusion_stream.errors import ParamError
 from fusion_stream.sync.stats import (
     DUPLICATE,
     FUTURE,
@@ -65,9 +66,12 @@ class InputConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("reference", "nearest", "window"):
-            raise ValueError(f"input {self.name!r}: mode must be reference, nearest or window, got {self.mode!r}")
-        if self.slop_ns < 0 or self.window_ns < 0 or self.period_ns < 0:
-            raise ValueError(f"input {self.name!r}: slop_ns, window_ns and period_ns must be >= 0")
+            raise ParamError(
+                "mode", f"input {self.name!r}: mode must be reference, nearest or window, got {self.mode!r}"
+            )
+        for key in ("slop_ns", "window_ns", "period_ns"):
+            if getattr(self, key) < 0:
+                raise ParamError(key, f"input {self.name!r}: must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -123,14 +127,20 @@ class ReferenceWindowPolicy(Generic[T]):
         reset_jump_ns: int = 1_000_000_000,
         max_future_ns: int = 10_000_000_000,
     ) -> None:
+        # ParamError keys are the arguments' names (``inputs[2].name`` for an input's field)
         refs = [i for i, c in enumerate(inputs) if c.mode == "reference"]
         if len(refs) != 1:
-            raise ValueError(f"exactly one input must have mode 'reference', got {len(refs)}")
+            raise ParamError("inputs", f"exactly one input must have mode 'reference', got {len(refs)}")
         names = [c.name for c in inputs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"input names must be unique, got {names}")
-        if deadline_ns < 0 or max_queue < 1 or reset_jump_ns <= 0:
-            raise ValueError("deadline_ns >= 0, max_queue >= 1 and reset_jump_ns > 0 are required")
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                raise ParamError(f"inputs[{j}].name", f"input names must be unique, got {names}")
+        if deadline_ns < 0:
+            raise ParamError("deadline_ns", "must be >= 0")
+        if max_queue < 1:
+            raise ParamError("max_queue", f"must be >= 1, got {max_queue}")
+        if reset_jump_ns <= 0:
+            raise ParamError("reset_jump_ns", "must be > 0")
         self.inputs = tuple(inputs)
         self.reference = refs[0]
         self.deadline_ns = deadline_ns

@@ -19,6 +19,7 @@ from typing import Literal, cast
 
 from fusion_stream.core import msgs
 from fusion_stream.core.wire import check_topic
+from fusion_stream.errors import ParamError, TopicNameError, UnknownNameError
 from fusion_stream.sync.approximate import ApproximateTimePolicy
 from fusion_stream.sync.reference import InputConfig, ReferenceWindowPolicy
 from fusion_stream.sync.stats import InputStats
@@ -36,7 +37,10 @@ class SyncInput(InputConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_topic(self.topic)
+        try:
+            check_topic(self.topic)
+        except TopicNameError as err:
+            raise ParamError("topic", f"input {self.name!r}: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,13 @@ class SyncConfig:
 
     def __post_init__(self) -> None:
         if len(self.inputs) < 2:
-            raise ValueError(f"a synchronizer needs at least 2 inputs, got {len(self.inputs)}")
+            raise ParamError("inputs", f"a synchronizer needs at least 2 inputs, got {len(self.inputs)}")
         topics = [i.topic for i in self.inputs]
-        if len(set(topics)) != len(topics):
-            raise ValueError(f"each input needs its own topic, got {topics}")
+        for j, topic in enumerate(topics):
+            if topic in topics[:j]:
+                raise ParamError(f"inputs[{j}].topic", f"each input needs its own topic, got {topics}")
         if self.policy not in ("reference", "approximate"):
-            raise ValueError(f"policy must be 'reference' or 'approximate', got {self.policy!r}")
+            raise ParamError("policy", f"must be 'reference' or 'approximate', got {self.policy!r}")
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,9 @@ class SyncStage:
         a message that is not a sensor message: it is counted in :attr:`wrong_type`)."""
         index = self._index.get(topic)
         if index is None:
-            raise KeyError(f"topic {topic!r} is not an input of this synchronizer ({list(self._index)})")
+            raise UnknownNameError(
+                "topic", topic, f"topic {topic!r} is not an input of this synchronizer ({list(self._index)})"
+            )
         if not isinstance(msg, msgs.SENSOR_TYPES):
             key = (self.names[index], type(msg).__name__)
             if not self.wrong_type[key]:

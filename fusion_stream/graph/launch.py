@@ -17,7 +17,8 @@ nodes:
 
 :func:`load` returns a frozen :class:`LaunchFile` or raises :class:`LaunchError` naming the file
 and the key (``nodes[2].params.rate_hz``): unknown node types, duplicate names, bad parameters
-(checked against the node's own ``Params``), and inputs that no node publishes.
+(checked against the node's own ``Params``, then by its type's ``check``: files that must exist
+and parse, values of a fixed set), and inputs that no node publishes.
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def _respawn(raw: Any, path: str, key: str) -> RespawnPolicy:
     return policy
 
 
-def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget) -> NodeSpec:
+def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget, check_nodes: bool) -> NodeSpec:
     where = f"nodes[{i}]"
     _expect(isinstance(raw, Mapping), path, where, "each node must be a mapping")
     known = {"name", "type", "params", "remap", "host", "required", "respawn", "env"}
@@ -287,6 +288,9 @@ def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget)
     _expect(isinstance(params, Mapping), path, f"{where}.params", "must be a mapping")
     try:
         typed = params_mod.convert(module.Params, params, path=path)
+        with resources.launch_folder(Path(path).resolve().parent):  # where the node resolves its files
+            if check_nodes:
+                nodetypes.check_params(module, typed)
     except ParamError as err:
         raise LaunchError(path, f"{where}.params.{err.key}", err.reason) from err
     remap = _substitute(raw.get("remap") or {}, args, path, f"{where}.remap", budget)
@@ -325,8 +329,12 @@ def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget)
     )
 
 
-def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> LaunchFile:
-    """Read and validate a launch file; ``overrides`` replace declared argument defaults."""
+def load(path: Path | str, overrides: Mapping[str, Any] | None = None, *, check_nodes: bool = True) -> LaunchFile:
+    """Read and validate a launch file; ``overrides`` replace declared argument defaults.
+
+    ``check_nodes``: also run each node type's ``check`` (its files exist and parse, its values
+    are known). False for a reader that only borrows settings (``eval`` reads the sync and fusion
+    parameters of a graph whose sensor folders need not exist on this machine)."""
     path = Path(path)
     where = str(path)
     raw = read_mapping(
@@ -361,7 +369,7 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
     _expect(isinstance(raw_nodes, list) and bool(raw_nodes), where, "nodes", "must be a non-empty list")
     assert isinstance(raw_nodes, list)
     budget = _Budget(where)
-    nodes = tuple(_node(n, i, args, where, budget) for i, n in enumerate(raw_nodes))
+    nodes = tuple(_node(n, i, args, where, budget, check_nodes) for i, n in enumerate(raw_nodes))
     seen: dict[str, int] = {}
     for i, n in enumerate(nodes):
         _expect(

@@ -110,19 +110,39 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def check(p: Params) -> None:
+    """What can be judged before the node starts, without loading the model (``fusion-stream
+    launch`` calls it; so does setup): threshold, the sync block, the rig file (found and parsed),
+    the weights file (a regular, readable file) and the backend's name."""
+    _checked(p)
+
+
+def _checked(p: Params) -> tuple[SyncConfig | None, calib.Rig]:
+    from fusion_stream.infer import backends
+
+    if not 0.0 <= p.threshold <= 1.0:
+        raise ParamError("threshold", f"must be within [0, 1], got {p.threshold}")
+    config = sync_config(p)
+    try:
+        rig = calib.load(resources.resolve(p.calib))
+    except CalibrationError as err:
+        raise ParamError("calib", str(err)) from err
+    if p.backend not in backends.CHOICES:
+        raise ParamError("backend", f"must be one of {', '.join(backends.CHOICES)}, got {p.backend!r}")
+    try:
+        backends.check(resources.resolve(p.weights), p.backend)
+    except FusionStreamError as err:
+        raise ParamError("weights", str(err)) from err
+    return config, rig
+
+
 def setup(node: Node, p: Params) -> None:
     from fusion_stream.infer.backends import load
     from fusion_stream.infer.pipeline import FusionPipeline, PipelineReport
 
     t0 = time.perf_counter()
 
-    if not 0.0 <= p.threshold <= 1.0:
-        raise ParamError("threshold", f"must be within [0, 1], got {p.threshold}")
-    config = sync_config(p)  # before the model: a bad sync block exits at once
-    try:
-        rig = calib.load(resources.resolve(p.calib))
-    except CalibrationError as err:
-        raise ParamError("calib", str(err)) from err
+    config, rig = _checked(p)  # before the model: a bad value exits at once
     try:
         backend = load(
             resources.resolve(p.weights), backend=p.backend, device=resolve_device(p.device), threads=p.threads

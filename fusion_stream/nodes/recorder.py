@@ -17,7 +17,7 @@ from pathlib import Path
 from fusion_stream.bag.recorder import Recorder
 from fusion_stream.bag.writer import BagWriter, check_writable
 from fusion_stream.core import calib, resources
-from fusion_stream.errors import FusionStreamError, ParamError
+from fusion_stream.errors import CalibrationError, FusionStreamError, ParamError
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.runner import run_node
@@ -43,12 +43,35 @@ def topics(p: Params) -> NodeTopics:
     return NodeTopics()  # it takes what is there; recording nothing is not an error of the graph
 
 
-def setup(node: Node, p: Params) -> None:
-    if p.compression not in ("zstd", "lz4", "none"):
-        raise ParamError("compression", f"must be zstd, lz4 or none, got {p.compression!r}")
-    out = Path(p.output)
+COMPRESSIONS = ("zstd", "lz4", "none")
+
+
+def check(p: Params) -> None:
+    """What can be judged before the node starts (``fusion-stream launch`` calls it; so does setup):
+    the compression, an output that does not exist yet, a rig file that loads."""
+    if p.compression not in COMPRESSIONS:
+        raise ParamError("compression", f"must be one of {', '.join(COMPRESSIONS)}, got {p.compression!r}")
     try:
-        check_writable(out)
+        check_writable(Path(p.output))
+    except FusionStreamError as err:
+        raise ParamError("output", str(err)) from err
+    _rig(p)
+
+
+def _rig(p: Params) -> calib.Rig | None:
+    if not p.calib:
+        return None
+    try:
+        return calib.load(resources.resolve(p.calib))
+    except CalibrationError as err:
+        raise ParamError("calib", str(err)) from err
+
+
+def setup(node: Node, p: Params) -> None:
+    check(p)
+    out = Path(p.output)
+    rig = _rig(p)
+    try:
         writer = BagWriter(
             out,
             compression=p.compression,  # type: ignore[arg-type]  # checked above
@@ -56,10 +79,10 @@ def setup(node: Node, p: Params) -> None:
             split_s=p.split_s if p.split_s > 0 else None,
             markers=p.markers,
         )
-        if p.calib:
-            writer.write_tf_static(calib.load(resources.resolve(p.calib)), node.clock.now_ns())
+        if rig is not None:
+            writer.write_tf_static(rig, node.clock.now_ns())
     except FusionStreamError as err:
-        raise ParamError("output" if not p.calib or "calib" not in str(err).lower() else "calib", str(err)) from err
+        raise ParamError("output", str(err)) from err
     node.on_close(writer.close)
     try:
         Recorder(node, writer, p.topics, all_topics=p.all, exclude=p.exclude)  # lives on in the node's callbacks

@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -61,8 +61,10 @@ class Scenario:
             raise ValueError(f"actors must be in 1..200, got {self.actors}")
         if self.lanes < 1 or self.lane_width <= 0 or self.ego_speed < 0:
             raise ValueError("lanes >= 1, lane_width > 0 and ego_speed >= 0 are required")
-        if self.condition not in ("day", "night") or self.weather not in ("clear", "rain", "fog"):
-            raise ValueError(f"unknown condition/weather {self.condition!r}/{self.weather!r}")
+        if self.condition not in get_args(Condition):
+            raise ValueError(f"condition must be one of {', '.join(get_args(Condition))}, got {self.condition!r}")
+        if self.weather not in get_args(Weather):
+            raise ValueError(f"weather must be one of {', '.join(get_args(Weather))}, got {self.weather!r}")
 
 
 @dataclass(frozen=True)

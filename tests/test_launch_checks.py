@@ -166,3 +166,25 @@ def test_check_is_an_optional_part_of_the_node_contract() -> None:
     checked = SimpleNamespace(**{**base, "Params": params, "check": calls.append})
     nodetypes.check_params(nodetypes.check("checked", checked, "test"), params())
     assert len(calls) == 1
+
+
+TWO_HOSTS = """
+graph: two
+hosts:
+  a: {address: 127.0.0.1, port_base: 21100}
+  b: {address: 127.0.0.1, port_base: 21200}
+nodes:
+  - {name: src, type: pattern, host: a, params: {kind: radar, rate_hz: 5, topic: /a/radar}}
+  - {name: scans, type: radar, host: b, params: {source: file, path: /only/on/host/b}}
+"""
+
+
+def test_a_multi_host_graph_checks_the_nodes_of_its_own_host(runtime_dir: Path, tmp_path: Path) -> None:
+    """Host b's recordings are on host b: the launcher of host a does not look for them."""
+    f = tmp_path / "two.yaml"
+    f.write_text(TWO_HOSTS)
+    r = cli("launch", str(f), "--host", "a", "--dry-run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli("launch", str(f), "--host", "b", "--dry-run")
+    assert r.returncode == 2
+    assert "nodes[1] (scans).params.path: /only/on/host/b: no such file" in " ".join(r.stderr.split())

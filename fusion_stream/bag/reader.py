@@ -722,9 +722,9 @@ class Bag:
             stats = index[0].statistics
             compression = {head.compression or "none" for _, head in chunks}
             times: dict[int, tuple[int, int]] = {}
-            if any(not ci.message_index_offsets for ci, _ in chunks if ci.message_end_time):
-                return self._mcap_scan_info(indexed=True)  # no message indexes: count by reading
-            try:  # each channel's own first and last message (as for ROS bags), not its chunks' bounds
+            # each channel's own first and last message (as for ROS bags), not its chunks' bounds;
+            # a chunk without message indexes (optional in MCAP) gives no times, so no rate
+            try:
                 for ci, _ in chunks:
                     for cid, (lo, hi) in self._mcap.channel_times(ci).items():
                         first, last = times.get(cid, (lo, hi))
@@ -759,7 +759,7 @@ class Bag:
             )
         return self._mcap_scan_info()
 
-    def _mcap_scan_info(self, *, indexed: bool = False) -> BagInfo:
+    def _mcap_scan_info(self) -> BagInfo:
         """Info of an MCAP file without a (usable) summary, by reading every complete record."""
         counts: dict[tuple[str, str], list[int]] = {}
         problem = ""
@@ -776,7 +776,7 @@ class Bag:
         topics = tuple(TopicInfo(t, ty, n, lo, hi) for (t, ty), (n, lo, hi) in sorted(counts.items()))
         start = min((t.first_ns for t in topics if t.first_ns is not None), default=0)
         end = max((t.last_ns for t in topics if t.last_ns is not None), default=0)
-        return BagInfo(self.path, "mcap", _size(self.path), start, end, topics, indexed=indexed, problem=problem)
+        return BagInfo(self.path, "mcap", _size(self.path), start, end, topics, indexed=False, problem=problem)
 
     # ------------------------------------------------------------------ messages
 

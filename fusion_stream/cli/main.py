@@ -237,7 +237,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     from fusion_stream.graph import launch
     from fusion_stream.graph.supervisor import Supervisor
 
-    graph = launch.load(launch.find(args.file), launch.parse_args(args.args))
+    graph = launch.load(launch.find(args.file), launch.parse_args(args.args), host=args.host)
     if args.dry_run:
         console.print(f"graph [bold]{graph.graph}[/] from {graph.path}; args {dict(graph.args)}")
         t = Table("node", "type", "host", "publishes", "subscribes", "respawn", "required", box=None)

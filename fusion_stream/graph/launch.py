@@ -264,7 +264,7 @@ def _respawn(raw: Any, path: str, key: str) -> RespawnPolicy:
     return policy
 
 
-def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget, check_nodes: bool) -> NodeSpec:
+def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget) -> NodeSpec:
     where = f"nodes[{i}]"
     _expect(isinstance(raw, Mapping), path, where, "each node must be a mapping")
     known = {"name", "type", "params", "remap", "host", "required", "respawn", "env"}
@@ -288,9 +288,6 @@ def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget,
     _expect(isinstance(params, Mapping), path, f"{where}.params", "must be a mapping")
     try:
         typed = params_mod.convert(module.Params, params, path=path)
-        with resources.launch_folder(Path(path).resolve().parent):  # where the node resolves its files
-            if check_nodes:
-                nodetypes.check_params(module, typed)
     except ParamError as err:
         raise LaunchError(path, f"{where}.params.{err.key}", err.reason) from err
     remap = _substitute(raw.get("remap") or {}, args, path, f"{where}.remap", budget)
@@ -329,12 +326,19 @@ def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget,
     )
 
 
-def load(path: Path | str, overrides: Mapping[str, Any] | None = None, *, check_nodes: bool = True) -> LaunchFile:
+def load(
+    path: Path | str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    check_nodes: bool = True,
+    host: str = LOCAL_HOST,
+) -> LaunchFile:
     """Read and validate a launch file; ``overrides`` replace declared argument defaults.
 
-    ``check_nodes``: also run each node type's ``check`` (its files exist and parse, its values
-    are known). False for a reader that only borrows settings (``eval`` reads the sync and fusion
-    parameters of a graph whose sensor folders need not exist on this machine)."""
+    ``check_nodes``: also run the node type's ``check`` (its files exist and parse, its values are
+    known) of every node that runs on ``host`` (a multi-host graph's files are on the machines
+    that read them). False for a reader that only borrows settings (``eval`` reads the sync and
+    fusion parameters of a graph whose sensor folders need not exist on this machine)."""
     path = Path(path)
     where = str(path)
     raw = read_mapping(
@@ -369,7 +373,7 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None, *, check_
     _expect(isinstance(raw_nodes, list) and bool(raw_nodes), where, "nodes", "must be a non-empty list")
     assert isinstance(raw_nodes, list)
     budget = _Budget(where)
-    nodes = tuple(_node(n, i, args, where, budget, check_nodes) for i, n in enumerate(raw_nodes))
+    nodes = tuple(_node(n, i, args, where, budget) for i, n in enumerate(raw_nodes))
     seen: dict[str, int] = {}
     for i, n in enumerate(nodes):
         _expect(
@@ -400,6 +404,10 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None, *, check_
         assert isinstance(security, Mapping)
         _expect(bool(hosts), where, "security", "CurveZMQ protects TCP links between hosts: declare hosts first")
         keys = str((path.parent / security["keys"]).resolve())
+    if check_nodes:
+        for i, n in enumerate(nodes):
+            if n.host == host:
+                _check_node(n, f"nodes[{i}] ({n.name})", path)
     external = _external_topics(raw.get("external_topics"), where)
     published = {t for n in nodes for t in n.topics.outputs} | set(external)
     for i, n in enumerate(nodes):
@@ -415,6 +423,18 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None, *, check_
     except ParamError as err:
         raise LaunchError(where, f"supervision.{err.key}", err.reason) from err
     return LaunchFile(where, graph, MappingProxyType(args), nodes, external, MappingProxyType(hosts), keys, supervision)
+
+
+def _check_node(node: NodeSpec, where: str, path: Path) -> None:
+    """The node type's own ``check`` of its parameters, with relative paths resolved as the node
+    will resolve them (the launch file's folder first): what it would refuse at start-up."""
+    module = nodetypes.load(node.type)  # loaded (and cached) by _node already
+    try:
+        typed = params_mod.convert(module.Params, node.params, path=str(path))
+        with resources.launch_folder(path.resolve().parent):
+            nodetypes.check_params(module, typed)
+    except ParamError as err:
+        raise LaunchError(str(path), f"{where}.params.{err.key}", err.reason) from err
 
 
 def _external_topics(raw: Any, path: str) -> tuple[str, ...]:

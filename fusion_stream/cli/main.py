@@ -253,6 +253,8 @@ def _cmd_launch(args: argparse.Namespace) -> int:
                 "yes" if n.required else "no",
             )
         console.print(t)
+        checked = len(graph.on_host(args.host)) if graph.multi_host else len(graph.nodes)
+        console.print(f"checked: the parameters of every node, and the files and values of the {checked} that run here")
         console.print("endpoints: ipc:// sockets in the private runtime directory, found through the registry")
         if graph.multi_host:
             console.print("TCP endpoints for the other hosts (nodes on the same host use ipc):")

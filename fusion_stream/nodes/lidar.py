@@ -150,7 +150,7 @@ def _recording(node: Node, p: Params) -> None:
     path = existing("path", p.path, "a pcap file")
     recording: VelodynePcap | OusterPcap
     if p.source == "velodyne":
-        calibration = existing("calibration", p.calibration, "") if p.calibration else None
+        calibration = existing("calibration", p.calibration, "a Velodyne calibration YAML") if p.calibration else None
         recording = VelodynePcap(path, p.model, calibration=calibration, frame_id=p.sensor)
     else:
         metadata = existing("metadata", p.metadata, "the sensor's metadata JSON")
@@ -179,7 +179,7 @@ def _recording(node: Node, p: Params) -> None:
 def _live(node: Node, p: Params) -> None:
     decoder: PacketDecoder
     if p.source == "velodyne":
-        calibration = existing("calibration", p.calibration, "") if p.calibration else None
+        calibration = existing("calibration", p.calibration, "a Velodyne calibration YAML") if p.calibration else None
         decoder = VelodyneDecoder(p.model, source=f"UDP port {p.port}", calibration=calibration, frame_id=p.sensor)
     else:
         metadata = existing("metadata", p.metadata, "the sensor's metadata JSON")

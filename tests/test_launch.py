@@ -44,9 +44,11 @@ def test_load_substitutes_arguments_and_derives_topics(tmp_path: Path) -> None:
     assert not relay.respawn.enabled and not relay.required
 
 
-def test_shipped_launch_files_are_valid() -> None:
+def test_shipped_launch_files_are_valid(tmp_path: Path) -> None:
     for f in sorted((ROOT / "launch").glob("*.yaml")):
-        assert launch.load(f).nodes, f
+        assert launch.load(f, check_nodes=False).nodes, f
+        if f.stem != "kitti":  # needs a KITTI folder and its rig: tests/test_kitti_graph.py
+            assert launch.load(f).nodes, f
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,10 @@ MCAP_MAGIC = b"\x89MCAP0\r\n"
 ROS1_MAGIC = b"#ROSBAG V2.0"
 
 
+RATE_METHOD = "(messages - 1) / (last - first log time) of each topic"
+"""How ``bag info`` computes a topic's rate, for every format alike (said under its table)."""
+
+
 @dataclass(frozen=True)
 class TopicInfo:
     topic: str
@@ -51,6 +55,7 @@ class TopicInfo:
 
     @property
     def rate_hz(self) -> float | None:
+        """:data:`RATE_METHOD`: the same for every bag format."""
         if self.count < 2 or self.first_ns is None or self.last_ns is None or self.last_ns <= self.first_ns:
             return None
         return (self.count - 1) / ((self.last_ns - self.first_ns) / 1e9)
@@ -142,6 +147,11 @@ MAX_CHUNK_ENV = "FUSION_STREAM_BAG_MAX_CHUNK_MB"
 _COMPRESSIONS = ("", "zstd", "lz4")
 _FOOTER_BYTES = 9 + 20
 _MESSAGE_HEAD = struct.Struct("<HIQQ")
+
+
+def recover_hint(path: Path | str) -> str:
+    """The way out of a damaged or unfinished MCAP file, as every command that reads one says it."""
+    return f"`fusion-stream bag recover {path}` writes a whole, indexed copy of every complete message: use that file"
 
 
 class BagTruncatedError(FormatError):
@@ -450,6 +460,26 @@ class _Mcap:
             out.append((ci, head))
         return out
 
+    def channel_times(self, ci: ChunkIndex) -> dict[int, tuple[int, int]]:
+        """Channel id → (first, last) log time of its messages in one chunk, from the chunk's
+        message index records (not the chunk: nothing is inflated). FormatError if they are damaged."""
+        out: dict[int, tuple[int, int]] = {}
+        for cid, offset in ci.message_index_offsets.items():
+            where = f"{self.path}: the message index at offset {offset}"
+            if offset + 9 > self.size:
+                raise FormatError(f"{where} lies outside the file")
+            opcode, length = struct.unpack("<BQ", self._read(offset, 9))
+            if opcode != Opcode.MESSAGE_INDEX or length < 6 or length > self.size - offset - 9:
+                raise FormatError(f"{where} is not a whole message index record")
+            body = self.body(offset, opcode, length)
+            channel_id, size = struct.unpack_from("<HI", body)
+            if channel_id != cid or size % 16 or size != length - 6:
+                raise FormatError(f"{where} does not match the chunk index (channel {channel_id}, {size} bytes)")
+            if size:
+                stamps = [t for (t,) in struct.iter_unpack("<Q8x", body[6:])]
+                out[cid] = (min(stamps), max(stamps))
+        return out
+
     def indexed_messages(
         self, summary: _Summary, topics: set[str] | None, start_ns: int | None, end_ns: int | None
     ) -> Iterator[tuple[Schema | None, Channel, Message]]:
@@ -685,16 +715,25 @@ class Bag:
             return None
 
     def _mcap_info(self) -> BagInfo:
+        assert self._mcap is not None
         index = self._mcap_index()
         if index is not None and index[0].statistics is not None:
             summary, chunks = index
             stats = index[0].statistics
             compression = {head.compression or "none" for _, head in chunks}
             times: dict[int, tuple[int, int]] = {}
-            for ci, _ in chunks:  # per-channel first/last from the message indexes is
-                for cid in ci.message_index_offsets:  # costly; chunk bounds are close enough
-                    lo, hi = times.get(cid, (ci.message_start_time, ci.message_end_time))
-                    times[cid] = (min(lo, ci.message_start_time), max(hi, ci.message_end_time))
+            # each channel's own first and last message (as for ROS bags), not its chunks' bounds;
+            # a chunk without message indexes (optional in MCAP) gives no times, so no rate
+            try:
+                for ci, _ in chunks:
+                    for cid, (lo, hi) in self._mcap.channel_times(ci).items():
+                        first, last = times.get(cid, (lo, hi))
+                        times[cid] = (min(first, lo), max(last, hi))
+            except BagLimitError:
+                raise
+            except FormatError as err:
+                log.info("%s: the message indexes are unusable (%s); reading the file record by record", self.path, err)
+                return self._mcap_scan_info()
             topics = tuple(
                 sorted(
                     (
@@ -721,7 +760,7 @@ class Bag:
         return self._mcap_scan_info()
 
     def _mcap_scan_info(self) -> BagInfo:
-        """Info of an MCAP file without a summary, by reading every complete record."""
+        """Info of an MCAP file without a (usable) summary, by reading every complete record."""
         counts: dict[tuple[str, str], list[int]] = {}
         problem = ""
         try:
@@ -796,7 +835,21 @@ class Bag:
     def messages(
         self, topics: Iterable[str] | None = None, *, start_ns: int | None = None, end_ns: int | None = None
     ) -> Iterator[RawMessage]:
-        """Messages in log-time order, optionally of some topics within [start_ns, end_ns)."""
+        """Messages in log-time order, optionally of some topics within [start_ns, end_ns). Damage
+        in an MCAP file is a :class:`FormatError` that names the way out (:func:`recover_hint`)."""
+        try:
+            yield from self._messages(topics, start_ns=start_ns, end_ns=end_ns)
+        except BagLimitError:
+            raise  # a bomb or a limit to raise, not a torn file: recover would refuse it too
+        except FormatError as err:
+            if self._mcap is None or "bag recover" in str(err):
+                raise
+            cls = BagTruncatedError if isinstance(err, BagTruncatedError) else FormatError
+            raise cls(f"{err}. {recover_hint(self.path)}") from err
+
+    def _messages(
+        self, topics: Iterable[str] | None, *, start_ns: int | None, end_ns: int | None
+    ) -> Iterator[RawMessage]:
         wanted = None if topics is None else set(topics)
         if self._any is not None:
             conns = [c for c in self._any.connections if wanted is None or c.topic in wanted]

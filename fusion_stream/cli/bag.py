@@ -13,7 +13,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,10 @@ from fusion_stream.errors import FileKeyError, FormatError, FusionStreamError, U
 from fusion_stream.runtime.params import parse_override
 from fusion_stream.runtime.runner import EXIT_CONFIG
 
-console = Console()
+_PIPED = not sys.stdout.isatty()
+console = Console(soft_wrap=_PIPED, width=1 << 16 if _PIPED else None)
+"""Not on a terminal (a pipe, a file), nothing is wrapped nor cut to fit 80 columns: a script or a
+log gets every type name whole (tables still take only the width they need)."""
 err_console = Console(stderr=True)
 
 
@@ -112,9 +116,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         node.close()
         writer.close()
     stats = recorder.summary()
-    files = ", ".join(str(p) for p in writer.stats.files) or "(nothing received: no file written)"
-    total = sum(stats.messages.values())
-    print(f"recorded {total} messages on {len(stats.messages)} topics, {_size(stats.bytes)} → {files}")
+    print(_record_summary(writer.stats.files, stats.messages))
     if stats.total_lost:
         print(
             f"warning: {stats.total_lost} messages were dropped before they reached the recorder: {dict(stats.lost)}",
@@ -128,11 +130,38 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record_summary(files: list[Path], received: Mapping[str, int]) -> str:
+    """What the written files hold (read back from them, so it agrees with ``bag info``), and
+    which of their topics the recorder added for viewers rather than received."""
+    from fusion_stream.bag.reader import Bag
+
+    if not files:
+        return "recorded nothing: no message was received, no file written"
+    in_files: Counter[str] = Counter()
+    size = 0
+    for f in files:
+        with Bag(f) as bag:
+            info = bag.info()
+        size += info.size_bytes
+        in_files.update({t.topic: t.count for t in info.topics})
+    line = (
+        f"recorded {sum(in_files.values())} messages on {len(in_files)} topics, {_size(size)} → "
+        f"{', '.join(str(f) for f in files)}"
+    )
+    added = {t: n for t, n in sorted(in_files.items()) if t not in received}
+    if added:
+        line += (
+            f"\n  of which added for viewers: {', '.join(f'{t} ({n})' for t, n in added.items())}; "
+            f"received from the graph: {sum(received.values())} messages on {len(received)} topics"
+        )
+    return line
+
+
 # --------------------------------------------------------------------------- bag
 
 
 def _cmd_bag_info(args: argparse.Namespace) -> int:
-    from fusion_stream.bag.reader import Bag
+    from fusion_stream.bag.reader import RATE_METHOD, Bag, recover_hint
 
     with Bag(args.file) as bag:
         info = bag.info()
@@ -154,6 +183,7 @@ def _cmd_bag_info(args: argparse.Namespace) -> int:
                         {"topic": t.topic, "type": t.typename, "count": t.count, "rate_hz": t.rate_hz}
                         for t in info.topics
                     ],
+                    "rate_method": RATE_METHOD,
                 }
             )
         )
@@ -168,10 +198,11 @@ def _cmd_bag_info(args: argparse.Namespace) -> int:
     for t in info.topics:
         table.add_row(t.topic, t.typename, str(t.count), "-" if t.rate_hz is None else f"{t.rate_hz:.2f}")
     console.print(table)
+    console.print(f"rate Hz: {RATE_METHOD}, the same for every bag format")
     if not info.indexed:
         console.print(
             f"[yellow]not finished: the file has no index (its recorder was killed?). "
-            f"{info.problem or 'All records read.'} `fusion-stream bag recover {info.path}` writes a whole file.[/]"
+            f"{info.problem.rstrip('.') + '.' if info.problem else 'All records read.'} {recover_hint(info.path)}.[/]"
         )
     return 0
 
@@ -369,7 +400,7 @@ def _num(v: float) -> str:
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("record", help="record topics of the running graph to MCAP")
     p.add_argument("topics", nargs="*", help="topics to record")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.mcap")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.mcap", help="the bag to write (never overwritten)")
     p.add_argument("-a", "--all", action="store_true", help="record every topic, including ones that appear later")
     p.add_argument("-x", "--exclude", action="append", default=[], metavar="TOPIC", help="with --all: leave TOPIC out")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
@@ -388,13 +419,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=_bad_input(_cmd_record))
 
     p = sub.add_parser("replay", help="publish a bag into the graph (our MCAP, ROS 1/2 bags)")
-    p.add_argument("file")
+    p.add_argument("file", help="the bag: our MCAP, a ROS 2 bag directory or a ROS 1 .bag")
     p.add_argument("--rate", type=float, default=1.0, help="speed factor (default: 1 = recorded timing)")
-    p.add_argument("--loop", action="store_true")
+    p.add_argument("--loop", action="store_true", help="start again after the last message, until stopped")
     p.add_argument("--start", type=float, default=0.0, metavar="S", help="skip the first S seconds")
-    p.add_argument("--duration", type=float, default=None, metavar="S")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="replay S seconds of the bag")
     p.add_argument("--topics", nargs="+", default=None, metavar="TOPIC", help="recorded topics to replay")
-    p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO")
+    p.add_argument(
+        "--remap",
+        action="append",
+        default=[],
+        metavar="FROM:=TO",
+        help="publish recorded topic FROM as TO (repeatable)",
+    )
     p.add_argument("--map", default=None, metavar="FILE", help="topic-mapping YAML for ROS bags")
     p.add_argument("--lockstep", action="store_true", help="send the next set only when the pipeline answered the last")
     p.add_argument(
@@ -408,28 +445,37 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     bag_sub = p.add_subparsers(dest="bag_command", required=True)
     k = bag_sub.add_parser("info", help="duration, topics, types, counts, rates and size")
     k.add_argument("file", help="our MCAP, a ROS 2 bag directory (sqlite3/MCAP) or a ROS 1 .bag")
-    k.add_argument("--json", action="store_true")
+    k.add_argument("--json", action="store_true", help="one JSON object")
     k.set_defaults(func=_bad_input(_cmd_bag_info))
     k = bag_sub.add_parser("recover", help="rewrite an MCAP file whose recorder died as a whole, indexed file")
-    k.add_argument("file")
+    k.add_argument("file", help="the damaged or unfinished MCAP file (left as it is)")
     k.add_argument("-o", "--output", default=None, metavar="OUT.mcap", help="default: FILE.recovered.mcap")
     k.set_defaults(func=_bad_input(_cmd_bag_recover))
     k = bag_sub.add_parser("convert", help="convert a ROS 1/2 bag to MCAP")
-    k.add_argument("input")
-    k.add_argument("-o", "--output", required=True, metavar="OUT.mcap")
+    k.add_argument("input", help="a ROS 1 .bag or a ROS 2 bag directory")
+    k.add_argument("-o", "--output", required=True, metavar="OUT.mcap", help="the MCAP file to write")
     k.add_argument("--map", default=None, metavar="FILE", help="topic-mapping YAML: which topic is which sensor")
-    k.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd")
+    k.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd", help="(default: zstd)")
     k.set_defaults(func=_bad_input(_cmd_bag_convert))
 
     p = sub.add_parser("eval", help="replay bags through sync + fusion in lockstep and score against ground truth")
     p.add_argument("files", nargs="+", metavar="FILE", help="bags, then NAME:=VALUE arguments for --launch")
     p.add_argument("--model", default=None, metavar="WEIGHTS", help="default: the fusion node's weights in --launch")
-    p.add_argument("--backend", default=None, choices=("auto", "tensorrt", "onnxruntime", "torch"))
     p.add_argument(
-        "--launch", default="sim", help="launch file or shipped graph whose sync and fusion settings to use"
+        "--backend",
+        default=None,
+        choices=("auto", "tensorrt", "onnxruntime", "torch"),
+        help="inference backend (default: the fusion node's in --launch)",
     )
+    p.add_argument("--launch", default="sim", help="launch file or shipped graph whose sync and fusion settings to use")
     p.add_argument("--map", default=None, metavar="FILE", help="topic-mapping YAML for ROS bags")
-    p.add_argument("-o", "--output", default="eval_report", metavar="DIR")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="eval_report",
+        metavar="DIR",
+        help="where metrics and reports go (default: %(default)s)",
+    )
     p.add_argument("--workers", type=int, default=1, help="bags evaluated in parallel")
     p.add_argument("--threads", type=int, default=0, help="inference threads per worker (default 0: every core)")
     p.add_argument("--frames", type=int, default=3, help="frames rendered in the report")

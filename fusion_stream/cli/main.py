@@ -237,7 +237,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     from fusion_stream.graph import launch
     from fusion_stream.graph.supervisor import Supervisor
 
-    graph = launch.load(launch.find(args.file), launch.parse_args(args.args))
+    graph = launch.load(launch.find(args.file), launch.parse_args(args.args), host=args.host)
     if args.dry_run:
         console.print(f"graph [bold]{graph.graph}[/] from {graph.path}; args {dict(graph.args)}")
         t = Table("node", "type", "host", "publishes", "subscribes", "respawn", "required", box=None)
@@ -253,6 +253,8 @@ def _cmd_launch(args: argparse.Namespace) -> int:
                 "yes" if n.required else "no",
             )
         console.print(t)
+        checked = len(graph.on_host(args.host)) if graph.multi_host else len(graph.nodes)
+        console.print(f"checked: the parameters of every node, and the files and values of the {checked} that run here")
         console.print("endpoints: ipc:// sockets in the private runtime directory, found through the registry")
         if graph.multi_host:
             console.print("TCP endpoints for the other hosts (nodes on the same host use ipc):")
@@ -272,7 +274,11 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fusion-stream", description="streaming sensor fusion over ZeroMQ")
-    ap.add_argument("--log-level", default="WARNING")
+    ap.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="DEBUG, INFO, WARNING or ERROR: what the command logs (default: %(default)s)",
+    )
     ap.add_argument(
         "--graph",
         default=None,
@@ -286,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_topics)
 
     p = sub.add_parser("echo", help="print the messages of a topic")
-    p.add_argument("topic")
+    p.add_argument("topic", help="the topic to print, e.g. /detections (`fusion-stream topics` lists them)")
     p.add_argument("--count", "-n", type=int, default=None, help="stop after N messages")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--array-limit", type=int, default=16, help="list arrays up to this many elements (default 16)")
@@ -295,15 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_echo)
 
     p = sub.add_parser("hz", help="measure the publishing rate of a topic")
-    p.add_argument("topic")
-    p.add_argument("--window", "-w", type=int, default=100)
+    p.add_argument("topic", help="the topic to measure, e.g. /lidar/top/points")
+    p.add_argument(
+        "--window", "-w", type=int, default=100, metavar="N", help="rate over the last N messages (default 100)"
+    )
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a publisher (default 5)")
     p.set_defaults(func=_cmd_hz)
 
     p = sub.add_parser("status", help="table of nodes and their health from /diagnostics")
     p.add_argument("--listen", type=float, default=1.5, help="seconds to listen (default 1.5)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per node")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("launch", help="start a node graph from a launch file")
@@ -319,23 +327,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keys", help="CurveZMQ keys for multi-host graphs")
     keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     k = keys_sub.add_parser("generate", help="create a key pair per host in DIR")
-    k.add_argument("dir")
-    k.add_argument("hosts", nargs="+", metavar="HOST")
+    k.add_argument("dir", help="folder for the keys (created 0700; existing pairs are kept)")
+    k.add_argument("hosts", nargs="+", metavar="HOST", help="host names of the launch file's `hosts:`")
     k.set_defaults(func=_cmd_keys_generate)
 
     def scenario_args(p: argparse.ArgumentParser, time_default: float) -> None:
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="scenario seed: the same seed is the same world")
         p.add_argument("--time", type=float, default=time_default, metavar="T", help="scenario time (s)")
-        p.add_argument("--actors", type=int, default=24)
-        p.add_argument("--condition", choices=["day", "night"], default="day")
-        p.add_argument("--weather", choices=["clear", "rain", "fog"], default="clear")
+        p.add_argument("--actors", type=int, default=24, help="vehicles and pedestrians around the ego (1..200)")
+        p.add_argument("--condition", choices=["day", "night"], default="day", help="lighting (default: day)")
+        p.add_argument("--weather", choices=["clear", "rain", "fog"], default="clear", help="(default: clear)")
 
     p = sub.add_parser("sim", help="the simulated world")
     sim_sub = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
     k = sim_sub.add_parser("snapshot", help="write one frame of every sensor plus ground truth to DIR")
     scenario_args(k, 10.0)
     k.add_argument("--calib", default="calib/sim_rig.yaml", help="rig file (default: %(default)s)")
-    k.add_argument("-o", "--output", required=True, metavar="DIR")
+    k.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the frames into")
     k.set_defaults(func=_cmd_sim_snapshot)
     k = sim_sub.add_parser(
         "bag", help="render the simulated rig straight into an MCAP bag (no processes; deterministic, for eval)"
@@ -343,19 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_args(k, 100.0)
     k.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds of bag (default 10)")
     k.add_argument("--calib", default="calib/sim_rig.yaml", help="rig file (default: %(default)s)")
-    k.add_argument("-o", "--output", required=True, metavar="FILE.mcap")
+    k.add_argument("-o", "--output", required=True, metavar="FILE.mcap", help="the bag to write")
     k.set_defaults(func=_cmd_sim_bag)
 
     p = sub.add_parser("calib", help="rig calibration files")
     calib_sub = p.add_subparsers(dest="calib_command", required=True, metavar="ACTION")
     k = calib_sub.add_parser("check", help="validate a rig file, print it, and draw LiDAR points on each camera")
-    k.add_argument("file")
+    k.add_argument("file", help="the rig file (YAML) to check")
     k.add_argument("-o", "--output", default="calib_check", metavar="DIR", help="where PNGs go (default: %(default)s)")
     scenario_args(k, 10.0)
     k.set_defaults(func=_cmd_calib_check)
     k = calib_sub.add_parser("from-kitti", help="convert a KITTI calib.txt (P2, R0_rect, Tr_velo_to_cam) to a rig file")
     k.add_argument("file", help="KITTI calib/NNNNNN.txt (or NNNNNN/calib.txt)")
-    k.add_argument("-o", "--output", required=True, metavar="RIG.yaml")
+    k.add_argument("-o", "--output", required=True, metavar="RIG.yaml", help="the rig file to write")
     k.add_argument(
         "--image-size", default=None, metavar="WxH", help="image_2 size (default: read from the frame's image)"
     )

@@ -156,10 +156,10 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("train", help="train the fusion network on simulated data (cached) and save weights")
     p.add_argument("-o", "--out", default=str(DEFAULT_WEIGHTS), help="weights file to write")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=4, help="passes over the training set (default 4)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per step (default 8)")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of initialisation and sampling")
     p.add_argument("--drop-modality", type=float, default=0.15, help="chance of dropping camera/radar/audio per sample")
     p.add_argument(
         "--drop-lidar", type=float, default=None, help="chance of dropping the LiDAR (default: half the above)"
@@ -173,7 +173,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--per-seed", type=int, default=8, help="samples per scenario")
     p.add_argument("--val-seeds", type=int, default=5, help="held-out scenarios for validation loss (0: none)")
     p.add_argument("--workers", type=int, default=2, help="processes rendering samples")
-    p.add_argument("--calib", default="calib/sim_rig.yaml")
+    p.add_argument("--calib", default="calib/sim_rig.yaml", help="rig to render samples with (default: %(default)s)")
     p.add_argument("--init", default=None, metavar="WEIGHTS", help="start from these weights")
     p.add_argument(
         "--kitti", default=None, metavar="DIR", help="train on a KITTI object folder (LiDAR + camera) instead"
@@ -181,26 +181,26 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(model_cmd=cmd_train)
 
     p = sub.add_parser("eval-sim", help="score a model on held-out simulated scenarios (nuScenes-style mAP/NDS)")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="weights to score (default: %(default)s)")
     p.add_argument("--split", default="val", help="val, fog, rain, clear or night (held-out scenarios)")
     p.add_argument("--seeds", type=int, default=None, help="only the first N held-out scenarios")
     p.add_argument("--per-seed", type=int, default=8, help="samples per scenario")
     p.add_argument("--backend", default="torch", help="auto, tensorrt, onnxruntime or torch")
     p.add_argument("--drop", nargs="*", metavar="MODALITY", help="run without these modalities, e.g. radar")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--calib", default="calib/sim_rig.yaml")
+    p.add_argument("--workers", type=int, default=2, help="processes rendering samples (default 2)")
+    p.add_argument("--calib", default="calib/sim_rig.yaml", help="rig to render samples with (default: %(default)s)")
     p.add_argument("-o", "--output", default=None, help="write the metrics as JSON")
     p.add_argument("--render", default=None, metavar="DIR", help="draw a few frames with their detections here")
     p.set_defaults(model_cmd=cmd_eval_sim)
 
     p = sub.add_parser("export-onnx", help="export the fusion network to ONNX (static shapes, decode included)")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    p.add_argument("-o", "--output", default="fusion.onnx")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="weights to export (default: %(default)s)")
+    p.add_argument("-o", "--output", default="fusion.onnx", help="the ONNX file to write (default: %(default)s)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.set_defaults(model_cmd=cmd_export_onnx)
 
     p = sub.add_parser("build-engine", help="build (or reuse) a TensorRT engine from an ONNX file")
-    p.add_argument("onnx")
+    p.add_argument("onnx", help="the ONNX file (from `fusion-stream export-onnx`)")
     p.add_argument("--cache-dir", default=None, help="engine cache (default ~/.cache/fusion_stream/engines)")
-    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="engine precision (default fp16)")
     p.set_defaults(model_cmd=cmd_build_engine)

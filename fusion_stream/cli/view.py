@@ -92,7 +92,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = sub.add_parser(
         "view", help="live web page of the running graph (camera, bird's-eye view, audio, rates, latency)"
     )
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="HTTP port of the page (default 8080)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     p.add_argument(
         "--calib", default="calib/sim_rig.yaml", help="rig file, to project LiDAR and boxes (default: %(default)s)"
@@ -103,8 +103,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=_cmd_view)
 
     p = sub.add_parser("foxglove", help="bridge the running graph to Foxglove (WebSocket server, foxglove-sdk)")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765, help="WebSocket port Foxglove connects to (default 8765)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     p.add_argument("--calib", default="calib/sim_rig.yaml", help="rig file whose sensor frames go on /tf ('' for none)")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.set_defaults(func=_cmd_foxglove)

@@ -9,12 +9,28 @@ from any folder, installed or in a checkout.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib import resources
 from pathlib import Path
 from typing import Final
 
 ENV_LAUNCH_DIR: Final = "FUSION_STREAM_LAUNCH_DIR"
 """Set by the supervisor for its nodes: the folder of the launch file they were started from."""
+
+_launch_dir: ContextVar[Path | None] = ContextVar("launch_dir", default=None)
+
+
+@contextmanager
+def launch_folder(folder: Path | str) -> Iterator[None]:
+    """Within the block, :func:`resolve` looks first in ``folder``, as a node started from a launch
+    file there will (``ENV_LAUNCH_DIR``): the launcher checks a node's files where the node reads them."""
+    token = _launch_dir.set(Path(folder))
+    try:
+        yield
+    finally:
+        _launch_dir.reset(token)
 
 
 def shipped(*parts: str) -> Path:
@@ -37,7 +53,7 @@ def resolve(path: Path | str, base: Path | str | None = None) -> Path:
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
-    folder = base if base is not None else os.environ.get(ENV_LAUNCH_DIR)
+    folder = base if base is not None else _launch_dir.get() or os.environ.get(ENV_LAUNCH_DIR)
     candidates = [Path(folder) / p] if folder else []
     candidates += [p, shipped(*p.parts)]
     return next((c for c in candidates if c.exists()), p)

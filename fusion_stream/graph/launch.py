@@ -17,7 +17,8 @@ nodes:
 
 :func:`load` returns a frozen :class:`LaunchFile` or raises :class:`LaunchError` naming the file
 and the key (``nodes[2].params.rate_hz``): unknown node types, duplicate names, bad parameters
-(checked against the node's own ``Params``), and inputs that no node publishes.
+(checked against the node's own ``Params``, then by its type's ``check``: files that must exist
+and parse, values of a fixed set), and inputs that no node publishes.
 """
 
 from __future__ import annotations
@@ -325,8 +326,19 @@ def _node(raw: Any, i: int, args: Mapping[str, Any], path: str, budget: _Budget)
     )
 
 
-def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> LaunchFile:
-    """Read and validate a launch file; ``overrides`` replace declared argument defaults."""
+def load(
+    path: Path | str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    check_nodes: bool = True,
+    host: str = LOCAL_HOST,
+) -> LaunchFile:
+    """Read and validate a launch file; ``overrides`` replace declared argument defaults.
+
+    ``check_nodes``: also run the node type's ``check`` (its files exist and parse, its values are
+    known) of every node that runs on ``host`` (a multi-host graph's files are on the machines
+    that read them). False for a reader that only borrows settings (``eval`` reads the sync and
+    fusion parameters of a graph whose sensor folders need not exist on this machine)."""
     path = Path(path)
     where = str(path)
     raw = read_mapping(
@@ -392,6 +404,10 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
         assert isinstance(security, Mapping)
         _expect(bool(hosts), where, "security", "CurveZMQ protects TCP links between hosts: declare hosts first")
         keys = str((path.parent / security["keys"]).resolve())
+    if check_nodes:
+        for i, n in enumerate(nodes):
+            if n.host == host:
+                _check_node(n, f"nodes[{i}] ({n.name})", path)
     external = _external_topics(raw.get("external_topics"), where)
     published = {t for n in nodes for t in n.topics.outputs} | set(external)
     for i, n in enumerate(nodes):
@@ -407,6 +423,18 @@ def load(path: Path | str, overrides: Mapping[str, Any] | None = None) -> Launch
     except ParamError as err:
         raise LaunchError(where, f"supervision.{err.key}", err.reason) from err
     return LaunchFile(where, graph, MappingProxyType(args), nodes, external, MappingProxyType(hosts), keys, supervision)
+
+
+def _check_node(node: NodeSpec, where: str, path: Path) -> None:
+    """The node type's own ``check`` of its parameters, with relative paths resolved as the node
+    will resolve them (the launch file's folder first): what it would refuse at start-up."""
+    module = nodetypes.load(node.type)  # loaded (and cached) by _node already
+    try:
+        typed = params_mod.convert(module.Params, node.params, path=str(path))
+        with resources.launch_folder(path.resolve().parent):
+            nodetypes.check_params(module, typed)
+    except ParamError as err:
+        raise LaunchError(str(path), f"{where}.params.{err.key}", err.reason) from err
 
 
 def _external_topics(raw: Any, path: str) -> tuple[str, ...]:

@@ -16,6 +16,9 @@
   stopped job the same way). :attr:`Supervisor.states` tells a library user which are stopped;
 * a crashed node is restarted after a backoff that doubles with each failure in a row, up to its
   retry limit; then a required node ends the whole graph with a non-zero exit;
+* but a node that exits 2 (``EXIT_CONFIG``: it refused its configuration, a file gone since the
+  launch file was checked, bad keys) is not restarted, as a retry cannot help: the graph stops at
+  once with the node's name and its last error line, and the launcher exits 2;
 * stopping sends SIGINT, then SIGTERM, then SIGKILL, with a timeout at each step, each of the
   first two followed by SIGCONT (as systemd.kill(5) does), so a stopped node ends as gracefully
   as a running one; children also stop by themselves if the supervisor dies (they watch their
@@ -28,6 +31,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -49,7 +53,7 @@ from fusion_stream.errors import LaunchError
 from fusion_stream.graph.launch import LOCAL_HOST, LaunchFile, NodeSpec
 from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC
 from fusion_stream.runtime.registry import ENV_GRAPH, ENV_RUNTIME_DIR, Registry, TopicEntry
-from fusion_stream.runtime.runner import ENV_SUPERVISOR_PID
+from fusion_stream.runtime.runner import ENV_SUPERVISOR_PID, EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from fusion_stream.runtime.security import ENV_HOST, ENV_KEYS, CurveKeys
 from fusion_stream.runtime.transport import Subscriber
 
@@ -173,6 +177,8 @@ class _Child:
     said_goodbye: bool = False
     """Sent its last report (STALE, "stopped"): its runtime is closed, the process is exiting."""
     readers: list[threading.Thread] = field(default_factory=list)
+    last_error: str = ""
+    """Its last output line that reported an error: what a configuration failure is told with."""
 
 
 class Supervisor:
@@ -194,6 +200,8 @@ class Supervisor:
         self.startup_grace_s = launch.supervision.startup_grace_s
         self.stop_grace_s = launch.supervision.stop_grace_s
         self.failure: str | None = None
+        self.config_failure = False
+        """The failure is a node's refused configuration (exit code 2): run() returns EXIT_CONFIG."""
         self.events: list[str] = []
         self._output = output or (lambda line: print(line, flush=True))
         self._console: _Console | None = None
@@ -310,16 +318,21 @@ class Supervisor:
         child.reported = False
         child.stopped_since = None
         child.restart_at = None
-        reader = threading.Thread(target=self._forward, args=(spec.name, child.proc.stdout), daemon=True)
+        child.last_error = ""
+        reader = threading.Thread(target=self._forward, args=(child, child.proc.stdout), daemon=True)
         reader.start()
         child.readers.append(reader)
         self._event(f"started {spec.name} ({spec.type}, pid {child.proc.pid})")
 
-    def _forward(self, name: str, stream: IO[str] | None) -> None:
+    def _forward(self, child: _Child, stream: IO[str] | None) -> None:
         if stream is None or self._console is None:
             return
+        name = child.spec.name
         for line in stream:
-            self._console.put(name, f"[{name}] {line.rstrip()}")
+            text = line.rstrip()
+            if _ERROR_LINE.search(text):
+                child.last_error = text
+            self._console.put(name, f"[{name}] {text}")
         stream.close()
 
     # ------------------------------------------------------------------ supervision
@@ -420,6 +433,9 @@ class Supervisor:
             child.finished = True
             return
         ran = now - child.started
+        if code == EXIT_CONFIG:
+            self._config_failure(child, ran)
+            return
         if ran >= spec.respawn.stable_s:
             child.failures = 0
         child.failures += 1
@@ -440,6 +456,20 @@ class Supervisor:
             self._event(self.failure)
         else:
             self._event(f"{spec.name} died ({what}) and {reason}; continuing without it")
+
+    def _config_failure(self, child: _Child, ran: float) -> None:
+        """A node refused its configuration: not restarted (it would refuse it again), the graph stops."""
+        child.finished = True
+        for r in child.readers:  # its last lines may still be in the pipe
+            r.join(timeout=2.0)
+        m = _ERROR_LINE.search(child.last_error)
+        why = m.group(1) if m else "(no error line)"
+        self.config_failure = True
+        self.failure = (
+            f"{child.spec.name} ({child.spec.type}) refused its configuration after {ran:.1f} s (exit code 2): "
+            f"{why}; not restarted (a retry cannot help): fix the launch file or its arguments; stopping the graph"
+        )
+        self._event(self.failure)
 
     @property
     def done(self) -> bool:
@@ -479,7 +509,9 @@ class Supervisor:
             self.shutdown()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return 1 if self.failure else 0
+        if self.failure:
+            return EXIT_CONFIG if self.config_failure else EXIT_FAILED
+        return EXIT_OK
 
     def shutdown(self) -> dict[str, int]:
         """Stop every child: SIGINT, SIGTERM, SIGKILL, each after a grace period.
@@ -536,6 +568,8 @@ class Supervisor:
 
 
 _EXITING_GRACE_S = 5.0
+_ERROR_LINE = re.compile(r"\b(?:ERROR|CRITICAL)\b\s*(?:[\w.]+: )?(.*)")
+"""A log line of a node that reports an error (runner.setup_logging's format: level, logger: text)."""
 
 
 def _plain(value: object) -> object:

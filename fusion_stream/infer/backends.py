@@ -24,6 +24,8 @@ from fusion_stream.model.preprocess import INPUT_NAMES
 log = logging.getLogger(__name__)
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
+CHOICES = ("auto", *BACKENDS)
+"""What a ``backend`` setting may say: auto tries each of :data:`BACKENDS` in turn."""
 Arrays = Mapping[str, np.ndarray]
 
 
@@ -152,6 +154,14 @@ class OnnxRuntimeBackend:
         return dict(zip(names, outs, strict=True))
 
 
+def check(weights: Path, backend: str) -> None:
+    """What :func:`load` refuses before trying any backend (cheap: nothing is loaded): a weights
+    file that is missing, not a regular file or too big (:class:`WeightsError`), an unknown backend."""
+    _open_weights(weights).close()
+    if backend not in CHOICES:
+        raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(CHOICES)}")
+
+
 def load(model: Path | str, backend: str = "auto", device: str = "auto", threads: int = 0) -> Backend:
     """A ready backend for a weights file (``.pt``).
 
@@ -159,9 +169,7 @@ def load(model: Path | str, backend: str = "auto", device: str = "auto", threads
     ``backend="auto"`` takes the first of TensorRT, ONNX Runtime and torch that works here.
     ``threads``: CPU threads for inference (0: the library's default, usually every core)."""
     weights = Path(model)
-    _open_weights(weights).close()  # a missing file, a device or a giant file: say so before any backend
-    if backend not in ("auto", *BACKENDS):
-        raise BackendUnavailableError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+    check(weights, backend)
     if device == "auto":
         device = "cuda" if _cuda_available() else "cpu"
     order = BACKENDS if backend == "auto" else (backend,)

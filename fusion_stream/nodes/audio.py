@@ -18,18 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusion_stream.core.msgs import AudioChunk
-from fusion_stream.errors import ParamError
+from fusion_stream.errors import FormatError, ParamError
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.nodetypes import NodeTopics
+from fusion_stream.runtime.params import existing
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import audio
 from fusion_stream.sim.capture import audio_chunk
-from fusion_stream.sim.sensors import FrameGrid, SimParams, open_sensor, open_world
+from fusion_stream.sim.sensors import FrameGrid, SimParams, check_sim, open_sensor, open_world
 from fusion_stream.sources import audio as sources
 
 _MAX_CATCH_UP = 25
 """Chunks produced in one go after a stall; beyond that the gap is skipped (and counted)."""
 SOURCES = ("sim", "wav", "device")
+DTYPES = ("auto", "float32")
 
 
 @dataclass(frozen=True)
@@ -51,20 +53,33 @@ def topics(p: Params) -> NodeTopics:
     return NodeTopics(outputs=(p.topic,))
 
 
-def setup(node: Node, p: Params) -> None:
+def check(p: Params) -> None:
+    """What can be judged before the node starts (``fusion-stream launch`` calls it; so does setup)."""
     if p.source not in SOURCES:
-        raise ParamError("source", f"one of {', '.join(SOURCES)}; got {p.source!r}")
+        raise ParamError("source", f"must be one of {', '.join(SOURCES)}, got {p.source!r}")
     if p.source == "sim":
-        setup_sim(node, p)
+        check_sim(p, p.sensor, "microphones")
+        _sim_spec(p)
         return
-    if p.dtype not in ("auto", "float32"):
-        raise ParamError("dtype", f"auto or float32, got {p.dtype!r}")
+    if p.dtype not in DTYPES:
+        raise ParamError("dtype", f"must be one of {', '.join(DTYPES)}, got {p.dtype!r}")
     if p.sample_rate < 0 or p.channels < 0:
         raise ParamError("sample_rate" if p.sample_rate < 0 else "channels", "must be >= 0 (0: accept the input's)")
     if p.source == "wav":
-        if not p.path:
-            raise ParamError("path", "source: wav needs path: a WAV file")
-        wav = sources.open_wav(p.path, sample_rate=p.sample_rate, channels=p.channels)
+        path = existing("path", p.path, "a WAV file (source: wav)")
+        try:
+            sources.read_wav_format(path)  # the header only: cheap
+        except FormatError as err:
+            raise ParamError("path", str(err)) from err
+
+
+def setup(node: Node, p: Params) -> None:
+    check(p)
+    if p.source == "sim":
+        setup_sim(node, p)
+        return
+    if p.source == "wav":
+        wav = sources.open_wav(existing("path", p.path, "a WAV file"), sample_rate=p.sample_rate, channels=p.channels)
         samples = sources.chunk_samples(wav.sample_rate, p.chunk_ms)  # a ParamError names chunk_ms
         node.log.info(
             "playing %s: %d channels, %d Hz, %.2f s", wav.path, wav.channels, wav.sample_rate, wav.format.duration_s
@@ -93,16 +108,21 @@ def setup(node: Node, p: Params) -> None:
         )
 
 
-def setup_sim(node: Node, p: Params) -> None:
-    world = open_world(p)
-    sensor = open_sensor(p, p.sensor, "microphones")
-    assert sensor.microphones is not None  # calib.load guarantees it
+def _sim_spec(p: Params) -> audio.ArraySpec:
     samples = round(p.sample_rate * p.chunk_ms / 1000)
     if samples <= 0:
         raise ParamError("chunk_ms", f"{p.chunk_ms} ms is less than one sample at {p.sample_rate} Hz")
     if samples * 1_000_000_000 % p.sample_rate:
         raise ParamError("chunk_ms", f"{p.chunk_ms} ms is not a whole number of nanoseconds at {p.sample_rate} Hz")
-    spec = audio.ArraySpec(sample_rate=p.sample_rate, chunk_samples=samples)  # a ParamError names sample_rate
+    return audio.ArraySpec(sample_rate=p.sample_rate, chunk_samples=samples)  # a ParamError names sample_rate
+
+
+def setup_sim(node: Node, p: Params) -> None:
+    world = open_world(p)
+    sensor = open_sensor(p, p.sensor, "microphones")
+    assert sensor.microphones is not None  # calib.load guarantees it
+    spec = _sim_spec(p)
+    samples = spec.chunk_samples
     pub = node.publisher(p.topic, AudioChunk)
     grid = FrameGrid(samples * 1_000_000_000 // p.sample_rate, p.epoch_ns)
     state = {"skipped": 0}

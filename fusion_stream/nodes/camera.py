@@ -22,10 +22,11 @@ from fusion_stream.core.msgs import CompressedImage, Image
 from fusion_stream.errors import ParamError
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.nodetypes import NodeTopics
+from fusion_stream.runtime.params import existing
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.capture import camera_image
-from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
+from fusion_stream.sim.sensors import SimParams, check_sim, open_sensor, open_world, publish_on_grid
 from fusion_stream.sources import camera
 from fusion_stream.sources.playback import publish_recording
 
@@ -57,15 +58,29 @@ def _need(value: str, key: str, what: str, source: str) -> str:
     return value
 
 
-def setup(node: Node, p: Params) -> None:
+def check(p: Params) -> None:
+    """What can be judged before the node starts (``fusion-stream launch`` calls it; so does setup)."""
     if p.source not in SOURCES:
-        raise ParamError("source", f"one of {', '.join(SOURCES)}; got {p.source!r}")
+        raise ParamError("source", f"must be one of {', '.join(SOURCES)}, got {p.source!r}")
     if p.source == "sim":
-        setup_sim(node, p)
+        check_sim(p, p.sensor, "camera")
         return
     camera.check_quality(p.quality)
     if p.source == "folder":
-        folder = camera.ImageFolder(_need(p.path, "path", "an image or KITTI folder", p.source))
+        existing("path", _need(p.path, "path", "an image or KITTI folder", p.source), "an image or KITTI folder")
+    elif p.source == "video":
+        existing("path", _need(p.path, "path", "a video file", p.source), "a video file")
+    elif p.source == "url":
+        _need(p.url, "url", "a stream address", p.source)
+
+
+def setup(node: Node, p: Params) -> None:
+    check(p)
+    if p.source == "sim":
+        setup_sim(node, p)
+        return
+    if p.source == "folder":
+        folder = camera.ImageFolder(existing("path", p.path, "an image or KITTI folder"))
         node.log.info("playing %d images of %s at %g Hz", len(folder), folder.root, p.rate_hz)
         publish_recording(
             node,
@@ -78,10 +93,10 @@ def setup(node: Node, p: Params) -> None:
             msg_type=CompressedImage if p.jpeg else Image,
         )
     elif p.source == "video":
-        path = _need(p.path, "path", "a video file", p.source)
+        path = str(existing("path", p.path, "a video file"))
         camera.publish_video(node, p.topic, path, p.sensor, loop=p.loop, jpeg=p.jpeg, quality=p.quality)
     else:
-        source = p.device if p.source == "device" else _need(p.url, "url", "a stream address", p.source)
+        source = p.device if p.source == "device" else p.url
         fps = p.rate_hz if p.source == "device" else 0.0
         camera.publish_live(node, p.topic, source, p.sensor, fps=fps, jpeg=p.jpeg, quality=p.quality)
 

@@ -117,6 +117,32 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def check(p: Params) -> None:
+    """What can be judged before the node starts, without loading the model (``fusion-stream
+    launch`` calls it; so does setup): threshold, the sync block, the rig file (found and parsed),
+    the weights file (a regular, readable file) and the backend's name."""
+    _checked(p)
+
+
+def _checked(p: Params) -> tuple[SyncConfig | None, calib.Rig]:
+    from fusion_stream.infer import backends
+
+    if not 0.0 <= p.threshold <= 1.0:
+        raise ParamError("threshold", f"must be within [0, 1], got {p.threshold}")
+    config = sync_config(p)
+    try:
+        rig = calib.load(resources.resolve(p.calib))
+    except CalibrationError as err:
+        raise ParamError("calib", str(err)) from err
+    if p.backend not in backends.CHOICES:
+        raise ParamError("backend", f"must be one of {', '.join(backends.CHOICES)}, got {p.backend!r}")
+    try:
+        backends.check(resources.resolve(p.weights), p.backend)
+    except FusionStreamError as err:
+        raise ParamError("weights", str(err)) from err
+    return config, rig
+
+
 def open_backend(p: Params) -> Backend:
     """The inference backend the parameters ask for; a ParamError names ``backend`` when the
     backend (or its device) cannot run here, ``weights`` when the model is at fault."""
@@ -136,13 +162,7 @@ def setup(node: Node, p: Params) -> None:
 
     t0 = time.perf_counter()
 
-    if not 0.0 <= p.threshold <= 1.0:
-        raise ParamError("threshold", f"must be within [0, 1], got {p.threshold}")
-    config = sync_config(p)  # before the model: a bad sync block exits at once
-    try:
-        rig = calib.load(resources.resolve(p.calib))
-    except CalibrationError as err:
-        raise ParamError("calib", str(err)) from err
+    config, rig = _checked(p)  # before the model: a bad value exits at once
     backend = open_backend(p)
     pipeline = FusionPipeline(backend, rig, threshold=p.threshold, inputs=p.inputs, frame_id=p.frame_id)
     first_ms = pipeline.warm_up()

@@ -13,9 +13,10 @@ from fusion_stream.core.msgs import Detections
 from fusion_stream.errors import FormatError, ParamError
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.nodetypes import NodeTopics
+from fusion_stream.runtime.params import existing
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import ground_truth
-from fusion_stream.sim.sensors import SimParams, open_world, publish_on_grid
+from fusion_stream.sim.sensors import SimParams, open_world, publish_on_grid, scenario
 from fusion_stream.sources.playback import publish_recording
 
 
@@ -33,14 +34,28 @@ def topics(p: Params) -> NodeTopics:
     return NodeTopics(outputs=(p.topic,))
 
 
+SOURCES = ("sim", "kitti")
+
+
+def check(p: Params) -> None:
+    """What can be judged before the node starts (``fusion-stream launch`` calls it; so does setup)."""
+    if p.source not in SOURCES:
+        raise ParamError("source", f"must be one of {', '.join(SOURCES)}, got {p.source!r}")
+    if p.rate_hz <= 0:
+        raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
+    if p.source == "kitti":
+        existing("path", p.path, "the KITTI object folder (source: kitti)")
+    else:
+        scenario(p)
+
+
 def setup(node: Node, p: Params) -> None:
+    check(p)
     if p.source == "kitti":
         from fusion_stream.core.kitti import KittiFolder
 
-        if not p.path:
-            raise ParamError("path", "source: kitti needs the KITTI object folder")
         try:
-            folder = KittiFolder(p.path)
+            folder = KittiFolder(existing("path", p.path, "the KITTI object folder"))
         except FormatError as err:
             raise ParamError("path", str(err)) from err
 

@@ -20,7 +20,6 @@ The sources themselves are in :mod:`fusion_stream.sources`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from fusion_stream.core import msgs
@@ -28,10 +27,11 @@ from fusion_stream.core.msgs import PointCloud
 from fusion_stream.errors import FormatError, ParamError
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.nodetypes import NodeTopics
+from fusion_stream.runtime.params import existing
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import lidar
 from fusion_stream.sim.capture import lidar_sweep
-from fusion_stream.sim.sensors import FrameGrid, SimParams, open_sensor, open_world, publish_on_grid
+from fusion_stream.sim.sensors import FrameGrid, SimParams, check_sim, open_sensor, open_world, publish_on_grid
 from fusion_stream.sources.ouster import OusterDecoder, OusterPcap, read_metadata
 from fusion_stream.sources.pointfiles import (
     FolderPlayback,
@@ -43,7 +43,7 @@ from fusion_stream.sources.pointfiles import (
     kitti_sweeps,
     pcd_files,
 )
-from fusion_stream.sources.velodyne import VelodyneDecoder, VelodynePcap
+from fusion_stream.sources.velodyne import VelodyneDecoder, VelodynePcap, model_name
 
 SOURCES = ("sim", "velodyne", "ouster", "kitti", "pcd")
 POLL_S = 0.005
@@ -79,26 +79,60 @@ def topics(p: Params) -> NodeTopics:
     return NodeTopics(outputs=(p.topic,))
 
 
-def setup(node: Node, p: Params) -> None:
+def check(p: Params) -> None:
+    """What can be judged before the node starts (``fusion-stream launch`` calls it; so does setup)."""
+    if p.source not in SOURCES:
+        raise ParamError("source", f"must be one of {', '.join(SOURCES)}, got {p.source!r}")
     if p.source == "sim":
-        _simulated(node, p)
+        check_sim(p, p.sensor, "lidar")
+        _sim_spec(p)
     elif p.source in ("velodyne", "ouster"):
         if bool(p.path) == bool(p.port):
             raise ParamError("path", f"source: {p.source} needs either path (a pcap to play) or port (live UDP)")
+        if p.port and not 0 < p.port < 65536:
+            raise ParamError("port", f"must be a UDP port 1..65535, got {p.port}")
+        if p.path:
+            existing("path", p.path, "a pcap file")
+        if p.source == "velodyne":
+            model_name(p.model)
+            if p.calibration:
+                existing("calibration", p.calibration, "a Velodyne calibration YAML")
+        else:
+            existing("metadata", p.metadata, "the sensor's metadata JSON")
+    else:
+        if p.stamps != "now":
+            raise ParamError(
+                "stamps", f"{p.source} files carry no capture time; they play on the capture grid (stamps: now)"
+            )
+        if p.rate_hz <= 0:
+            raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
+        existing("path", p.path, _FOLDER_WHAT[p.source])
+
+
+_FOLDER_WHAT = {"kitti": "a KITTI folder or .bin", "pcd": "a .pcd or a folder of them"}
+
+
+def setup(node: Node, p: Params) -> None:
+    check(p)
+    if p.source == "sim":
+        _simulated(node, p)
+    elif p.source in ("velodyne", "ouster"):
         if p.port:
             _live(node, p)
         else:
             _recording(node, p)
-    elif p.source in ("kitti", "pcd"):
-        _folder(node, p)
     else:
-        raise ParamError("source", f"expected one of {list(SOURCES)}, got {p.source!r}")
+        _folder(node, p)
+
+
+def _sim_spec(p: Params) -> lidar.LidarSpec:
+    return lidar.LidarSpec.preset(p.beams, p.rate_hz)  # a ParamError names beams or rate_hz
 
 
 def _simulated(node: Node, p: Params) -> None:
     world = open_world(p)
     sensor = open_sensor(p, p.sensor, "lidar")
-    spec = lidar.LidarSpec.preset(p.beams, p.rate_hz)  # a ParamError names beams or rate_hz, as the node does
+    spec = _sim_spec(p)
 
     def capture(start: int) -> PointCloud:
         return lidar_sweep(world, sensor, spec, start, p.epoch_ns)
@@ -109,22 +143,14 @@ def _simulated(node: Node, p: Params) -> None:
     )
 
 
-def _existing(key: str, value: str, what: str) -> Path:
-    if not value:
-        raise ParamError(key, f"source needs {what}")
-    path = Path(value)
-    if not path.exists():
-        raise ParamError(key, f"{path}: no such file or folder ({what})")
-    return path
-
-
 def _recording(node: Node, p: Params) -> None:
-    path = _existing("path", p.path, "a pcap file")
+    path = existing("path", p.path, "a pcap file")
     recording: VelodynePcap | OusterPcap
     if p.source == "velodyne":
-        recording = VelodynePcap(path, p.model, calibration=p.calibration or None, frame_id=p.sensor)
+        calibration = existing("calibration", p.calibration, "a Velodyne calibration YAML") if p.calibration else None
+        recording = VelodynePcap(path, p.model, calibration=calibration, frame_id=p.sensor)
     else:
-        metadata = _existing("metadata", p.metadata, "the sensor's metadata JSON")
+        metadata = existing("metadata", p.metadata, "the sensor's metadata JSON")
         recording = OusterPcap(path, metadata, frame_id=p.sensor)
     playback = RecordedPlayback(
         lambda: recording, start_ns=node.clock.now_ns(), stamps=p.stamps, loop=p.loop, name=path.name
@@ -148,15 +174,12 @@ def _recording(node: Node, p: Params) -> None:
 
 
 def _live(node: Node, p: Params) -> None:
-    if not 0 < p.port < 65536:
-        raise ParamError("port", f"must be a UDP port 1..65535, got {p.port}")
     decoder: PacketDecoder
     if p.source == "velodyne":
-        decoder = VelodyneDecoder(
-            p.model, source=f"UDP port {p.port}", calibration=p.calibration or None, frame_id=p.sensor
-        )
+        calibration = existing("calibration", p.calibration, "a Velodyne calibration YAML") if p.calibration else None
+        decoder = VelodyneDecoder(p.model, source=f"UDP port {p.port}", calibration=calibration, frame_id=p.sensor)
     else:
-        metadata = _existing("metadata", p.metadata, "the sensor's metadata JSON")
+        metadata = existing("metadata", p.metadata, "the sensor's metadata JSON")
         decoder = OusterDecoder(read_metadata(metadata), source=f"UDP port {p.port}", frame_id=p.sensor)
     live = LiveLidar(UdpReceiver(p.port, silence_s=p.silence_s), decoder)
     pub = node.publisher(p.topic, PointCloud)
@@ -180,13 +203,7 @@ def _live(node: Node, p: Params) -> None:
 
 
 def _folder(node: Node, p: Params) -> None:
-    if p.stamps != "now":
-        raise ParamError(
-            "stamps", f"{p.source} files carry no capture time; they play on the capture grid (stamps: now)"
-        )
-    if p.rate_hz <= 0:
-        raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
-    path = _existing("path", p.path, "a KITTI folder or .bin" if p.source == "kitti" else "a .pcd or a folder of them")
+    path = existing("path", p.path, _FOLDER_WHAT[p.source])
     try:
         files = kitti_sweeps(path) if p.source == "kitti" else pcd_files(path)
     except FormatError as err:

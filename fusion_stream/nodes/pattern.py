@@ -54,11 +54,16 @@ def topics(p: Params) -> NodeTopics:
     return NodeTopics(outputs=(p.topic or _DEFAULT_TOPICS.get(p.kind, ""),))
 
 
-def setup(node: Node, p: Params) -> None:
+def check(p: Params) -> None:
+    """What can be judged before the node starts (``fusion-stream launch`` calls it; so does setup)."""
     if p.kind not in _DEFAULT_TOPICS:
-        raise ParamError("kind", f"must be one of {sorted(_DEFAULT_TOPICS)}, got {p.kind!r}")
+        raise ParamError("kind", f"must be one of {', '.join(_DEFAULT_TOPICS)}, got {p.kind!r}")
     if p.rate_hz <= 0:
         raise ParamError("rate_hz", f"must be > 0, got {p.rate_hz}")
+
+
+def setup(node: Node, p: Params) -> None:
+    check(p)
     pub = node.publisher(p.topic or _DEFAULT_TOPICS[p.kind], _TYPES[p.kind], nominal_hz=p.rate_hz)
     samples = round(p.sample_rate / p.rate_hz)
     state = {"first_sample": 0, "start_ns": node.clock.now_ns()}

@@ -18,10 +18,11 @@ from fusion_stream.core.msgs import RadarScan
 from fusion_stream.errors import ParamError
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.nodetypes import NodeTopics
+from fusion_stream.runtime.params import existing
 from fusion_stream.runtime.runner import run_node
 from fusion_stream.sim import radar
 from fusion_stream.sim.capture import radar_scan
-from fusion_stream.sim.sensors import SimParams, open_sensor, open_world, publish_on_grid
+from fusion_stream.sim.sensors import SimParams, check_sim, open_sensor, open_world, publish_on_grid
 from fusion_stream.sources.playback import publish_recording
 from fusion_stream.sources.radar import RadarRecording
 
@@ -43,15 +44,27 @@ def topics(p: Params) -> NodeTopics:
     return NodeTopics(outputs=(p.topic,))
 
 
-def setup(node: Node, p: Params) -> None:
+def check(p: Params) -> None:
+    """What can be judged before the node starts (``fusion-stream launch`` calls it; so does setup)."""
     if p.source not in SOURCES:
-        raise ParamError("source", f"one of {', '.join(SOURCES)}; got {p.source!r}")
+        raise ParamError("source", f"must be one of {', '.join(SOURCES)}, got {p.source!r}")
+    if p.source == "sim":
+        check_sim(p, p.sensor, "radar")
+        _spec(p)
+    else:
+        existing("path", p.path, "a radar CSV/YAML file or a folder of them (source: file)")
+
+
+def _spec(p: Params) -> radar.RadarSpec:
+    return radar.RadarSpec(rate_hz=p.rate_hz, false_alarms=p.false_alarms)  # a ParamError names the field
+
+
+def setup(node: Node, p: Params) -> None:
+    check(p)
     if p.source == "sim":
         setup_sim(node, p)
         return
-    if not p.path:
-        raise ParamError("path", "source: file needs path: a radar CSV/YAML file or a folder of them")
-    recording = RadarRecording(p.path, frame_id=p.sensor)
+    recording = RadarRecording(existing("path", p.path, "a radar file"), frame_id=p.sensor)
     node.log.info("replaying %d scans from %d file(s) at %g Hz", len(recording), len(recording.files), p.rate_hz)
     publish_recording(
         node, p.topic, p.rate_hz, p.epoch_ns, len(recording), recording.scan, loop=p.loop, msg_type=RadarScan
@@ -61,7 +74,7 @@ def setup(node: Node, p: Params) -> None:
 def setup_sim(node: Node, p: Params) -> None:
     world = open_world(p)
     sensor = open_sensor(p, p.sensor, "radar")
-    spec = radar.RadarSpec(rate_hz=p.rate_hz, false_alarms=p.false_alarms)  # a ParamError names rate_hz
+    spec = _spec(p)
 
     def capture(at: int) -> RadarScan:
         return radar_scan(world, sensor, spec, at, p.epoch_ns)

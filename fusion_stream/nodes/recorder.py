@@ -43,16 +43,35 @@ def topics(p: Params) -> NodeTopics:
     return NodeTopics()  # it takes what is there; recording nothing is not an error of the graph
 
 
-def setup(node: Node, p: Params) -> None:
-    if p.compression not in ("zstd", "lz4", "none"):
-        raise ParamError("compression", f"must be zstd, lz4 or none, got {p.compression!r}")
-    out = Path(p.output)
+COMPRESSIONS = ("zstd", "lz4", "none")
+
+
+def check(p: Params) -> None:
+    """What can be judged before the node starts (``fusion-stream launch`` calls it; so does setup):
+    the compression, an output that does not exist yet, a rig file that loads."""
+    if p.compression not in COMPRESSIONS:
+        raise ParamError("compression", f"must be one of {', '.join(COMPRESSIONS)}, got {p.compression!r}")
     try:
-        rig = calib.load(resources.resolve(p.calib)) if p.calib else None  # before a bag is created
+        check_writable(Path(p.output))
+    except FusionStreamError as err:
+        raise ParamError("output", str(err)) from err
+    _rig(p)
+
+
+def _rig(p: Params) -> calib.Rig | None:
+    if not p.calib:
+        return None
+    try:
+        return calib.load(resources.resolve(p.calib))
     except CalibrationError as err:
         raise ParamError("calib", str(err)) from err
+
+
+def setup(node: Node, p: Params) -> None:
+    check(p)
+    out = Path(p.output)
+    rig = _rig(p)
     try:
-        check_writable(out)
         writer = BagWriter(
             out,
             compression=p.compression,  # type: ignore[arg-type]  # checked above

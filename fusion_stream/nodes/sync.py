@@ -22,11 +22,17 @@ from fusion_stream.sync.live import SyncReport
 from fusion_stream.sync.settings import InputParams, Params, config_from
 from fusion_stream.sync.stage import Emitted, SyncStage
 
-__all__ = ["InputParams", "Params", "config_from", "setup", "topics"]
+__all__ = ["InputParams", "Params", "check", "config_from", "setup", "topics"]
 
 
 def topics(p: Params) -> NodeTopics:
     return NodeTopics(inputs=tuple(i.topic for i in p.inputs), outputs=(p.output,))
+
+
+def check(p: Params) -> None:
+    """What can be judged before the node starts: the policy, the inputs and the calibration
+    (``fusion-stream launch`` calls it; setup builds the same config)."""
+    config_from(p)
 
 
 def setup(node: Node, p: Params) -> None:

@@ -2,7 +2,13 @@
 
 A node type is any module (or object) with a ``Params`` dataclass, a ``topics(params)`` function
 that declares what it subscribes to and publishes, and a ``setup(node, params)`` function that
-creates its publishers, subscriptions and timers. It is registered under the entry-point group
+creates its publishers, subscriptions and timers. Optionally, a ``check(params) -> None`` function
+raises :class:`~fusion_stream.errors.ParamError` for what can be judged without starting the node
+(a missing or unreadable file, an unknown ``source`` or ``backend``): ``fusion-stream launch`` calls
+it for every node before any process starts (relative paths then resolve against the launch
+file's folder, as the node's will), so a bad value is refused with its place in the file instead
+of a node failing at start-up. ``setup`` should call it too, so the rules live in one place. It
+must be cheap (no model loading, no sockets) and must not change anything. It is registered under the entry-point group
 :data:`GROUP` in its package's ``pyproject.toml``::
 
     [project.entry-points."fusion_stream.nodes"]
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -97,4 +103,14 @@ def check(name: str, obj: object, where: str) -> NodeType:
     for fn in ("topics", "setup"):
         if not callable(getattr(obj, fn, None)):
             raise NodeTypeError(name, f"node type {name!r} ({where}) needs a function `{fn}`")
+    if getattr(obj, "check", None) is not None and not callable(getattr(obj, "check", None)):
+        raise NodeTypeError(name, f"node type {name!r} ({where}): `check` must be a function check(params)")
     return cast(NodeType, obj)
+
+
+def check_params(node_type: NodeType, params: Any) -> None:
+    """Run the node type's optional ``check(params)``: a :class:`ParamError` for a value the node
+    would refuse at start-up; nothing where the type declares no check."""
+    fn: Callable[[Any], None] | None = getattr(node_type, "check", None)
+    if fn is not None:
+        fn(params)

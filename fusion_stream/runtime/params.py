@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from fusion_stream.core import yamlio
+from fusion_stream.core import resources, yamlio
 from fusion_stream.errors import ParamError
 
 T = TypeVar("T")
@@ -36,6 +36,22 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, ""
     # bounded like a file: an alias bomb on the command line is one too
     return key, yamlio.load(value, lambda reason: ParamError(key, f"value {reason}"), yamlio.ARGUMENT)
+
+
+def existing(key: str, value: str, what: str) -> Path:
+    """The file or folder parameter ``key`` names, resolved as a node resolves it (the launch
+    file's folder, the working directory, the shipped data); a :class:`ParamError` if it is empty
+    or found nowhere. Shared by a node type's ``check`` and its ``setup``."""
+    if not value:
+        raise ParamError(key, f"needs {what}")
+    path = resources.resolve(value)
+    if not path.exists():
+        raise ParamError(
+            key,
+            f"{value}: no such file or folder ({what}); a relative path is looked up in the launch "
+            "file's folder, the working directory, then the shipped data",
+        )
+    return path
 
 
 def read_yaml(path: Path | str) -> dict[str, Any]:

@@ -35,12 +35,24 @@ class SimParams:
     """Wall-clock time of scenario t = 0 (0: the Unix epoch, which every process agrees on)."""
 
 
-def open_world(p: SimParams) -> World:
+def scenario(p: SimParams) -> Scenario:
     """The scenario the parameters describe; a bad value is a :class:`ParamError` naming it."""
+    # Scenario's ParamError names the field, which is also this parameter's name
+    return Scenario(seed=p.seed, actors=p.actors, condition=p.condition, weather=p.weather)  # type: ignore[arg-type]
+
+
+def open_world(p: SimParams) -> World:
+    """The world the parameters describe; a bad value is a :class:`ParamError` naming it."""
     if p.source != "sim":
         raise ParamError("source", f"only 'sim' is available for this node so far, got {p.source!r}")
-    # Scenario's ParamError names the field, which is also this parameter's name
-    return World(Scenario(seed=p.seed, actors=p.actors, condition=p.condition, weather=p.weather))  # type: ignore[arg-type]
+    return World(scenario(p))
+
+
+def check_sim(p: SimParams, name: str, kind: calib.SensorType) -> calib.Sensor:
+    """What a simulated sensor node can check before it starts: the scenario's values, the rig
+    file (found and parsed) and sensor ``name`` in it; the sensor."""
+    scenario(p)
+    return open_sensor(p, name, kind)
 
 
 def open_sensor(p: SimParams, name: str, kind: calib.SensorType) -> calib.Sensor:

@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -67,10 +67,10 @@ class Scenario:
             raise ParamError("lane_width", f"must be > 0, got {self.lane_width}")
         if self.ego_speed < 0:
             raise ParamError("ego_speed", f"must be >= 0, got {self.ego_speed}")
-        if self.condition not in ("day", "night"):
-            raise ParamError("condition", f"unknown condition {self.condition!r}; use day or night")
-        if self.weather not in ("clear", "rain", "fog"):
-            raise ParamError("weather", f"unknown weather condition {self.weather!r}; use clear, rain or fog")
+        if self.condition not in get_args(Condition):
+            raise ParamError("condition", f"must be one of {', '.join(get_args(Condition))}, got {self.condition!r}")
+        if self.weather not in get_args(Weather):
+            raise ParamError("weather", f"must be one of {', '.join(get_args(Weather))}, got {self.weather!r}")
 
 
 @dataclass(frozen=True)

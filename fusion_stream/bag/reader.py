@@ -158,6 +158,14 @@ class BagTruncatedError(FormatError):
     """The file ends inside a record, as a recorder killed mid-write leaves it: what precedes is whole."""
 
 
+class RecoverableBagError(FormatError):
+    """Damage that ``bag recover`` can work around; the message already says how."""
+
+
+class RecoverableTruncatedError(BagTruncatedError, RecoverableBagError):
+    """A truncated file, with the way out in the message."""
+
+
 class BagLimitError(FormatError):
     """A chunk or record is bigger than the reader allows, or inflates past the size it declares:
     a decompression bomb or damage, refused before the memory and time are spent."""
@@ -842,9 +850,9 @@ class Bag:
         except BagLimitError:
             raise  # a bomb or a limit to raise, not a torn file: recover would refuse it too
         except FormatError as err:
-            if self._mcap is None or "bag recover" in str(err):
+            if self._mcap is None or isinstance(err, RecoverableBagError):
                 raise
-            cls = BagTruncatedError if isinstance(err, BagTruncatedError) else FormatError
+            cls = RecoverableTruncatedError if isinstance(err, BagTruncatedError) else RecoverableBagError
             raise cls(f"{err}. {recover_hint(self.path)}") from err
 
     def _messages(

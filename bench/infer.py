@@ -23,7 +23,8 @@ from rich.table import Table
 from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import BackendUnavailableError
 from fusion_stream.infer import backends
-from fusion_stream.infer.pipeline import FusionPipeline, StageTimes
+from fusion_stream.infer.detector import StageTimes
+from fusion_stream.infer.pipeline import FusionPipeline
 from fusion_stream.model import dataset
 from fusion_stream.model.config import DEFAULT_WEIGHTS
 

@@ -159,6 +159,7 @@ EXPORTS: dict[str, list[str]] = {
     ],
     "fusion_stream.infer": [
         "Backend",
+        "Detector",
         "FusionPipeline",
         "OnnxRuntimeBackend",
         "PipelineReport",

@@ -9,12 +9,14 @@ from fusion_stream.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from fusion_stream.infer.backends import Backend, OnnxRuntimeBackend, TorchBackend
+    from fusion_stream.infer.detector import Detector, StageTimes
     from fusion_stream.infer.export import export_onnx
-    from fusion_stream.infer.pipeline import FusionPipeline, PipelineReport, StageTimes
+    from fusion_stream.infer.pipeline import FusionPipeline, PipelineReport
     from fusion_stream.infer.tensorrt_backend import TensorRTBackend, build_engine
 
 __all__ = [
     "Backend",
+    "Detector",
     "FusionPipeline",
     "OnnxRuntimeBackend",
     "PipelineReport",
@@ -32,7 +34,8 @@ __getattr__, __dir__ = lazy_exports(
         "FusionPipeline": "fusion_stream.infer.pipeline",
         "OnnxRuntimeBackend": "fusion_stream.infer.backends",
         "PipelineReport": "fusion_stream.infer.pipeline",
-        "StageTimes": "fusion_stream.infer.pipeline",
+        "StageTimes": "fusion_stream.infer.detector",
+        "Detector": "fusion_stream.infer.detector",
         "TensorRTBackend": "fusion_stream.infer.tensorrt_backend",
         "TorchBackend": "fusion_stream.infer.backends",
         "build_engine": "fusion_stream.infer.tensorrt_backend",

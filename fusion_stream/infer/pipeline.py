@@ -7,28 +7,15 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
 from fusion_stream.core import calib, msgs
 from fusion_stream.infer.backends import Backend
+from fusion_stream.infer.detector import StageTimes
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import MODALITIES, ModelConfig
 from fusion_stream.model.decode import DEFAULT_THRESHOLD, assign_siren, to_boxes
-
-
-@dataclass(frozen=True)
-class StageTimes:
-    """How long one frame spent in pre-processing, inference and decoding (ms)."""
-
-    preprocess_ms: float
-    inference_ms: float
-    decode_ms: float
-
-    @property
-    def total_ms(self) -> float:
-        return self.preprocess_ms + self.inference_ms + self.decode_ms
 
 
 def decode_frame(
@@ -53,7 +40,8 @@ def decode_frame(
 
 
 class FusionPipeline:
-    """``inputs`` maps the model's modalities to the synced set's input names (default: same)."""
+    """The project's own network as a :class:`~fusion_stream.infer.detector.Detector`. ``inputs``
+    maps the model's modalities to the synced set's input names (default: same)."""
 
     def __init__(
         self,
@@ -69,6 +57,7 @@ class FusionPipeline:
         self.threshold = threshold
         self.inputs = {m: (inputs or {}).get(m, m) for m in MODALITIES}
         self.frame_id = frame_id
+        self.name = f"{backend.name} ({backend.device})"
 
     def warm_up(self) -> float:
         """Compile the pre-processing kernels and run the network once on an empty set; the

@@ -81,22 +81,27 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     check_writable(out)
-    graph = _wait_for_publishers(args.topics, args.wait, exclude=args.exclude)
-    err_console.print(f"recording graph {graph.graph!r} ({graph.path})", highlight=False)
-    writer = BagWriter(
+    if not args.topics and not args.all:
+        raise UsageError("name the topics to record, or record all of them (--all)")
+    writer = BagWriter(  # checks its arguments; the file is created with the first message
         out,
         compression=args.compression,
         split_bytes=None if args.split_size is None else int(args.split_size * 1e6),
         split_s=args.split_duration,
         markers=not args.no_markers,
     )
+    rig = None
     if args.calib:
         from fusion_stream.core import calib
 
         try:
-            writer.write_tf_static(calib.load(resources.resolve(args.calib)), time.time_ns())
+            rig = calib.load(resources.resolve(args.calib))
         except FusionStreamError as err:
             raise UsageError(f"--calib: {err}") from err
+    graph = _wait_for_publishers(args.topics, args.wait, exclude=args.exclude)  # mistakes first, then the wait
+    err_console.print(f"recording graph {graph.graph!r} ({graph.path})", highlight=False)
+    if rig is not None:
+        writer.write_tf_static(rig, time.time_ns())
     node = Node("recorder", handle_signals=False)
     stop_on_signals(node.request_stop)
     try:

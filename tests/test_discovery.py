@@ -82,7 +82,12 @@ def no_graph(runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_one_running_graph_is_used_by_every_tool_and_the_library(procs: Procs, no_graph: Path, tmp_path: Path) -> None:
     # started before the graph: record waits for its publishers (--wait), then records them
     recorder = procs.cli("record", "--all", "-o", str(tmp_path / "run.mcap"), "--duration", "2", "--wait", "60")
+    early = Subscriber(RADAR, timeout=30.0)  # before any graph runs: it finds the graph when it starts
+    assert early.registry is None
     [launcher] = launch(procs, tmp_path, ("alpha", RADAR))
+    assert isinstance(early.recv(), msgs.RadarScan) and early.registry is not None
+    assert early.registry.graph == "alpha"
+    early.close()
 
     topics, echo, graphs = run_all(
         procs, ("topics", "--json"), ("echo", "/radar/front/point", "--wait", "0.5"), ("graphs",)

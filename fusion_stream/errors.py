@@ -7,6 +7,7 @@ locates the problem (topic, endpoint, key, path) so messages and handlers need n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 WHOLE_FILE: Final = "<file>"
@@ -61,13 +62,48 @@ class TransportError(FusionStreamError):
 class TopicNotFoundError(TransportError):
     """No running publisher is registered for a topic."""
 
-    def __init__(self, topic: str, registry: str) -> None:
+    def __init__(
+        self, topic: str, registry: str, *, published: Sequence[str] = (), similar: Sequence[str] = ()
+    ) -> None:
         self.topic = topic
         self.registry = registry
+        self.published = tuple(published)
+        self.similar = tuple(similar)
+        hint = f"did you mean {' or '.join(similar)}? " if similar else ""
+        there = (
+            f"published there: {', '.join(published[:12])}{' ...' if len(published) > 12 else ''}; "
+            if published
+            else "nothing is published there; "
+        )
         super().__init__(
-            f"no publisher for topic {topic!r} in the endpoint registry {registry}; "
+            f"no publisher for topic {topic!r} in the endpoint registry {registry}; {hint}{there}"
             "is the graph running (and with the same FUSION_STREAM_GRAPH)? "
-            "`fusion-stream topics` lists what is published, or pass an explicit endpoint"
+            "`fusion-stream graphs` lists the running graphs, `fusion-stream topics` what is published"
+        )
+
+
+class GraphNotFoundError(TransportError):
+    """No graph is running in the runtime directory (none was named, none could be found)."""
+
+    def __init__(self, runtime_dir: str, waited_s: float | None = None) -> None:
+        self.runtime_dir = runtime_dir
+        waited = f" (waited {waited_s:g} s)" if waited_s else ""
+        super().__init__(
+            f"no graph is running: no live publisher under {runtime_dir}{waited}; start one "
+            "(`fusion-stream launch sim`, `fusion-stream demo`), or name the graph with --graph NAME "
+            "(FUSION_STREAM_GRAPH) if it runs with another FUSION_STREAM_RUNTIME_DIR"
+        )
+
+
+class GraphAmbiguousError(TransportError, ValueError):
+    """Several graphs are running and none was named: which one is meant is the user's choice."""
+
+    def __init__(self, graphs: Sequence[str], runtime_dir: str) -> None:
+        self.graphs = tuple(graphs)
+        self.runtime_dir = runtime_dir
+        super().__init__(
+            f"{len(graphs)} graphs are running in {runtime_dir}: {', '.join(graphs)}; name one with "
+            "--graph NAME (or FUSION_STREAM_GRAPH; in Python: graph=NAME)"
         )
 
 

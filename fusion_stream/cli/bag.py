@@ -23,11 +23,27 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.table import Table
 
-from fusion_stream.cli.common import add_clock_argument, progress_bar, stop_on_signals
+from fusion_stream.cli.common import add_clock_argument, complete_topics, progress_bar, set_completer, stop_on_signals
 from fusion_stream.core import resources
-from fusion_stream.errors import FileKeyError, FormatError, FusionStreamError, UsageError
+from fusion_stream.errors import (
+    FileKeyError,
+    FormatError,
+    FusionStreamError,
+    GraphNotFoundError,
+    TopicNotFoundError,
+    TransportError,
+    UsageError,
+)
 from fusion_stream.runtime.params import parse_override
-from fusion_stream.runtime.runner import EXIT_CONFIG
+from fusion_stream.runtime.registry import (
+    ENV_GRAPH,
+    Registry,
+    default_runtime_dir,
+    find_graph,
+    running_graphs,
+    similar_topics,
+)
+from fusion_stream.runtime.runner import EXIT_CONFIG, EXIT_FAILED
 
 _PIPED = not sys.stdout.isatty()
 console = Console(soft_wrap=_PIPED, width=1 << 16 if _PIPED else None)
@@ -65,24 +81,31 @@ def _size(n: float) -> str:
 def _cmd_record(args: argparse.Namespace) -> int:
     from fusion_stream.bag.recorder import Recorder
     from fusion_stream.bag.writer import BagWriter, check_writable
-    from fusion_stream.runtime.node import Node
+    from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC, Node
 
     out = Path(args.output)
     check_writable(out)
-    writer = BagWriter(
+    if not args.topics and not args.all:
+        raise UsageError("name the topics to record, or record all of them (--all)")
+    writer = BagWriter(  # checks its arguments; the file is created with the first message
         out,
         compression=args.compression,
         split_bytes=None if args.split_size is None else int(args.split_size * 1e6),
         split_s=args.split_duration,
         markers=not args.no_markers,
     )
+    rig = None
     if args.calib:
         from fusion_stream.core import calib
 
         try:
-            writer.write_tf_static(calib.load(resources.resolve(args.calib)), time.time_ns())
+            rig = calib.load(resources.resolve(args.calib))
         except FusionStreamError as err:
             raise UsageError(f"--calib: {err}") from err
+    graph = _wait_for_publishers(args.topics, args.wait, exclude=args.exclude)  # mistakes first, then the wait
+    err_console.print(f"recording graph {graph.graph!r} ({graph.path})", highlight=False)
+    if rig is not None:
+        writer.write_tf_static(rig, time.time_ns())
     node = Node("recorder", handle_signals=False)
     stop_on_signals(node.request_stop)
     try:
@@ -127,6 +150,14 @@ def _cmd_record(args: argparse.Namespace) -> int:
             f"warning: {sum(stats.failed.values())} messages could not be written: {dict(stats.failed)}",
             file=sys.stderr,
         )
+    others = sum(n for t, n in stats.messages.items() if t != DIAGNOSTICS_TOPIC or DIAGNOSTICS_TOPIC in args.topics)
+    if not others:
+        print(
+            f"error: nothing but /diagnostics was recorded: no message on {', '.join(recorder.topics) or 'any topic'} "
+            f"arrived from graph {graph.graph!r} in {time.monotonic() - stats.started:.0f} s",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return 0
 
 
@@ -155,6 +186,36 @@ def _record_summary(files: list[Path], received: Mapping[str, int]) -> str:
             f"received from the graph: {sum(received.values())} messages on {len(received)} topics"
         )
     return line
+
+
+def _wait_for_publishers(topics: list[str], wait_s: float, *, exclude: list[str]) -> Registry:
+    """The graph to record, once it publishes what is asked (each of ``topics``; with none named,
+    anything at all): up to ``wait_s`` seconds (0: forever), else TransportError saying where it
+    looked and what is published there. It becomes this process's graph (the recorder node's)."""
+    deadline = None if wait_s == 0 else time.monotonic() + wait_s
+    while True:
+        registry = find_graph()
+        published = set() if registry is None else {e.topic for e in registry.entries()} - set(exclude)
+        missing = [t for t in topics if t not in published]
+        if registry is not None and published and not missing:
+            os.environ[ENV_GRAPH] = registry.graph
+            return registry
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    if registry is None:
+        raise GraphNotFoundError(str(default_runtime_dir()), wait_s)
+    known = sorted(published)
+    if missing:
+        raise TopicNotFoundError(
+            missing[0], str(registry.path), published=known, similar=similar_topics(missing[0], known)
+        )
+    others = [g.describe() for g in running_graphs() if g.name != registry.graph]
+    raise TransportError(
+        f"nothing to record: nothing is published in graph {registry.graph!r} ({registry.path}) after {wait_s:g} s"
+        + (f"; running here: {', '.join(others)} (--graph NAME)" if others else "")
+        + "; `--wait 0` waits until something is"
+    )
 
 
 # --------------------------------------------------------------------------- bag
@@ -399,11 +460,18 @@ def _num(v: float) -> str:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("record", help="record topics of the running graph to MCAP")
-    p.add_argument("topics", nargs="*", help="topics to record")
+    set_completer(p.add_argument("topics", nargs="*", help="topics to record"), complete_topics)
     p.add_argument("-o", "--output", required=True, metavar="FILE.mcap", help="the bag to write (never overwritten)")
     p.add_argument("-a", "--all", action="store_true", help="record every topic, including ones that appear later")
     p.add_argument("-x", "--exclude", action="append", default=[], metavar="TOPIC", help="with --all: leave TOPIC out")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="wait up to S seconds for the topics (with --all: for any publisher), then fail (default 10; 0: forever)",
+    )
     p.add_argument("--split-size", type=float, default=None, metavar="MB", help="start a new file every MB megabytes")
     p.add_argument("--split-duration", type=float, default=None, metavar="S", help="start a new file every S seconds")
     p.add_argument(

@@ -44,3 +44,40 @@ def stop_on_signals(stop: Callable[[str], None]) -> None:
 def add_clock_argument(p: argparse.ArgumentParser, help: str) -> None:  # argparse's name
     """``--clock [TOPIC]`` (default ``/clock``), shared by ``replay`` (publish) and ``launch`` (follow)."""
     p.add_argument("--clock", nargs="?", const="/clock", default=None, metavar="TOPIC", help=help)
+
+
+# --------------------------------------------------------------------------- graphs and completion
+
+GRAPH_HELP = "the running graph (a launch file's `graph:`; default: $FUSION_STREAM_GRAPH, else the one running here)"
+
+
+def add_graph_argument(p: argparse.ArgumentParser) -> None:
+    """``--graph NAME`` after a subcommand too (``echo --graph sim /x``); the value given before
+    the subcommand stays when it is not repeated (SUPPRESS: no default to overwrite it)."""
+    action = p.add_argument("--graph", default=argparse.SUPPRESS, metavar="NAME", help=GRAPH_HELP)
+    set_completer(action, complete_graphs)
+
+
+def set_completer(action: argparse.Action, completer: Callable[..., list[str]]) -> None:
+    """Attach a shell-completion function (read by argcomplete when it is installed)."""
+    setattr(action, "completer", completer)  # noqa: B010  # argcomplete's attribute, not Action's
+
+
+def complete_graphs(prefix: str = "", **_: object) -> list[str]:
+    """Names of the graphs running here that start with ``prefix`` (argcomplete completer)."""
+    from fusion_stream.runtime.registry import running_graphs
+
+    return [g.name for g in running_graphs() if g.name.startswith(prefix)]
+
+
+def complete_topics(prefix: str = "", parsed_args: argparse.Namespace | None = None, **_: object) -> list[str]:
+    """Topics starting with ``prefix``: of the graph named on the line (``--graph``) or in
+    ``$FUSION_STREAM_GRAPH``, else of every graph running here (argcomplete completer)."""
+    from fusion_stream.runtime.registry import Registry, explicit_graph, running_graphs
+
+    graph = explicit_graph(getattr(parsed_args, "graph", None))
+    if graph is not None:
+        topics = {e.topic for e in Registry(graph=graph).entries()}
+    else:
+        topics = {t for g in running_graphs() for t in g.topics}
+    return sorted(t for t in topics if t.startswith(prefix))

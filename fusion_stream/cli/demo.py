@@ -11,7 +11,6 @@ warned about, and the end names the sources that fell behind: the nodes a busy m
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,11 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fusion_stream.core import msgs
+from fusion_stream.errors import UsageError
 from fusion_stream.graph import launch
 from fusion_stream.graph.supervisor import Supervisor
 from fusion_stream.runtime.introspect import RateMeter
 from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC
-from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.registry import Registry, explicit_graph, running_graphs
 from fusion_stream.runtime.transport import Subscriber
 
 SYNC_TOPIC = "/sync/frames"
@@ -138,15 +138,41 @@ class DemoResult:
         )
 
 
+def load_graph(launch_file: str | None = None, args: dict[str, object] | None = None) -> launch.LaunchFile:
+    """The demo's launch file (default ``sim``), checked."""
+    return launch.load(launch.find(launch_file or "sim"), args)
+
+
+def choose_graph_name(launch_name: str, running: set[str]) -> str:
+    """The graph the demo runs as: the named one (``--graph``, ``$FUSION_STREAM_GRAPH``), else the
+    launch file's (``sim``), so that ``fusion-stream record --all`` finds it as the README says.
+    A named graph that already runs is refused; the default one gets a suffix (``sim-2``)."""
+    named = explicit_graph()
+    if named is not None:
+        if named in running:
+            raise UsageError(f"graph {named!r} is already running; stop it, or name another with --graph NAME")
+        return named
+    name, n = launch_name, 1
+    while name in running:
+        n += 1
+        name = f"{launch_name}-{n}"
+    return name
+
+
 def run_demo(
     duration_s: float = 10.0,
     on_update: Callable[[dict[str, TopicStats]], None] | None = None,
     launch_file: str | None = None,
     args: dict[str, object] | None = None,
+    graph_name: str | None = None,
+    loaded: launch.LaunchFile | None = None,
 ) -> DemoResult:
-    """Launch the graph, watch its topics for ``duration_s``, stop everything cleanly."""
-    graph = launch.load(launch.find(launch_file or "sim"), args)
-    registry = Registry(graph=f"{graph.graph}-{os.getpid()}")
+    """Launch the graph (as ``graph_name``, default :func:`choose_graph_name`), watch its topics
+    for ``duration_s``, stop everything cleanly and remove the graph's then empty folder.
+    ``loaded``: the launch file already loaded by :func:`load_graph` (else it is loaded here)."""
+    graph = loaded or load_graph(launch_file, args)
+    name = graph_name or choose_graph_name(graph.graph, {g.name for g in running_graphs()})
+    registry = Registry(graph=name)
     tail: deque[str] = deque(maxlen=40)
     sup = Supervisor(graph, registry=registry, output=tail.append)
     topics = sorted({t for n in graph.nodes for t in n.topics.outputs})
@@ -196,4 +222,5 @@ def run_demo(
                 stats[topic].lost = lost
     finally:
         codes = sup.shutdown()
+        registry.remove_if_empty()
     return DemoResult(stats, codes, sup.failure, list(tail), nodes)

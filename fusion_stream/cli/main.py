@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -15,24 +17,96 @@ from rich.live import Live
 from rich.table import Table
 
 from fusion_stream.cli import tools
-from fusion_stream.cli.common import add_clock_argument, console, err_console
+from fusion_stream.cli.common import (
+    GRAPH_HELP,
+    add_clock_argument,
+    add_graph_argument,
+    complete_graphs,
+    complete_topics,
+    console,
+    err_console,
+    set_completer,
+)
 from fusion_stream.core import resources
-from fusion_stream.errors import FormatError, FusionStreamError, ParamError, UsageError, is_input_error
+from fusion_stream.errors import (
+    FormatError,
+    FusionStreamError,
+    GraphAmbiguousError,
+    ParamError,
+    UsageError,
+    is_input_error,
+)
 from fusion_stream.runtime.introspect import describe, to_jsonable
-from fusion_stream.runtime.registry import ENV_GRAPH
+from fusion_stream.runtime.registry import ENV_GRAPH, GraphInfo, Registry, default_runtime_dir, running_graphs
 from fusion_stream.runtime.runner import EXIT_CONFIG, EXIT_FAILED, setup_logging
 
 # Piped output (logs, CI, tests) gets wide lines rather than rich's 80-column wrapping.
 
+GRAPH_COMMANDS = frozenset({"topics", "echo", "hz", "status", "record", "replay", "view", "foxglove"})
+"""Commands that talk to a running graph: they take ``--graph`` after the subcommand too, and
+without one (nor ``$FUSION_STREAM_GRAPH``) use the one graph running here."""
+
+
+def _use_running_graph() -> None:
+    """No graph named: the one running here becomes this process's graph (children inherit it).
+    Several: exit 2 naming them. None: left unset; each command says so, or waits for one."""
+    running = running_graphs()
+    if len(running) > 1:
+        raise GraphAmbiguousError([g.describe() for g in running], str(default_runtime_dir()))
+    if running:
+        os.environ[ENV_GRAPH] = running[0].name
+
+
+def _nothing_running(what: str) -> str:
+    """What a listing command says when its graph is empty: where it looked, what runs instead."""
+    graph = os.environ.get(ENV_GRAPH)
+    if not graph:
+        return f"no {what}: no graph is running (no live publisher under {default_runtime_dir()})"
+    others = [g for g in running_graphs() if g.name != graph]
+    where = f"no {what}: nothing is publishing in graph {graph!r} ({Registry(graph=graph).path}); is it running?"
+    if others:
+        where += f" Running here: {', '.join(g.describe() for g in others)}; e.g. --graph {others[0].name}"
+    return where
+
+
+def _cmd_graphs(args: argparse.Namespace) -> int:
+    graphs: list[GraphInfo] = tools.list_graphs()
+    if args.json:
+        for g in graphs:
+            pids = sorted({e.pid for e in g.entries})
+            print(
+                json.dumps({"graph": g.name, "path": str(g.path), "nodes": g.nodes, "topics": g.topics, "pids": pids})
+            )
+        return 0
+    if not graphs:
+        err_console.print(f"no graph is running: no live publisher under {default_runtime_dir()}")
+        return 0
+    table = Table("graph", "nodes", "topics", box=None)
+    for g in graphs:
+        table.add_row(g.name, ", ".join(g.nodes), "\n".join(g.topics))
+    console.print(table)
+    return 0
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    shell = "" if args.shell == "bash" else f" --shell {args.shell}"
+    print(f'eval "$(register-python-argcomplete{shell} fusion-stream)"')
+    if importlib.util.find_spec("argcomplete") is None:
+        err_console.print(
+            "argcomplete is not installed here: `pip install 'argcomplete>=3'` (or the package's dev extra), "
+            "then put the line above in your shell's start-up file (~/.bashrc)"
+        )
+    return 0
+
 
 def _cmd_topics(args: argparse.Namespace) -> int:
-    entries = tools.list_topics()
+    entries = tools.list_topics() if os.environ.get(ENV_GRAPH) else []
     if args.json:
         for e in entries:
             print(json.dumps({"topic": e.topic, "type": e.type, "endpoint": e.endpoint, "node": e.node, "pid": e.pid}))
         return 0
     if not entries:
-        err_console.print("no topics: nothing is publishing in this graph (is it running?)")
+        err_console.print(_nothing_running("topics"))
         return 0
     table = Table("topic", "type", "node", "pid", "endpoint", box=None)
     for e in entries:
@@ -89,20 +163,28 @@ def _status_table(rows: list[tools.NodeStatus]) -> Table:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    rows = tools.collect_status(args.listen)
+    rows = tools.collect_status(args.listen) if os.environ.get(ENV_GRAPH) else []
     if args.json:
         for r in rows:
             print(json.dumps({"node": r.node, "publishes": list(r.publishes), "report": to_jsonable(r.report)}))
         return 0
     if not rows:
-        err_console.print("no nodes: nothing reports on /diagnostics in this graph (is it running?)")
+        err_console.print(_nothing_running("nodes"))
         return 0
     console.print(_status_table(rows))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from fusion_stream.cli.demo import HEADERS, NODE_HEADERS, TopicStats, run_demo, short_of_cpu
+    from fusion_stream.cli.demo import (
+        HEADERS,
+        NODE_HEADERS,
+        TopicStats,
+        choose_graph_name,
+        load_graph,
+        run_demo,
+        short_of_cpu,
+    )
     from fusion_stream.graph import launch
 
     def table(stats: dict[str, TopicStats]) -> Table:
@@ -111,13 +193,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             t.add_row(*s.row())
         return t
 
-    console.print(f"launching the demo graph; {args.duration:.0f} s from its first message on every topic ...")
+    loaded = load_graph(args.launch, launch.parse_args(args.args))
+    running = {g.name for g in running_graphs()}
+    name = choose_graph_name(loaded.graph, running)
+    record = f" --graph {name}" if running or os.environ.get(ENV_GRAPH) else ""  # else the only one: found
+    console.print(
+        f"demo graph [bold]{name}[/]: {args.duration:.0f} s from its first message on every topic; record it from "
+        f"another terminal with `fusion-stream{record} record --all -o run.mcap --duration 5`",
+        highlight=False,
+    )
     with Live(console=console, auto_refresh=False, transient=True) as live:
         result = run_demo(
             args.duration,
             on_update=lambda s: live.update(table(s), refresh=True),
-            launch_file=args.launch,
-            args=launch.parse_args(args.args),
+            graph_name=name,
+            loaded=loaded,
         )
     console.print(table(result.topics))
     nodes = Table(*NODE_HEADERS, box=None)
@@ -279,20 +369,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         help="DEBUG, INFO, WARNING or ERROR: what the command logs (default: %(default)s)",
     )
-    ap.add_argument(
-        "--graph",
-        default=None,
-        metavar="NAME",
-        help="the running graph to talk to (a launch file's `graph:`; default: $FUSION_STREAM_GRAPH, else 'default')",
-    )
+    set_completer(ap.add_argument("--graph", default=None, metavar="NAME", help=GRAPH_HELP), complete_graphs)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("graphs", help="list the graphs running on this machine, with their nodes and topics")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_cmd_graphs)
 
     p = sub.add_parser("topics", help="list the topics published in the running graph")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=_cmd_topics)
 
     p = sub.add_parser("echo", help="print the messages of a topic")
-    p.add_argument("topic", help="the topic to print, e.g. /detections (`fusion-stream topics` lists them)")
+    set_completer(
+        p.add_argument("topic", help="the topic to print, e.g. /detections (`fusion-stream topics` lists them)"),
+        complete_topics,
+    )
     p.add_argument("--count", "-n", type=int, default=None, help="stop after N messages")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--array-limit", type=int, default=16, help="list arrays up to this many elements (default 16)")
@@ -301,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_echo)
 
     p = sub.add_parser("hz", help="measure the publishing rate of a topic")
-    p.add_argument("topic", help="the topic to measure, e.g. /lidar/top/points")
+    set_completer(p.add_argument("topic", help="the topic to measure, e.g. /lidar/top/points"), complete_topics)
     p.add_argument(
         "--window", "-w", type=int, default=100, metavar="N", help="rate over the last N messages (default 100)"
     )
@@ -374,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
     p.add_argument("--launch", default=None, metavar="FILE", help="another launch file (default: launch/sim.yaml)")
     p.add_argument("args", nargs="*", metavar="NAME:=VALUE", help="launch arguments, e.g. weather:=fog seed:=7")
+    add_graph_argument(p)
     p.set_defaults(func=_cmd_demo)
 
     from fusion_stream.cli import bag as cli_bag
@@ -383,12 +476,26 @@ def build_parser() -> argparse.ArgumentParser:
     cli_model.add_parsers(sub)
     cli_bag.add_parsers(sub)
     cli_view.add_parsers(sub)
+
+    p = sub.add_parser("completion", help="print the line that turns on shell completion (argcomplete)")
+    p.add_argument("shell", nargs="?", default="bash", choices=("bash", "zsh", "fish"))
+    p.set_defaults(func=_cmd_completion)
+    for name in GRAPH_COMMANDS:
+        add_graph_argument(sub.choices[name])
     return ap
+
+
+def _autocomplete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion when argcomplete is installed (the dev extra); nothing otherwise. When the
+    shell asks for completions, this answers and exits."""
+    if importlib.util.find_spec("argcomplete") is not None:
+        importlib.import_module("argcomplete").autocomplete(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fusion-stream`` command line with ``argv`` (default: the process's); the exit code."""
     parser = build_parser()
+    _autocomplete(parser)
     args, extra = parser.parse_known_args(argv)
     # `launch FILE --duration 30 seed:=7`, `eval BAG --launch F calib:=x`: NAME:=VALUE after an
     # option is still a launch argument
@@ -401,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[ENV_GRAPH] = args.graph
     setup_logging(args.log_level)
     try:
+        if args.command in GRAPH_COMMANDS and not os.environ.get(ENV_GRAPH):
+            _use_running_graph()
         if hasattr(args, "model_cmd"):
             return int(args.model_cmd(args, console))
         return int(args.func(args))

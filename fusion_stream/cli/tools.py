@@ -10,7 +10,7 @@ from fusion_stream.core import msgs
 from fusion_stream.core.wire import Envelope
 from fusion_stream.runtime.introspect import Rate, RateMeter
 from fusion_stream.runtime.node import DIAGNOSTICS_TOPIC
-from fusion_stream.runtime.registry import Registry, TopicEntry
+from fusion_stream.runtime.registry import GraphInfo, Registry, TopicEntry, running_graphs
 from fusion_stream.runtime.transport import Subscriber
 
 
@@ -129,3 +129,8 @@ def collect_status(listen_s: float = 1.5, *, registry: Registry | None = None) -
         )
         for n in names
     ]
+
+
+def list_graphs() -> list[GraphInfo]:
+    """The graphs running on this machine (in this runtime directory), with their publishers."""
+    return running_graphs()

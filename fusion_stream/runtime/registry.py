@@ -28,6 +28,7 @@ is not usable either, the error says to set ``FUSION_STREAM_RUNTIME_DIR`` or ``X
 
 from __future__ import annotations
 
+import difflib
 import errno
 import json
 import logging
@@ -35,16 +36,19 @@ import os
 import secrets
 import socket
 import stat
+from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from fusion_stream.core.wire import check_topic
-from fusion_stream.errors import WHOLE_FILE, FileKeyError, TopicNameError, TransportError
+from fusion_stream.errors import WHOLE_FILE, FileKeyError, GraphAmbiguousError, TopicNameError, TransportError
 
 log = logging.getLogger(__name__)
 
 ENV_RUNTIME_DIR = "FUSION_STREAM_RUNTIME_DIR"
 ENV_GRAPH = "FUSION_STREAM_GRAPH"
+DEFAULT_GRAPH = "default"
+"""The graph of a program that names none while no graph runs (publishers create it)."""
 MAX_ENTRY_BYTES = 64 * 1024
 """An entry is ~300 bytes; a bigger file is not one of ours and is not read."""
 _MAX_IPC_PATH = 100  # sockaddr_un.sun_path is 108 bytes on Linux, including the NUL
@@ -229,8 +233,8 @@ class Registry:
 
     def __init__(self, runtime_dir: Path | str | None = None, graph: str | None = None) -> None:
         self.runtime_dir = Path(runtime_dir) if runtime_dir is not None else default_runtime_dir()
-        self.graph = graph or os.environ.get(ENV_GRAPH) or "default"
-        if "/" in self.graph or self.graph.startswith(".") or "\0" in self.graph:
+        self.graph = graph or os.environ.get(ENV_GRAPH) or DEFAULT_GRAPH
+        if not valid_graph_name(self.graph):
             raise TransportError(f"invalid graph name {self.graph!r}: no '/' and no leading '.'")
         self.path = self.runtime_dir / self.graph
         self._topics = self.path / "topics"
@@ -263,12 +267,40 @@ class Registry:
 
     def register(self, entry: TopicEntry) -> Path:
         """Publish ``entry``; returns the file to pass to :meth:`unregister`."""
-        self.ensure()
         target = self._topics / f"{entry.pid}-{entry.src:08x}.json"
         tmp = target.with_suffix(f".tmp{secrets.token_hex(4)}")
-        tmp.write_text(json.dumps(asdict(entry)))
+        for attempt in (1, 2):
+            self.ensure()
+            try:
+                tmp.write_text(json.dumps(asdict(entry)))
+                break
+            except FileNotFoundError:  # the folder of a graph that had ended was just removed
+                if attempt == 2:
+                    raise
         os.replace(tmp, target)
         return target
+
+    def remove_if_empty(self) -> bool:
+        """Remove this graph's folder if nothing is left in it; True if it is gone.
+
+        For a launcher whose graph has ended (every child exited), so that no empty folders pile
+        up: its own ``params/<pid>`` goes, dead entries are swept, then each folder is removed
+        only if empty (whatever a live process still has there stays)."""
+        self.entries()  # sweeps dead entries, their sockets and dead launchers' params
+        own = self.path / "params" / str(os.getpid())
+        if own.is_dir() and not own.is_symlink():
+            for child in own.iterdir():
+                if child.is_file() and not child.is_symlink():
+                    child.unlink(missing_ok=True)
+        for folder in (own, self.path / "params", self._topics, self.path):
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError as err:  # not empty: something of a live process
+                log.debug("keeping %s: %s", folder, err.strerror)
+                return False
+        return True
 
     def unregister(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -454,3 +486,93 @@ def _unlink(name: str, dir_fd: int) -> None:
         os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return
+
+
+# --------------------------------------------------------------------------- finding the graph
+
+
+@dataclass(frozen=True, slots=True)
+class GraphInfo:
+    """One running graph: its name, folder and live publishers."""
+
+    name: str
+    path: Path
+    entries: tuple[TopicEntry, ...]
+
+    @property
+    def nodes(self) -> list[str]:
+        return sorted({e.node or f"pid {e.pid}" for e in self.entries})
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted({e.topic for e in self.entries})
+
+    def describe(self) -> str:
+        """``sim (6 nodes, 9 topics)``: one item of a list of graphs in a message."""
+        nodes, topics = len(self.nodes), len(self.topics)
+        return f"{self.name} ({nodes} node{'' if nodes == 1 else 's'}, {topics} topic{'' if topics == 1 else 's'})"
+
+
+def valid_graph_name(name: str) -> bool:
+    return bool(name) and "/" not in name and not name.startswith(".") and "\0" not in name
+
+
+def running_graphs(runtime_dir: Path | str | None = None) -> list[GraphInfo]:
+    """The graphs with a live publisher of this host in ``runtime_dir``, sorted by name.
+
+    Reading a graph sweeps its dead entries (as every reader does). A folder left by graphs that
+    are gone, or holding only entries of other hosts (a multi-host graph whose local launcher
+    died), is not running. Untrusted folders are skipped with a warning (module docstring)."""
+    root = Path(runtime_dir) if runtime_dir is not None else default_runtime_dir()
+    fd = _open_dir(root, root)
+    if fd is None:
+        return []
+    try:
+        names = sorted(n for n in os.listdir(fd) if valid_graph_name(n) and _is_dir(n, fd))
+    finally:
+        os.close(fd)
+    out: list[GraphInfo] = []
+    for name in names:
+        registry = Registry(root, name)
+        try:
+            entries = registry.entries()
+        except TransportError as err:
+            if registry.path not in _WARNED:
+                _WARNED.add(registry.path)
+                log.warning("skipping graph %s: %s", name, err)
+            continue
+        if any(e.host == _HOSTNAME for e in entries):
+            out.append(GraphInfo(name, registry.path, tuple(entries)))
+    return out
+
+
+def _is_dir(name: str, dir_fd: int) -> bool:
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)  # a link is refused with a warning
+
+
+def explicit_graph(graph: str | None = None) -> str | None:
+    """The graph a program was told to use: ``graph``, else ``$FUSION_STREAM_GRAPH``, else None."""
+    return graph or os.environ.get(ENV_GRAPH) or None
+
+
+def find_graph(graph: str | None = None, runtime_dir: Path | str | None = None) -> Registry | None:
+    """The registry to talk to: the named graph, ``$FUSION_STREAM_GRAPH``, else the one graph
+    running here; None while none runs. Several running: :class:`GraphAmbiguousError` naming them,
+    since guessing would show one graph's topics as if they were all there is."""
+    name = explicit_graph(graph)
+    if name is not None:
+        return Registry(runtime_dir, name)
+    root = Path(runtime_dir) if runtime_dir is not None else default_runtime_dir()
+    running = running_graphs(root)
+    if len(running) > 1:
+        raise GraphAmbiguousError([g.describe() for g in running], str(root))
+    return Registry(root, running[0].name) if running else None
+
+
+def similar_topics(topic: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The names in ``known`` closest to a mistyped ``topic``, best first."""
+    return difflib.get_close_matches(topic, sorted(set(known)), n=n, cutoff=0.75)

@@ -30,8 +30,21 @@ from typing import Any, Final, cast
 import zmq
 
 from fusion_stream.core import msgs, wire
-from fusion_stream.errors import MessageTypeError, ParamError, TopicNotFoundError, TransportError, WireError
-from fusion_stream.runtime.registry import Registry, TopicEntry
+from fusion_stream.errors import (
+    GraphNotFoundError,
+    MessageTypeError,
+    ParamError,
+    TopicNotFoundError,
+    TransportError,
+    WireError,
+)
+from fusion_stream.runtime.registry import (
+    Registry,
+    TopicEntry,
+    default_runtime_dir,
+    find_graph,
+    similar_topics,
+)
 from fusion_stream.runtime.security import CurveKeys, curve_client, serve_curve
 
 log = logging.getLogger(__name__)
@@ -84,6 +97,13 @@ def _context() -> zmq.Context[zmq.Socket[bytes]]:
     return zmq.Context.instance()
 
 
+def _given_registry(registry: Registry | None, graph: str | None) -> Registry | None:
+    """The registry a caller chose: ``registry``, or the one of ``graph``; None if neither."""
+    if registry is not None and graph is not None:
+        raise ParamError("graph", f"pass registry= or graph=, not both (graph={graph!r}, registry={registry!r})")
+    return registry if registry is not None else (Registry(graph=graph) if graph is not None else None)
+
+
 @dataclass(slots=True)
 class PublisherStats:
     """What a publisher sent, for diagnostics."""
@@ -120,6 +140,9 @@ class Publisher:
     ``fusion-stream topics`` shows it before the first message) and refuses any other type;
     without it the first message sets it. Arrays are sent without a copy, so do not modify an
     array after publishing the message that holds it.
+
+    The graph is ``graph`` (or ``registry``), else ``$FUSION_STREAM_GRAPH``, else the one graph
+    running on this machine, else ``default`` (several running: :class:`GraphAmbiguousError`).
     """
 
     def __init__(
@@ -129,6 +152,7 @@ class Publisher:
         endpoint: str | None = None,
         remote_endpoint: str | None = None,
         registry: Registry | None = None,
+        graph: str | None = None,
         register: bool = True,
         node: str = "",
         queue_size: int = DEFAULT_QUEUE_SIZE,
@@ -140,7 +164,7 @@ class Publisher:
         self.msg_type = msg_type
         self.src = secrets.randbits(32)
         self.stats = PublisherStats()
-        self._registry = registry if registry is not None else Registry()
+        self._registry = _given_registry(registry, graph) or find_graph() or Registry()
         self._topic_bytes = topic.encode()
         self._seq = 0
         self._entry_path = None
@@ -330,6 +354,10 @@ class Subscriber:
     the newest message per topic (older ones count as :attr:`SubscriberStats.superseded`).
     Publishers on other hosts that require CurveZMQ are reached with ``curve`` keys, by default
     those named by ``$FUSION_STREAM_CURVE_KEYS`` (directory) and ``$FUSION_STREAM_HOST_NAME``.
+
+    The graph is ``graph`` (or ``registry``), else ``$FUSION_STREAM_GRAPH``, else the one graph
+    running on this machine: found now, or (while none runs) as soon as one starts. Several
+    running and none named: :class:`GraphAmbiguousError`, naming them.
     """
 
     def __init__(
@@ -338,6 +366,7 @@ class Subscriber:
         *,
         endpoints: Sequence[str] | None = None,
         registry: Registry | None = None,
+        graph: str | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         latest: bool = False,
         timeout: float | None = None,
@@ -357,8 +386,11 @@ class Subscriber:
         self.stats = SubscriberStats()
         self._stats_lock = threading.Lock()  # the latest-mode pump counts malformed messages too
         self._wanted = {t.encode() for t in self.topics}
-        self._registry = registry if registry is not None else Registry()
         self._discover = endpoints is None
+        self._runtime_dir = default_runtime_dir()
+        self._registry = _given_registry(registry, graph)
+        if self._registry is None and self._discover:
+            self._registry = find_graph(runtime_dir=self._runtime_dir)
         self._connected: set[str] = set()
         self._leaving: dict[str, float] = {}  # endpoint -> when it left the registry
         self._last_seq: dict[int, int] = {}
@@ -395,6 +427,19 @@ class Subscriber:
     def endpoints(self) -> frozenset[str]:
         return frozenset(self._connected)
 
+    @property
+    def registry(self) -> Registry | None:
+        """The registry of the graph subscribed to; None while no graph runs (nor was named)."""
+        return self._registry
+
+    def _find_registry(self) -> Registry | None:
+        """The graph's registry, looking for the one running graph until there is one."""
+        if self._registry is None:
+            self._registry = find_graph(runtime_dir=self._runtime_dir)
+            if self._registry is not None:
+                log.info("subscriber %s: found the running graph %s", self.topics, self._registry.graph)
+        return self._registry
+
     def _connect(self, endpoint: str, server_key: str = "") -> None:
         if server_key and self._curve_from_env:
             # a program of the user's on a multi-host graph: the keys named in its environment
@@ -427,7 +472,10 @@ class Subscriber:
         if not self._discover:
             return
         try:
-            entries = self._registry.entries()
+            registry = self._find_registry()
+            if registry is None:
+                return
+            entries = registry.entries()
         except (TransportError, OSError) as err:
             if not self._started:  # at start the caller learns why it cannot subscribe
                 raise
@@ -467,14 +515,20 @@ class Subscriber:
         """Block until every topic has a registered publisher; else :class:`TopicNotFoundError`."""
         deadline = time.monotonic() + timeout
         while True:
-            registered = {e.topic for e in self._registry.entries()}
+            registry = self._find_registry()
+            registered = set() if registry is None else {e.topic for e in registry.entries()}
             absent = [t for t in self.topics if t not in registered]
             if not absent:
                 if self._pump is None:
                     self._sync_connections()
                 return
             if time.monotonic() >= deadline:
-                raise TopicNotFoundError(absent[0], str(self._registry.path))
+                if registry is None:
+                    raise GraphNotFoundError(str(self._runtime_dir), timeout)
+                known = sorted(registered)
+                raise TopicNotFoundError(
+                    absent[0], str(registry.path), published=known, similar=similar_topics(absent[0], known)
+                )
             time.sleep(0.02)
 
     # ------------------------------------------------------------------ receiving

@@ -478,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_view.add_parsers(sub)
 
     p = sub.add_parser("completion", help="print the line that turns on shell completion (argcomplete)")
-    p.add_argument("shell", nargs="?", default="bash", choices=("bash", "zsh", "fish"))
+    p.add_argument(
+        "shell", nargs="?", default="bash", choices=("bash", "zsh", "fish"), help="your shell (default: %(default)s)"
+    )
     p.set_defaults(func=_cmd_completion)
     for name in GRAPH_COMMANDS:
         add_graph_argument(sub.choices[name])

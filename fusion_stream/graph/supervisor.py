@@ -564,6 +564,7 @@ class Supervisor:
             console.close()
         for entry in self._remote_entries:
             self.registry.unregister(entry)
+        self.registry.remove_if_empty()  # no empty graph folders pile up under the runtime dir
         return codes
 
 

@@ -64,7 +64,9 @@ def test_synthetic_boxes_on_a_sloping_noisy_ground_are_recovered_and_the_ground_
     ground = np.column_stack([xy, slope + rng.normal(0, 0.03, len(xy))])
     # each box stands on the sloping ground
     placed = [
-        msgs.Box3D(center=(b.center[0], b.center[1], b.center[2] + 0.02 * b.center[0]), size=b.size, yaw=b.yaw, label=b.label)
+        msgs.Box3D(
+            center=(b.center[0], b.center[1], b.center[2] + 0.02 * b.center[0]), size=b.size, yaw=b.yaw, label=b.label
+        )
         for b in truth
     ]
     cloud = np.concatenate([ground] + [_box_surface(rng, b) for b in placed])
@@ -112,7 +114,9 @@ def test_simulated_32_beam_sweeps_find_most_cars_within_30_m() -> None:
     for seed in (100, 101, 102, 103):
         world = World(Scenario(seed=seed))
         cloud = lidar_sweep(world, sensor, lidar.LidarSpec.preset(32), 20_000_000_000)
-        found = detector.process(msgs.SyncedFrame(stamp_ns=cloud.stamp_ns, frame_id="base_link", members={"lidar": cloud}))[0]
+        found = detector.process(
+            msgs.SyncedFrame(stamp_ns=cloud.stamp_ns, frame_id="base_link", members={"lidar": cloud})
+        )[0]
         for want in ground_truth(world, 20.0, 0).boxes:
             if want.label == "car" and math.hypot(*want.center[:2]) <= 30:
                 cars += 1

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from fusion_stream.core import calib, msgs
@@ -91,7 +92,9 @@ class ClusterParams:
         if not 0 <= self.min_range < self.max_range:
             raise ParamError("min_range", f"must be in [0, max_range={self.max_range}), got {self.min_range}")
         if self.min_points < 1 or self.max_points < self.min_points:
-            raise ParamError("min_points", f"need 1 <= min_points <= max_points, got {self.min_points}, {self.max_points}")
+            raise ParamError(
+                "min_points", f"need 1 <= min_points <= max_points, got {self.min_points}, {self.max_points}"
+            )
         if self.angle_steps < 2:
             raise ParamError("angle_steps", f"must be >= 2, got {self.angle_steps}")
 
@@ -249,8 +252,12 @@ _ARR = "float64[::1]"
 def _kernels() -> _Kernels:
     """Compiled on first use (or loaded from numba's cache), not at import."""
     return _Kernels(
-        ground=jit.njit(_ground_kernel, [f"void({_ARR}, {_ARR}, {_ARR}, float64, float64, float64, int64, int64, {_ARR})"]),
-        cluster=jit.njit(_cluster_kernel, [f"int64({_ARR}, {_ARR}, float64, float64, float64, int64, int64, int64[::1])"]),
+        ground=jit.njit(
+            _ground_kernel, [f"void({_ARR}, {_ARR}, {_ARR}, float64, float64, float64, int64, int64, {_ARR})"]
+        ),
+        cluster=jit.njit(
+            _cluster_kernel, [f"int64({_ARR}, {_ARR}, float64, float64, float64, int64, int64, int64[::1])"]
+        ),
         lshape=jit.njit(_lshape_kernel, [f"void({_ARR}, {_ARR}, int64, float64, {_ARR})"]),
     )
 
@@ -350,7 +357,9 @@ def classify(length: float, width: float, height: float, rules: Mapping[str, Cla
     return None
 
 
-def _complete(rect: Rectangle, typical: Size, sensor: tuple[float, float]) -> tuple[tuple[float, float], float, float, float]:
+def _complete(
+    rect: Rectangle, typical: Size, sensor: tuple[float, float]
+) -> tuple[tuple[float, float], float, float, float]:
     """The rectangle grown to the class's typical footprint where it is shorter, its face nearer
     the sensor kept (the sensor sees the near faces only). A car seen from behind (wider than
     long) turns: what was seen is its width."""

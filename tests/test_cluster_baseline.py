@@ -42,7 +42,7 @@ def _box_surface(rng: np.random.Generator, box: msgs.Box3D, per_m2: float = 60.0
         parts.append(p)
     local = np.concatenate(parts) + rng.normal(0, 0.02, (sum(len(p) for p in parts), 3))
     c, s = math.cos(box.yaw), math.sin(box.yaw)
-    world = local @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) + np.asarray(box.center)
+    world: np.ndarray = local @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) + np.asarray(box.center)
     return world
 
 
@@ -115,7 +115,7 @@ def test_simulated_32_beam_sweeps_find_most_cars_within_30_m() -> None:
         world = World(Scenario(seed=seed))
         cloud = lidar_sweep(world, sensor, lidar.LidarSpec.preset(32), 20_000_000_000)
         found = detector.process(
-            msgs.SyncedFrame(stamp_ns=cloud.stamp_ns, frame_id="base_link", members={"lidar": cloud})
+            msgs.SyncedFrame(stamp_ns=cloud.stamp_ns, frame_id="base_link", members={"lidar": (cloud,)})
         )[0]
         for want in ground_truth(world, 20.0, 0).boxes:
             if want.label == "car" and math.hypot(*want.center[:2]) <= 30:
@@ -131,7 +131,9 @@ def test_cluster_detector_keeps_the_detector_contract_and_names_an_unknown_senso
     detector: Detector = ClusterDetector(SIM_RIG, frame_id="base_link", inputs={"lidar": "roof"})
     assert detector.name == "cluster"
     assert detector.warm_up() >= 0
-    synced = msgs.SyncedFrame(stamp_ns=cloud.stamp_ns + 7, frame_id="base_link", members={"roof": cloud, "camera": ()})
+    synced = msgs.SyncedFrame(
+        stamp_ns=cloud.stamp_ns + 7, frame_id="base_link", members={"roof": (cloud,), "camera": ()}
+    )
     assert detector.present(synced) == ["lidar"]
     det, times = detector.process(synced)
     assert det.stamp_ns == synced.stamp_ns and det.frame_id == "base_link"
@@ -145,7 +147,7 @@ def test_cluster_detector_keeps_the_detector_contract_and_names_an_unknown_senso
     # a cloud from a sensor the rig does not have
     stranger = msgs.PointCloud(stamp_ns=1, frame_id="lidar_rear", data=cloud.data, fields=cloud.fields)
     with pytest.raises(UnknownNameError) as err:
-        detector.process(msgs.SyncedFrame(stamp_ns=1, frame_id="base_link", members={"roof": stranger}))
+        detector.process(msgs.SyncedFrame(stamp_ns=1, frame_id="base_link", members={"roof": (stranger,)}))
     assert err.value.name == "lidar_rear"
 
 

@@ -70,13 +70,15 @@ def test_reports_carry_cpu_and_memory(registry: Registry) -> None:
     node = Node("meter", registry=registry, handle_signals=False)
     try:
         node.diagnostics()
-        t0 = time.process_time()
+        t0, wall0 = time.process_time(), time.monotonic()
         while time.process_time() - t0 < 0.3:  # burn CPU on this thread
             pass
         values = node.diagnostics().values
+        # what this process really got: on a busy machine a busy thread gets less than a core
+        got_pct = 100 * (time.process_time() - t0) / (time.monotonic() - wall0)
     finally:
         node.close()
-    assert 50 <= float(values["cpu_pct"]) <= 210  # one busy thread ≈ 100 % of a core
+    assert got_pct * 0.7 - 5 <= float(values["cpu_pct"]) <= got_pct * 1.3 + 10, (values["cpu_pct"], got_pct)
     assert 10 < float(values["rss_mb"]) < 4096
 
 

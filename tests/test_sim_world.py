@@ -78,8 +78,10 @@ def test_static_clutter_is_deterministic_and_beside_the_road() -> None:
 def test_bad_scenarios() -> None:
     with pytest.raises(ValueError, match="actors"):
         Scenario(actors=0)
-    with pytest.raises(ValueError, match="condition"):
+    with pytest.raises(ValueError, match="weather"):
         Scenario(weather="snow")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="condition"):
+        Scenario(condition="dusk")  # type: ignore[arg-type]
 
 
 def test_ground_truth_node_refuses_bad_parameters(procs: Procs) -> None:

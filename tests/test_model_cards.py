@@ -24,6 +24,8 @@ from fusion_stream.bag.mapping import messages
 from fusion_stream.bag.reader import Bag
 from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import ParamError
+from fusion_stream.eval.bag_eval import evaluate_bag, setup_from_launch
+from fusion_stream.eval.html import write_report
 from fusion_stream.infer.boxes_model import decode_boxes, label_names, pad_points
 from fusion_stream.infer.cards import CardError, load_card
 from fusion_stream.infer.open import open_detector, rig_warning
@@ -359,15 +361,17 @@ def test_eval_scores_a_card_and_writes_its_detections_to_mcap(model_dir: Path, s
         assert d.log_ns >= d.message.stamp_ns
         assert_same_boxes(d.message.boxes, reference(clouds[d.message.stamp_ns], rig, "lidar_top", threshold=0.05))
 
-    # a bad card: exit 2 naming the file and the key; another rig: the report says so
+    # a bad card: exit 2 naming the file and the key; the shipped weights on another rig: the
+    # report says so
     bad = write_card(tmp_path, "bad.yaml", card_text(kind="pointpillars"))
     r = eval_cli(str(sim_bag), "--model", str(bad), "-o", str(tmp_path / "bad"))
     assert r.returncode == 2 and "bad.yaml" in r.stderr and "kind" in r.stderr
     rig_file = yaml.safe_load(SIM_RIG.read_text())
     rig_file["rig"] = "our_van"
     (tmp_path / "van.yaml").write_text(yaml.safe_dump(rig_file))
-    r = eval_cli(str(sim_bag), f"calib:={tmp_path / 'van.yaml'}", "-o", str(tmp_path / "van"))
-    assert r.returncode == 0, r.stderr
-    warning = json.loads((tmp_path / "van" / "metrics.json").read_text())["model_warning"]
-    assert "'our_van'" in warning and "'sim'" in warning and "our_van" in r.stderr
+    van = setup_from_launch("sim", args={"calib": str(tmp_path / "van.yaml")})
+    result = evaluate_bag(sim_bag, van, threads=1)
+    warning = result.metrics["model_warning"]
+    assert "'our_van'" in warning and "'sim'" in warning
+    write_report(result, tmp_path / "van", rig=calib.load(tmp_path / "van.yaml"), classes=result.classes, frames=0)
     assert "our_van" in (tmp_path / "van" / "report.html").read_text()

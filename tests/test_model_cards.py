@@ -375,3 +375,17 @@ def test_eval_scores_a_card_and_writes_its_detections_to_mcap(model_dir: Path, s
     assert "'our_van'" in warning and "'sim'" in warning
     write_report(result, tmp_path / "van", rig=calib.load(tmp_path / "van.yaml"), classes=result.classes, frames=0)
     assert "our_van" in (tmp_path / "van" / "report.html").read_text()
+
+
+def test_fusion_node_warns_when_the_shipped_weights_meet_another_rig(
+    procs: Procs, registry: Registry, tmp_path: Path
+) -> None:
+    rig_file = yaml.safe_load(SIM_RIG.read_text())
+    rig_file["rig"] = "our_van"
+    (tmp_path / "van.yaml").write_text(yaml.safe_dump(rig_file))
+    node = procs.python("-m", "fusion_stream.nodes.fusion", "--name", "fusion", "-p", f"calib:={tmp_path / 'van.yaml'}")
+    with Subscriber("/detections", registry=registry) as dets:
+        dets.wait_for_publishers(60.0)  # it publishes once the model is loaded and the warning logged
+    node.terminate()
+    _, err = node.communicate(timeout=10)
+    assert "WARNING" in err and "'our_van'" in err and "'sim'" in err, err[-2000:]

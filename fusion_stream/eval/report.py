@@ -45,6 +45,7 @@ def evaluate_split(
     detector = open_detector(spec, rig, backend=backend, device=device, threshold=EVAL_THRESHOLD)
     own = isinstance(detector, FusionPipeline)
     cfg = detector.backend.config if isinstance(detector, FusionPipeline) else ModelConfig()
+    detector.warm_up()  # compilation and first-run allocation are not a frame's inference time
     camera = next(iter(rig.of_type("camera")), None)
     frames = []
     times = []

@@ -375,15 +375,29 @@ def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 
     path, opts = job
     setup = setup_from_launch(opts["launch"], weights=opts["model"], backend=opts["backend"], args=opts["launch_args"])
+    detections = opts["detections"]
+    if detections is not None and opts["many"]:  # one file per bag: OUT_<bag>.mcap
+        detections = Path(detections).with_name(f"{Path(detections).stem}_{Path(path).stem}.mcap")
     result = evaluate_bag(
-        path, setup, topic_map=_load_map(opts["map"]), threads=opts["threads"], on_progress=opts.get("progress")
+        path,
+        setup,
+        topic_map=_load_map(opts["map"]),
+        threads=opts["threads"],
+        on_progress=opts.get("progress"),
+        detections_out=detections,
     )
     out = Path(opts["output"]) / Path(path).stem if opts["many"] else Path(opts["output"])
     rig = calib.load(resources.resolve(setup.calib))
     metrics_path, report_path = write_report(
         result, out, rig=rig, classes=result.classes, inputs=dict(setup.inputs), frames=opts["frames"]
     )
-    return {"bag": path, "metrics": str(metrics_path), "report": str(report_path), "summary": result.metrics}
+    return {
+        "bag": path,
+        "metrics": str(metrics_path),
+        "report": str(report_path),
+        "summary": result.metrics,
+        "detections": None if detections is None else str(detections),
+    }
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -408,7 +422,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "output": args.output,
         "many": len(args.files) > 1,
         "frames": args.frames,
+        "detections": args.detections,
     }
+    if args.detections is not None and Path(args.detections).suffix != ".mcap":
+        raise UsageError(f"--detections {args.detections}: the output must end in .mcap")
     for f in args.files:
         if not Path(f).exists():
             raise FormatError(f"{f}: no such bag")
@@ -429,6 +446,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 results.append(_eval_one((f, opts)))
     for r in results:
         m = r["summary"]
+        if "model_warning" in m:
+            print(f"warning: {m['model_warning']}", file=sys.stderr)
         if "nuscenes" in m:
             print(
                 f"{r['bag']}: mAP {m['nuscenes']['mAP']:.3f} NDS {m['nuscenes']['NDS']:.3f} "
@@ -443,7 +462,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 f"  latency per set p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms; "
                 f"{m['speed_x_realtime']:.1f}× real time"
             )
-        print(f"  → {r['metrics']}, {r['report']}")
+        print(f"  → {r['metrics']}, {r['report']}" + (f", {r['detections']}" if r["detections"] else ""))
     return 0
 
 
@@ -528,7 +547,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     p = sub.add_parser("eval", help="replay bags through sync + fusion in lockstep and score against ground truth")
     p.add_argument("files", nargs="+", metavar="FILE", help="bags, then NAME:=VALUE arguments for --launch")
-    p.add_argument("--model", default=None, metavar="WEIGHTS", help="default: the fusion node's weights in --launch")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="weights (.pt), a model card (.yaml) or a built-in name (fusion_sim, lidar_only, cluster); "
+        "default: the fusion node's model in --launch",
+    )
+    p.add_argument(
+        "--detections",
+        default=None,
+        metavar="OUT.mcap",
+        help="also write every set's detections (and their markers) to this MCAP, to view beside the bag",
+    )
     p.add_argument(
         "--backend",
         default=None,

@@ -100,6 +100,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
     from fusion_stream.eval.report import evaluate_split
+    from fusion_stream.infer.open import locate
 
     with progress_bar(console) as progress:
         from fusion_stream.model import splits
@@ -108,7 +109,7 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
         _render(progress, ds, args.split, args.workers)
         task = progress.add_task(f"evaluating on {args.split}", total=len(ds), info="")
         result = evaluate_split(
-            resources.resolve(args.weights),
+            locate(args.model),
             ds,
             backend=args.backend,
             drop=tuple(args.drop or ()),
@@ -125,6 +126,8 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
         f"mAP {result['mAP']:.3f}  NDS {result['NDS']:.3f}  siren accuracy {result['siren_accuracy']:.3f} "
         f"(over {result['siren_matches']} detected cars/trucks where a siren sounds)  frames {result['frames']}"
     )
+    if "model_warning" in result:
+        console.print(f"warning: {result['model_warning']}")
     if "camera_view" in result:
         console.print(f"in the camera's field of view: mAP {result['camera_view']['mAP']:.3f}")
     if args.output:
@@ -181,11 +184,20 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(model_cmd=cmd_train)
 
     p = sub.add_parser("eval-sim", help="score a model on held-out simulated scenarios (nuScenes-style mAP/NDS)")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="weights to score (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        "--weights",
+        dest="model",
+        default=str(DEFAULT_WEIGHTS),
+        help="weights (.pt), a model card (.yaml) or a built-in name (fusion_sim, lidar_only, cluster) "
+        "(default: %(default)s)",
+    )
     p.add_argument("--split", default="val", help="val, fog, rain, clear or night (held-out scenarios)")
     p.add_argument("--seeds", type=int, default=None, help="only the first N held-out scenarios")
     p.add_argument("--per-seed", type=int, default=8, help="samples per scenario")
-    p.add_argument("--backend", default="torch", help="auto, tensorrt, onnxruntime or torch")
+    p.add_argument(
+        "--backend", default=None, help="auto, tensorrt, onnxruntime or torch (default: torch; a card: onnxruntime)"
+    )
     p.add_argument("--drop", nargs="*", metavar="MODALITY", help="run without these modalities, e.g. radar")
     p.add_argument("--workers", type=int, default=2, help="processes rendering samples (default 2)")
     p.add_argument("--calib", default="calib/sim_rig.yaml", help="rig to render samples with (default: %(default)s)")

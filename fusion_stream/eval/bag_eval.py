@@ -5,6 +5,9 @@ launch file (``launch/sim.yaml`` by default), but driven in-process by the bag's
 message is offered at its recorded arrival time and deadlines follow bag time, so the same bag
 and model give the same synced sets, detections and metrics on every run, as fast as the
 pipeline allows. Detections are matched against ``/ground_truth/objects`` at the set's stamp.
+The model is any the fusion node can run (weights, a model card, a built-in name); with
+``detections_out`` every set's detections are written to an MCAP file as the recorder writes
+them (``/detections`` and its markers), logged at the bag time the set was complete.
 """
 
 from __future__ import annotations
@@ -23,14 +26,16 @@ import numpy as np
 
 from fusion_stream.bag.mapping import StreamStats, TopicMap, messages
 from fusion_stream.bag.reader import Bag
+from fusion_stream.bag.writer import BagWriter
 from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import FormatError, UsageError
 from fusion_stream.eval import kitti
 from fusion_stream.eval.metrics import FrameResult, detection_metrics, siren_accuracy
 from fusion_stream.eval.report import EVAL_THRESHOLD
 from fusion_stream.graph import launch
-from fusion_stream.infer.backends import load
+from fusion_stream.infer.open import locate, open_detector, rig_warning
 from fusion_stream.infer.pipeline import FusionPipeline
+from fusion_stream.model.config import ModelConfig
 from fusion_stream.model.decode import DEFAULT_THRESHOLD
 from fusion_stream.model.targets import in_range
 from fusion_stream.runtime import params
@@ -55,6 +60,7 @@ class EvalSetup:
 
     sync: SyncParams
     weights: str
+    """The model: a weights file, a model card or a built-in name (see ``infer.open``)."""
     backend: str
     calib: str
     inputs: Mapping[str, str]
@@ -68,7 +74,8 @@ def setup_from_launch(
     backend: str | None = None,
     args: Mapping[str, Any] | None = None,
 ) -> EvalSetup:
-    """The sync and fusion settings of a launch file (with ``args`` as ``NAME:=VALUE`` would give)."""
+    """The sync and fusion settings of a launch file (with ``args`` as ``NAME:=VALUE`` would give).
+    ``weights``: any model spec, overriding the fusion node's ``model`` (or else ``weights``)."""
     graph = launch.load(launch.find(path), args, check_nodes=False)  # the sensors' files need not be here
     folder = Path(graph.path).parent
     by_type = {n.type: n for n in graph.nodes}
@@ -87,7 +94,7 @@ def setup_from_launch(
         gt_topic = by_type["ground_truth"].remap.get(GROUND_TRUTH_TOPIC, GROUND_TRUTH_TOPIC)
     return EvalSetup(
         sync=sync,
-        weights=str(resources.resolve(weights) if weights else resources.resolve(p.get("weights", _WEIGHTS), folder)),
+        weights=locate(weights) if weights else locate(str(p.get("model") or p.get("weights", _WEIGHTS)), folder),
         backend=backend or str(p.get("backend", "auto")),
         calib=str(resources.resolve(p.get("calib", sync.calib or _CALIB), folder)),
         inputs=dict(p.get("inputs", {})),
@@ -116,6 +123,8 @@ class BagEvaluation:
     bag_s: float = 0.0
     backend: str = ""
     classes: tuple[str, ...] = ()
+    warning: str | None = None
+    """Why the model may not suit the bag's rig (it was trained on another), for the report."""
 
     @property
     def has_ground_truth(self) -> bool:
@@ -150,6 +159,7 @@ def evaluate_bag(
     topic_map: TopicMap | None = None,
     threads: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    detections_out: Path | str | None = None,
 ) -> BagEvaluation:
     """Run sync + fusion over the bag in lockstep and score the detections (see module doc)."""
     result = BagEvaluation(Path(path))
@@ -169,18 +179,25 @@ def evaluate_bag(
             )
         if absent:
             log.warning("%s: no %s in the bag; those inputs will be missing from every set", bag.path, absent)
-        model = load(setup.weights, backend=setup.backend, device="auto", threads=threads)
-        result.backend = model.name
-        cfg = model.config
+        detector = open_detector(
+            setup.weights, rig, backend=setup.backend, threads=threads, threshold=EVAL_THRESHOLD, inputs=setup.inputs
+        )
+        own = isinstance(detector, FusionPipeline)
+        # the network's grid bounds what is scored; another model is scored over the same area
+        cfg = detector.backend.config if isinstance(detector, FusionPipeline) else ModelConfig()
+        result.backend = detector.backend.name if isinstance(detector, FusionPipeline) else detector.name
         result.classes = tuple(cfg.classes)
-        pipeline = FusionPipeline(model, rig, threshold=EVAL_THRESHOLD, inputs=setup.inputs)
+        result.warning = rig_warning(setup.weights, rig)
+        if result.warning:
+            log.warning("%s", result.warning)
+        detector.warm_up()  # compilation and first-run allocation are not a set's latency
         t0 = time.perf_counter()
         names = [t.topic for t in info.topics if tmap.rename(t.topic) in wanted]
         total = sum(t.count for t in info.topics if t.topic in names)
         result.bag_s = info.duration_s
         # Reading, decoding and aligning (one thread) overlap with inference (this thread): on
         # two cores that is most of the way to twice as fast, and the order of sets is unchanged.
-        sets: queue.Queue[msgs.SyncedFrame | BaseException | None] = queue.Queue(maxsize=16)
+        sets: queue.Queue[tuple[msgs.SyncedFrame, int] | BaseException | None] = queue.Queue(maxsize=16)
 
         def produce() -> None:
             try:
@@ -192,31 +209,56 @@ def evaluate_bag(
                             gt[item.message.stamp_ns] = item.message
                     else:
                         for e in stage.poll(item.log_ns) + stage.offer(item.topic, item.message, item.log_ns):
-                            sets.put(e.frame)
+                            sets.put((e.frame, item.log_ns))
                     if on_progress is not None and n % 50 == 0:
                         on_progress(n, total)
                 for e in stage.poll(last_ns + 10**10):  # the deadlines of the last sets pass
-                    sets.put(e.frame)
+                    sets.put((e.frame, last_ns))
                 sets.put(None)
             except BaseException as err:  # noqa: BLE001  # handed to the consumer, which raises it
                 sets.put(err)
 
         reader = threading.Thread(target=produce, name="bag-reader", daemon=True)
         reader.start()
-        processed: list[tuple[msgs.SyncedFrame, msgs.Detections, tuple[float, float, float]]] = []
+        processed: list[tuple[msgs.SyncedFrame, msgs.Detections, tuple[float, float, float], int]] = []
         while (item := sets.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            det, times = pipeline.process(item)
-            processed.append((item, det, (times.preprocess_ms, times.inference_ms, times.decode_ms)))
+            frame, log_ns = item
+            det, times = detector.process(frame)
+            if not own:
+                det = msgs.Detections(
+                    stamp_ns=det.stamp_ns, frame_id=det.frame_id, boxes=tuple(b for b in det.boxes if in_range(b, cfg))
+                )
+            processed.append((frame, det, (times.preprocess_ms, times.inference_ms, times.decode_ms), log_ns))
         reader.join()
-    for frame, det, stage_ms in processed:
+    for frame, det, stage_ms, _ in processed:
         truth = _nearest_gt(gt, frame.stamp_ns)
         boxes = None if truth is None else tuple(b for b in truth.boxes if in_range(b, cfg))
         result.frames.append(FrameRecord(frame.stamp_ns, frame, det.boxes, boxes, stage_ms))
+    if detections_out is not None:
+        write_detections(detections_out, rig, [(det, log_ns) for _, det, _, log_ns in processed])
     result.wall_s = time.perf_counter() - t0
     result.metrics = score(result, cfg.classes)
     return result
+
+
+DETECTIONS_TOPIC = "/detections"
+
+
+def write_detections(path: Path | str, rig: calib.Rig, detections: list[tuple[msgs.Detections, int]]) -> Path:
+    """Every set's detections (with their markers, and the rig on ``/tf_static``) as the
+    recorder writes them, each logged at the given bag time; written under a temporary name and
+    renamed when complete, so a failed run leaves no half file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part.mcap")
+    with BagWriter(tmp, markers=True) as writer:
+        if detections:
+            writer.write_tf_static(rig, detections[0][1])
+        for det, log_ns in detections:
+            writer.write(DETECTIONS_TOPIC, det, log_ns)
+    tmp.replace(path)
+    return path
 
 
 def score(result: BagEvaluation, classes: tuple[str, ...]) -> dict[str, Any]:
@@ -226,6 +268,7 @@ def score(result: BagEvaluation, classes: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "bag": str(result.path),
         "backend": result.backend,
+        **({"model_warning": result.warning} if result.warning else {}),
         "sets": len(frames),
         "partial_sets": sum(bool(f.frame.missing) for f in frames),
         "frames_with_ground_truth": len(scored),

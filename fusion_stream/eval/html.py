@@ -167,6 +167,8 @@ def write_report(
         f"backend {html.escape(m['backend'])}, evaluated in {m['wall_s']:.1f} s "
         f"({_fmt(m['speed_x_realtime'], 1)}× real time).</p>",
     ]
+    if m.get("model_warning"):
+        sections.append(f"<p><b>Warning:</b> {html.escape(m['model_warning'])}</p>")
     if "nuscenes" in m:
         nus = m["nuscenes"]
         sections.append(

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fusion_stream.core import calib, render
+from fusion_stream.core import calib, msgs, render
 from fusion_stream.core.msgs import Box3D
 from fusion_stream.eval.metrics import FrameResult, detection_metrics, siren_accuracy
-from fusion_stream.infer.backends import load
-from fusion_stream.infer.pipeline import decode_frame
-from fusion_stream.model import preprocess
+from fusion_stream.infer.open import CARD_SUFFIXES, open_detector, rig_warning
+from fusion_stream.infer.pipeline import FusionPipeline
+from fusion_stream.model.config import ModelConfig
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
 from fusion_stream.model.decode import DEFAULT_THRESHOLD
 from fusion_stream.model.targets import in_range
@@ -24,35 +23,42 @@ EVAL_THRESHOLD = 0.05
 
 
 def evaluate_split(
-    weights: Path | str,
+    model: Path | str,
     data: SimDataset,
     *,
-    backend: str = "torch",
+    backend: str | None = None,
     drop: Sequence[str] = (),
     on_frame: Callable[[], None] | None = None,
     render_dir: Path | str | None = None,
     render_count: int = 4,
 ) -> dict[str, Any]:
-    """Metrics of ``weights`` on every sample of ``data`` (ground truth limited to the model's
-    grid), with the modalities in ``drop`` withheld. With ``render_dir``, ``render_count`` frames
-    spread over the split are drawn there (camera with detections; bird's-eye view with LiDAR,
-    radar, detections and the ground truth in grey)."""
-    model = load(weights, backend=backend, device="cpu" if backend != "tensorrt" else "cuda")
-    cfg = model.config
+    """Metrics of ``model`` (weights, a model card or a built-in name) on every sample of
+    ``data`` (ground truth limited to the network's grid), with the modalities in ``drop``
+    withheld. ``backend``: None is torch for weights (the reference), ONNX Runtime for a card.
+    With ``render_dir``, ``render_count`` frames spread over the split are drawn there (camera with
+    detections; bird's-eye view with LiDAR, radar, detections and the ground truth in grey)."""
+    spec = str(model)
+    if backend is None:
+        backend = "auto" if spec == "cluster" or Path(spec).suffix in CARD_SUFFIXES else "torch"
     rig = calib.load(data.rig_path)
-    geometry = preprocess.RigGeometry.from_rig(rig)
+    device = "cuda" if backend == "tensorrt" else "cpu"
+    detector = open_detector(spec, rig, backend=backend, device=device, threshold=EVAL_THRESHOLD)
+    own = isinstance(detector, FusionPipeline)
+    cfg = detector.backend.config if isinstance(detector, FusionPipeline) else ModelConfig()
+    detector.warm_up()  # compilation and first-run allocation are not a frame's inference time
     camera = next(iter(rig.of_type("camera")), None)
     frames = []
     times = []
     for i in range(len(data)):
         sample = data.load(i)
         members = {k: v for k, v in members_of(sample, rig).items() if k not in drop}
-        inputs = preprocess.batch([preprocess.prepare(members, geometry, cfg)])
-        t0 = time.perf_counter()
-        out = model.run(inputs)
-        times.append(time.perf_counter() - t0)
+        stamp = max((m.stamp_ns for ms in members.values() for m in ms), default=0)
+        frame = msgs.SyncedFrame(stamp_ns=stamp, frame_id=rig.frame_id, members=members, missing=tuple(drop))
+        det, stage = detector.process(frame)
+        times.append(stage.inference_ms / 1e3)
         gt = [b for b in boxes_from_array(sample["boxes"]) if in_range(b, cfg)]
-        frames.append(FrameResult(gt, decode_frame(out, inputs, geometry, cfg, EVAL_THRESHOLD)))
+        found = det.boxes if own else tuple(b for b in det.boxes if in_range(b, cfg))
+        frames.append(FrameResult(gt, found))
         if render_dir is not None and i % max(1, len(data) // max(render_count, 1)) == 0:
             shown = [d for d in frames[-1].detections if d.score >= DEFAULT_THRESHOLD]
             render_frame(Path(render_dir) / f"frame_{i:04d}", members, rig, gt, shown)
@@ -70,7 +76,7 @@ def evaluate_split(
             "siren_matches": n,
             "siren_vehicles": sirens,
             "frames": len(frames),
-            "backend": model.name,
+            "backend": detector.backend.name if isinstance(detector, FusionPipeline) else detector.name,
             "dropped": list(drop),
             "inference_ms": {
                 "p50": float(np.percentile(times, 50) * 1e3),
@@ -78,6 +84,9 @@ def evaluate_split(
             },
         }
     )
+    warning = rig_warning(spec, rig)
+    if warning:
+        result["model_warning"] = warning
     return result
 
 

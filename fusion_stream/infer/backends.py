@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -112,38 +112,45 @@ class TorchBackend:
         return {n: t.cpu().numpy() for n, t in zip(OUTPUT_NAMES, out, strict=True)}
 
 
+def ort_session(onnx_path: Path, device: str = "cpu", threads: int = 0) -> Any:
+    """An ONNX Runtime session for ``onnx_path`` on ``device`` (``cpu``, ``cuda``: TensorRT, then
+    CUDA execution providers), with ``threads`` intra-op threads that do not spin when idle (0:
+    the library's default); shared by the project's network and the ONNX models of model cards."""
+    try:
+        import onnxruntime as ort  # type: ignore[import-untyped]
+    except ImportError as err:
+        raise BackendUnavailableError("onnxruntime: the onnxruntime package is not installed") from err
+    available = ort.get_available_providers()
+    wanted = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+        if not wanted:
+            raise BackendUnavailableError(
+                f"onnxruntime: device {device!r} asked for, but only {available} are available "
+                "(install onnxruntime-gpu)"
+            )
+        wanted.append("CPUExecutionProvider")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        # idle worker threads spin by default: on a small machine shared with the sensor
+        # processes that burns the cores they need
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(onnx_path), opts, providers=wanted)
+    except Exception as err:  # onnxruntime raises its own untyped errors
+        raise InferenceError(f"onnxruntime could not load {onnx_path}: {err}") from err
+
+
 class OnnxRuntimeBackend:
     """An exported ONNX model in ONNX Runtime (no torch needed)."""
 
     name = "onnxruntime"
 
     def __init__(self, onnx_path: Path, device: str = "cpu", threads: int = 0) -> None:
-        try:
-            import onnxruntime as ort  # type: ignore[import-untyped]
-        except ImportError as err:
-            raise BackendUnavailableError("onnxruntime: the onnxruntime package is not installed") from err
-        available = ort.get_available_providers()
-        wanted = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
-            if not wanted:
-                raise BackendUnavailableError(
-                    f"onnxruntime: device {device!r} asked for, but only {available} are available "
-                    "(install onnxruntime-gpu)"
-                )
-            wanted.append("CPUExecutionProvider")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            # idle worker threads spin by default: on a small machine shared with the sensor
-            # processes that burns the cores they need
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self._session = ort.InferenceSession(str(onnx_path), opts, providers=wanted)
-        except Exception as err:  # onnxruntime raises its own untyped errors
-            raise InferenceError(f"onnxruntime could not load {onnx_path}: {err}") from err
+        self._session = ort_session(onnx_path, device, threads)
         self.providers = self._session.get_providers()
         self.config = config_from_metadata(self._session.get_modelmeta().custom_metadata_map, onnx_path)
         self.device = device

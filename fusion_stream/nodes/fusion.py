@@ -1,4 +1,7 @@
-"""Fusion node: synced sets → the fusion network → ``Detections`` on ``/detections``.
+"""Fusion node: synced sets → a detector → ``Detections`` on ``/detections``.
+
+The detector is the project's fusion network (``weights``), or any model named by ``model``: a
+weights file, a model card (a user's ONNX detector) or a built-in name (``cluster``).
 
 The sets come from ``/sync/frames`` (a sync node), or, with a ``sync:`` block in the parameters
 (the sync node's keys), from the sync stage run in this process on the sensor topics themselves:
@@ -47,6 +50,7 @@ from fusion_stream.sync.stage import Emitted, SyncConfig, SyncStage
 
 if TYPE_CHECKING:
     from fusion_stream.infer.backends import Backend
+    from fusion_stream.infer.detector import Detector
     from fusion_stream.infer.pipeline import PipelineReport
 
 log = logging.getLogger(__name__)
@@ -56,12 +60,16 @@ log = logging.getLogger(__name__)
 class Params:
     weights: str = "weights/fusion_sim.pt"
     """Trained weights; a relative path is looked up in the working directory, then the project."""
+    model: str = ""
+    """A weights file (.pt), a model card (.yaml) or a built-in name (fusion_sim, lidar_only,
+    cluster); when set it wins over ``weights``."""
     backend: str = "auto"
     device: str = "auto"
     calib: str = "calib/sim_rig.yaml"
     input: str = "/sync/frames"
     output: str = "/detections"
-    threshold: float = 0.3
+    threshold: float | None = None
+    """Lowest score published (none: the model's own, a card's score_threshold or 0.3)."""
     frame_id: str = "base_link"
     threads: int = 1
     """CPU threads for inference (0: the backend's default, every core). One leaves the other
@@ -120,14 +128,21 @@ def resolve_device(device: str) -> str:
 def check(p: Params) -> None:
     """What can be judged before the node starts, without loading the model (``fusion-stream
     launch`` calls it; so does setup): threshold, the sync block, the rig file (found and parsed),
-    the weights file (a regular, readable file) and the backend's name."""
+    the model (a readable weights file, a valid card whose ONNX matches it, a built-in name) and
+    the backend's name."""
     _checked(p)
+
+
+def model_key(p: Params) -> tuple[str, str]:
+    """The parameter naming the model (``model`` when set, else ``weights``) and its value."""
+    return ("model", p.model) if p.model else ("weights", p.weights)
 
 
 def _checked(p: Params) -> tuple[SyncConfig | None, calib.Rig]:
     from fusion_stream.infer import backends
+    from fusion_stream.infer.open import check_spec
 
-    if not 0.0 <= p.threshold <= 1.0:
+    if p.threshold is not None and not 0.0 <= p.threshold <= 1.0:
         raise ParamError("threshold", f"must be within [0, 1], got {p.threshold}")
     config = sync_config(p)
     try:
@@ -136,16 +151,19 @@ def _checked(p: Params) -> tuple[SyncConfig | None, calib.Rig]:
         raise ParamError("calib", str(err)) from err
     if p.backend not in backends.CHOICES:
         raise ParamError("backend", f"must be one of {', '.join(backends.CHOICES)}, got {p.backend!r}")
+    key, spec = model_key(p)
     try:
-        backends.check(resources.resolve(p.weights), p.backend)
+        check_spec(spec, p.backend)
+    except BackendUnavailableError as err:
+        raise ParamError("backend", str(err)) from err
     except FusionStreamError as err:
-        raise ParamError("weights", str(err)) from err
+        raise ParamError(key, str(err)) from err
     return config, rig
 
 
 def open_backend(p: Params) -> Backend:
-    """The inference backend the parameters ask for; a ParamError names ``backend`` when the
-    backend (or its device) cannot run here, ``weights`` when the model is at fault."""
+    """The inference backend of ``weights`` (the project's network); a ParamError names
+    ``backend`` when the backend (or its device) cannot run here, ``weights`` when the model is at fault."""
     from fusion_stream.infer.backends import load
 
     weights = resources.resolve(p.weights)
@@ -157,30 +175,57 @@ def open_backend(p: Params) -> Backend:
         raise ParamError("weights", str(err)) from err
 
 
+def open_model(p: Params, rig: calib.Rig) -> Detector:
+    """The detector the parameters ask for; a ParamError names ``backend`` when the backend (or
+    its device) cannot run here, ``model``/``weights`` when the model is at fault."""
+    from fusion_stream.infer.open import open_detector
+
+    key, spec = model_key(p)
+    try:
+        return open_detector(
+            spec,
+            rig,
+            backend=p.backend,
+            device=resolve_device(p.device),
+            threads=p.threads,
+            threshold=p.threshold,
+            inputs=p.inputs,
+            frame_id=p.frame_id,
+        )
+    except BackendUnavailableError as err:
+        raise ParamError("backend", str(err)) from err
+    except FusionStreamError as err:  # the model (or its export) is missing, damaged or unusable
+        raise ParamError(key, str(err)) from err
+
+
 def setup(node: Node, p: Params) -> None:
+    from fusion_stream.infer.open import rig_warning
     from fusion_stream.infer.pipeline import FusionPipeline, PipelineReport
 
     t0 = time.perf_counter()
 
     config, rig = _checked(p)  # before the model: a bad value exits at once
-    backend = open_backend(p)
-    pipeline = FusionPipeline(backend, rig, threshold=p.threshold, inputs=p.inputs, frame_id=p.frame_id)
-    first_ms = pipeline.warm_up()
+    detector = open_model(p, rig)
+    first_ms = detector.warm_up()
+    spec = model_key(p)[1]
     log.info(
-        "fusion model %s on %s (%s): ready in %.2f s (first run %.0f ms)",
-        p.weights,
-        backend.name,
-        backend.device,
+        "fusion model %s on %s: ready in %.2f s (first run %.0f ms)",
+        spec,
+        detector.name,
         time.perf_counter() - t0,
         first_ms,
     )
+    warning = rig_warning(spec, rig)
+    if warning:
+        log.warning("%s", warning)
     # only now is the node visible on its topics: a subscriber or the supervisor sees a ready node
     pub = node.publisher(p.output, msgs.Detections)
-    report = PipelineReport(backend.name)
+    # the network's diagnostics name its backend alone, as before cards; another model its name
+    report = PipelineReport(detector.backend.name if isinstance(detector, FusionPipeline) else detector.name)
 
     def run(frame: msgs.SyncedFrame) -> None:
         try:
-            det, times = pipeline.process(frame)
+            det, times = detector.process(frame)
         except FusionStreamError as err:
             report.failed += 1
             log.warning("set at %d ns skipped: %s", frame.stamp_ns, err)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -159,14 +161,18 @@ def run_on_ray(
     except ImportError as err:
         raise UsageError(f"evaluating on several workers needs Ray: {CLUSTER_EXTRA}") from err
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    local = address in (None, "local")
+    on_term = signal.getsignal(signal.SIGTERM)
     ray.init(
         address=address or "local",
-        num_cpus=None if address else workers,
+        num_cpus=workers if local else None,
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=True,
         logging_level=logging.ERROR,
     )
+    if on_term is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)  # Ray's core put in one that aborts the process
     actors: list[Any] = []
     try:
         if on_start is not None:

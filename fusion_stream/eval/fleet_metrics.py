@@ -132,6 +132,7 @@ def fleet_metrics(outcomes: Sequence[BagOutcome], classes: Sequence[str], *, wor
     bag_s = sum(float(o.metrics.get("bag_duration_s", 0.0)) for o in good)
     out: dict[str, Any] = {
         "bags": len(ordered),
+        "backend": next((o.metrics.get("backend", "") for o in good), ""),
         "evaluated": len(good),
         "failed": [{"bag": o.path, "name": o.name, "reason": o.error} for o in ordered if not o.ok],
         "sets": len(frames),

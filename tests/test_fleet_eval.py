@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from fusion_stream.bag.mapping import TopicMap
 from fusion_stream.errors import UsageError
 from fusion_stream.eval.bag_eval import evaluate_bag, setup_from_launch
 from fusion_stream.eval.bag_list import expand_bags, report_names
+from fusion_stream.eval.fleet import FleetJob, run_on_ray
 from fusion_stream.eval.html import jsonable
 from fusion_stream.eval.metrics import FrameResult
 from fusion_stream.eval.scores import ground_truth_scores
@@ -134,7 +136,9 @@ def test_without_strict_a_failed_bag_does_not_fail_the_run_serially(
     assert {k: m[k] for k in SCORE_KEYS} == serial["second_alone"]
 
 
-def test_a_bag_list_that_is_empty_or_missing_is_a_usage_error(tmp_path: Path) -> None:
+def test_an_empty_or_missing_bag_list_or_an_unreachable_cluster_is_a_usage_error(
+    bags: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     run = eval_cli(str(empty), "-o", str(tmp_path / "out"))
@@ -142,6 +146,15 @@ def test_a_bag_list_that_is_empty_or_missing_is_a_usage_error(tmp_path: Path) ->
     run = eval_cli(str(tmp_path / "absent.mcap"), str(tmp_path / "nothing_*.bag"), "-o", str(tmp_path / "out"))
     assert run.returncode == 2 and "absent.mcap" in run.stderr
     assert not (tmp_path / "out").exists()
+    with pytest.raises(UsageError):  # refused at once, before ray.init (which would wait forever)
+        run_on_ray(
+            bags[:2],
+            ["a", "b"],
+            FleetJob(setup_from_launch("sim"), TopicMap()),
+            print,
+            workers=2,
+            address="127.0.0.1:1",
+        )
 
 
 def test_bags_are_found_in_folders_and_by_pattern_once_each(tmp_path: Path) -> None:

@@ -141,6 +141,17 @@ def ray_available() -> bool:
     return True
 
 
+def _check_reachable(address: str) -> None:
+    """A ``HOST:PORT`` that does not answer is refused at once: ``ray.init`` would wait forever."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "//" in host:  # "auto", "ray://...": Ray's own checks
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise UsageError(f"--ray-address {address}: no Ray cluster answers there ({err})") from err
+
+
 def run_on_ray(
     bags: Sequence[Path],
     names: Sequence[str],
@@ -160,17 +171,22 @@ def run_on_ray(
         from ray.exceptions import RayActorError, RayTaskError
     except ImportError as err:
         raise UsageError(f"evaluating on several workers needs Ray: {CLUSTER_EXTRA}") from err
+    if address and address != "local":
+        _check_reachable(address)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     local = address in (None, "local")
     on_term = signal.getsignal(signal.SIGTERM)
-    ray.init(
-        address=address or "local",
-        num_cpus=workers if local else None,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=True,
-        logging_level=logging.ERROR,
-    )
+    try:
+        ray.init(
+            address=address or "local",
+            num_cpus=workers if local else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=True,
+            logging_level=logging.ERROR,
+        )
+    except ConnectionError as err:  # no cluster there, or one that wants a token (RAY_AUTH_TOKEN)
+        raise UsageError(f"--ray-address {address}: {err} ({err.__cause__})") from err
     if on_term is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_term)  # Ray's core put in one that aborts the process
     actors: list[Any] = []

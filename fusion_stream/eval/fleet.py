@@ -81,6 +81,7 @@ class BagWorker:
         try:
             result = evaluate_bag(path, self.job.setup, topic_map=self.job.topic_map, model=self.model)
             outcome = self._outcome(index, path, name, result)
+            capture.text.write(f"done: {len(result.frames)} sets in {result.wall_s:.1f} s\n")
         except (FusionStreamError, OSError) as err:  # a damaged, foreign or unreadable bag
             reason = str(err) if isinstance(err, FusionStreamError) else f"{type(err).__name__}: {err}"
             capture.text.write(f"failed: {reason}\n")

@@ -181,18 +181,20 @@ def worst_frames(outcomes: Sequence[BagOutcome], count: int) -> list[dict[str, A
     """The ``count`` frames with the most misses + false alarms across the fleet (ties: the bag
     named first, the earlier frame), with the names of their pictures where the worker drew them."""
     ranked = sorted(
-        ((f.misses + f.false_alarms, o.index, f.stamp_ns, o, f) for o in outcomes if o.ok for f in o.frames),
+        ((f.misses + f.false_alarms, o.index, i, o, f) for o in outcomes if o.ok for i, f in enumerate(o.frames)),
         key=lambda t: (-t[0], t[1], t[2]),
     )
     return [
         {
             "bag": o.path,
             "name": o.name,
+            "set": i,
+            "offset_s": (f.stamp_ns - o.frames[0].stamp_ns) / 1e9,
             "stamp_ns": f.stamp_ns,
             "misses": f.misses,
             "false_alarms": f.false_alarms,
             "pictures": [f"{o.name}/{p}" for p in o.pictures.get(f.stamp_ns, [])],
         }
-        for errors, _, _, o, f in ranked[:count]
+        for errors, _, i, o, f in ranked[:count]
         if errors > 0
     ]

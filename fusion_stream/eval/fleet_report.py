@@ -39,7 +39,7 @@ def write_fleet_report(
         f"<h1>fusion_stream fleet evaluation — {m['bags']} bags</h1>",
         f"<p>{m['evaluated']} evaluated, {len(m['failed'])} failed; {m['sets']} synced sets "
         f"({m['partial_sets']} partial) from {m['bag_duration_s']:.1f} s of bags, evaluated in "
-        f"{_fmt(m.get('wall_s'), 1)} s on {html.escape(str(m.get('workers', '?')))} workers "
+        f"{_fmt(m.get('wall_s'), 1)} s {_where(m)} "
         f"({_fmt(m.get('speed_x_realtime'), 1)}× real time, {_fmt(m.get('frames_per_s'), 1)} sets/s).</p>",
     ]
     if "nuscenes" in m:
@@ -70,7 +70,7 @@ def write_fleet_report(
         for w in m["worst_frames"]:
             pics = "".join(f'<img src="{html.escape(p)}" alt="{html.escape(p)}">' for p in w["pictures"])
             items.append(
-                f"<h3>{html.escape(w['name'])} at {w['stamp_ns'] / 1e9:.3f} s: {w['misses']} missed, "
+                f"<h3>{html.escape(w['name'])}, set {w['set']} ({w['offset_s']:.1f} s in): {w['misses']} missed, "
                 f"{w['false_alarms']} false alarms</h3><div class=row>{pics}</div>"
             )
         sections.append(
@@ -109,3 +109,10 @@ def _bag_table(rows: Sequence[dict[str, Any]]) -> str:
             f"<td>{_fmt(r['wall_s'], 1)}</td><td>{html.escape(r['worker'])}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
+
+
+def _where(m: dict[str, Any]) -> str:
+    ray = m.get("ray")
+    if not ray:
+        return "in one process"
+    return f"on {m.get('workers')} Ray workers ({html.escape(str(ray.get('address')))})"

@@ -74,7 +74,7 @@ def test_sim_bag_is_what_the_nodes_publish(sim_bags: tuple[Path, Path]) -> None:
 
 def test_eval_scores_a_bag_the_same_every_time_and_writes_a_report(sim_bags: tuple[Path, Path], tmp_path: Path) -> None:
     with_gt, without = sim_bags
-    r = eval_cli(str(with_gt), str(without), "--workers", "2", "-o", str(tmp_path / "both"))
+    r = eval_cli(str(with_gt), str(without), "-o", str(tmp_path / "both"))
     assert r.returncode == 0, r.stderr
     assert "no ground truth" in r.stdout and "mAP" in r.stdout
     first = tmp_path / "both" / "sim" / "metrics.json"

@@ -368,7 +368,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    """Evaluate one bag (in a worker process with --workers) and write its report."""
+    """Evaluate one bag in this process and write its report (many bags: ``_eval_fleet``)."""
     from fusion_stream.core import calib
     from fusion_stream.eval.bag_eval import evaluate_bag, setup_from_launch
     from fusion_stream.eval.html import write_report
@@ -376,8 +376,6 @@ def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     path, opts = job
     setup = setup_from_launch(opts["launch"], weights=opts["model"], backend=opts["backend"], args=opts["launch_args"])
     detections = opts["detections"]
-    if detections is not None and opts["many"]:  # one file per bag: OUT_<bag>.mcap
-        detections = Path(detections).with_name(f"{Path(detections).stem}_{Path(path).stem}.mcap")
     result = evaluate_bag(
         path,
         setup,
@@ -386,7 +384,7 @@ def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
         on_progress=opts.get("progress"),
         detections_out=detections,
     )
-    out = Path(opts["output"]) / Path(path).stem if opts["many"] else Path(opts["output"])
+    out = Path(opts["output"])
     rig = calib.load(resources.resolve(setup.calib))
     metrics_path, report_path = write_report(
         result, out, rig=rig, classes=result.classes, inputs=dict(setup.inputs), frames=opts["frames"]
@@ -401,14 +399,13 @@ def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from concurrent.futures import ProcessPoolExecutor
-
+    from fusion_stream.eval.bag_list import expand_bags
     from fusion_stream.graph import launch
 
     launch_args = launch.parse_args([f for f in args.files if ":=" in f])
-    args.files = [f for f in args.files if ":=" not in f]
-    if not args.files:
-        raise UsageError("name at least one bag to evaluate")
+    bags = expand_bags([f for f in args.files if ":=" not in f])
+    if args.workers < 1:
+        raise UsageError(f"--workers: must be at least 1, got {args.workers}")
     threads = args.threads
     if threads == 0 and args.workers > 1:  # share the cores between the workers
         threads = max(1, (os.cpu_count() or 1) // args.workers)
@@ -420,49 +417,98 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "map": args.map,
         "threads": threads,
         "output": args.output,
-        "many": len(args.files) > 1,
         "frames": args.frames,
         "detections": args.detections,
     }
     if args.detections is not None and Path(args.detections).suffix != ".mcap":
         raise UsageError(f"--detections {args.detections}: the output must end in .mcap")
-    for f in args.files:
-        if not Path(f).exists():
-            raise FormatError(f"{f}: no such bag")
-    results: list[dict[str, Any]] = []
-    if args.workers > 1 and len(args.files) > 1:
-        with _progress() as progress, ProcessPoolExecutor(args.workers) as pool:
-            task = progress.add_task(
-                f"evaluating {len(args.files)} bags on {args.workers} workers", total=len(args.files), info=""
-            )
-            for r in pool.map(_eval_one, [(f, opts) for f in args.files]):
-                results.append(r)
-                progress.advance(task)
+    if len(bags) > 1 or args.ray_address:
+        if args.detections is not None:
+            raise UsageError("--detections writes the detections of one bag; name one bag")
+        return _eval_fleet(args, bags, opts)
+    with _progress() as progress:
+        task = progress.add_task(f"evaluating {bags[0].name}", total=None, info="")
+        opts["progress"] = functools.partial(_update, progress, task)
+        r = _eval_one((str(bags[0]), opts))
+    if "model_warning" in r["summary"]:
+        print(f"warning: {r['summary']['model_warning']}", file=sys.stderr)
+    _print_bag(r["bag"], r["summary"])
+    print(f"  → {r['metrics']}, {r['report']}" + (f", {r['detections']}" if r["detections"] else ""))
+    return 0
+
+
+def _print_bag(bag: str, m: dict[str, Any]) -> None:
+    if "nuscenes" in m:
+        print(
+            f"{bag}: mAP {m['nuscenes']['mAP']:.3f} NDS {m['nuscenes']['NDS']:.3f} "
+            f"KITTI BEV {_num(m['kitti_bev']['mAP'])} 3D {_num(m['kitti_3d']['mAP'])} "
+            f"over {m['frames_with_ground_truth']} sets"
+        )
     else:
-        for f in args.files:
-            with _progress() as progress:
-                task = progress.add_task(f"evaluating {Path(f).name}", total=None, info="")
-                opts["progress"] = functools.partial(_update, progress, task)
-                results.append(_eval_one((f, opts)))
-    for r in results:
-        m = r["summary"]
-        if "model_warning" in m:
-            print(f"warning: {m['model_warning']}", file=sys.stderr)
-        if "nuscenes" in m:
-            print(
-                f"{r['bag']}: mAP {m['nuscenes']['mAP']:.3f} NDS {m['nuscenes']['NDS']:.3f} "
-                f"KITTI BEV {_num(m['kitti_bev']['mAP'])} 3D {_num(m['kitti_3d']['mAP'])} "
-                f"over {m['frames_with_ground_truth']} sets"
+        print(f"{bag}: {m['ground_truth']}")
+    lat = m["latency_ms"]["total"]
+    if lat:
+        print(
+            f"  latency per set p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms; {m['speed_x_realtime']:.1f}× real time"
+        )
+
+
+def _eval_fleet(args: argparse.Namespace, bags: list[Path], opts: dict[str, Any]) -> int:
+    """Many bags: one report over all of them (``eval.fleet``), on Ray with ``--workers N > 1``
+    or ``--ray-address``; a bag that fails is reported and the others go on."""
+    import signal
+
+    from fusion_stream.eval.bag_eval import setup_from_launch
+    from fusion_stream.eval.fleet import CLUSTER_EXTRA, FleetJob, evaluate_fleet, ray_available
+
+    if (args.workers > 1 or args.ray_address) and not ray_available():
+        raise UsageError(f"--workers {args.workers} / --ray-address need Ray: {CLUSTER_EXTRA} (or --workers 1)")
+    setup = setup_from_launch(opts["launch"], weights=opts["model"], backend=opts["backend"], args=opts["launch_args"])
+    job = FleetJob(setup, _load_map(args.map), threads=opts["threads"], frames=args.frames, worst=args.worst)
+
+    def interrupt(signum: int, _frame: object) -> None:  # SIGTERM stops the workers as Ctrl-C does
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    where = f"Ray at {args.ray_address}" if args.ray_address else f"{args.workers} workers"
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(f"evaluating {len(bags)} bags on {where}", total=len(bags), info="")
+        frames = failed = 0
+
+        def done(outcome: Any) -> None:
+            nonlocal frames, failed
+            frames += len(outcome.frames)
+            failed += not outcome.ok
+            if not outcome.ok:
+                progress.console.print(f"[yellow]{outcome.path}: not evaluated: {outcome.error}[/]", highlight=False)
+            rate = frames / max(time.perf_counter() - t0, 1e-9)
+            progress.update(
+                task, advance=1, info=f"{frames} sets, {rate:.1f} sets/s" + (f", {failed} failed" if failed else "")
             )
-        else:
-            print(f"{r['bag']}: {m['ground_truth']}")
-        lat = m["latency_ms"]["total"]
-        if lat:
-            print(
-                f"  latency per set p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms; "
-                f"{m['speed_x_realtime']:.1f}× real time"
-            )
-        print(f"  → {r['metrics']}, {r['report']}" + (f", {r['detections']}" if r["detections"] else ""))
+
+        result = evaluate_fleet(bags, job, args.output, workers=args.workers, address=args.ray_address, on_done=done)
+    for o in result.outcomes:
+        if o.ok:
+            _print_bag(o.path, o.metrics)
+    m = result.metrics
+    for f in m["failed"]:
+        print(f"{f['bag']}: FAILED: {f['reason']}", file=sys.stderr)
+    if "nuscenes" in m:
+        print(
+            f"fleet: {m['evaluated']} of {m['bags']} bags, mAP {m['nuscenes']['mAP']:.3f} "
+            f"NDS {m['nuscenes']['NDS']:.3f} KITTI BEV {_num(m['kitti_bev']['mAP'])} 3D {_num(m['kitti_3d']['mAP'])} "
+            f"over {m['frames_with_ground_truth']} sets"
+        )
+    else:
+        print(f"fleet: {m['evaluated']} of {m['bags']} bags: {m['ground_truth']}")
+    print(
+        f"  {m['sets']} sets from {m['bag_duration_s']:.1f} s of bags in {m['wall_s']:.1f} s: "
+        f"{_num(m['frames_per_s'], 1)} sets/s, {_num(m['speed_x_realtime'], 1)}× real time"
+    )
+    print(f"  → {result.metrics_path}, {result.report_path}")
+    if result.failed and (args.strict or len(result.failed) == len(result.outcomes)):
+        return EXIT_FAILED
     return 0
 
 
@@ -470,8 +516,8 @@ def _update(progress: Progress, task: Any, n: int, total: int) -> None:
     progress.update(task, completed=n, total=total)
 
 
-def _num(v: float) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+def _num(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 # --------------------------------------------------------------------------- parsers
@@ -546,7 +592,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     k.set_defaults(func=_bad_input(_cmd_bag_convert))
 
     p = sub.add_parser("eval", help="replay bags through sync + fusion in lockstep and score against ground truth")
-    p.add_argument("files", nargs="+", metavar="FILE", help="bags, then NAME:=VALUE arguments for --launch")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="BAG|DIR|GLOB",
+        help="bags (our MCAP, ROS 1 .bag, ROS 2 bag folders), folders searched for bags, quoted glob patterns; "
+        "then NAME:=VALUE arguments for --launch. Several bags: one report over all of them",
+    )
     p.add_argument(
         "--model",
         default=None,
@@ -575,7 +627,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         metavar="DIR",
         help="where metrics and reports go (default: %(default)s)",
     )
-    p.add_argument("--workers", type=int, default=1, help="bags evaluated in parallel")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="bags evaluated in parallel on a local Ray runtime, started and stopped for you (fusion-stream[cluster])",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="run the --workers on this existing Ray cluster (the bags must be readable there at the same paths)",
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 when any bag fails (default: only when all do)")
+    p.add_argument("--worst", type=int, default=6, help="worst frames across the bags shown in the report")
     p.add_argument("--threads", type=int, default=0, help="inference threads per worker (default 0: every core)")
     p.add_argument("--frames", type=int, default=3, help="frames rendered in the report")
     p.set_defaults(func=_bad_input(_cmd_eval))

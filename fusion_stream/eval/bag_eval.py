@@ -22,21 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fusion_stream.bag.mapping import StreamStats, TopicMap, messages
 from fusion_stream.bag.reader import Bag
 from fusion_stream.bag.writer import BagWriter
 from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import FormatError, UsageError
-from fusion_stream.eval import kitti
-from fusion_stream.eval.metrics import FrameResult, detection_metrics, siren_accuracy
+from fusion_stream.eval.metrics import FrameResult
 from fusion_stream.eval.report import EVAL_THRESHOLD
+from fusion_stream.eval.scores import ground_truth_scores, percentiles
 from fusion_stream.graph import launch
+from fusion_stream.infer.detector import Detector
 from fusion_stream.infer.open import locate, open_detector, rig_warning
 from fusion_stream.infer.pipeline import FusionPipeline
 from fusion_stream.model.config import ModelConfig
-from fusion_stream.model.decode import DEFAULT_THRESHOLD
 from fusion_stream.model.targets import in_range
 from fusion_stream.runtime import params
 from fusion_stream.sync.settings import Params as SyncParams
@@ -140,16 +138,17 @@ def _nearest_gt(gt: dict[int, msgs.Detections], stamp_ns: int) -> msgs.Detection
     return None
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    a = np.asarray(values)
-    return {
-        "p50": float(np.percentile(a, 50)),
-        "p90": float(np.percentile(a, 90)),
-        "p99": float(np.percentile(a, 99)),
-        "max": float(a.max()),
-    }
+def load_model(setup: EvalSetup, *, threads: int = 1) -> Detector:
+    """The model an evaluation runs: the one place it is opened (a fleet worker opens it once
+    and passes it to :func:`evaluate_bag` for every bag)."""
+    return open_detector(
+        setup.weights,
+        calib.load(setup.calib),
+        backend=setup.backend,
+        threads=threads,
+        threshold=EVAL_THRESHOLD,
+        inputs=setup.inputs,
+    )
 
 
 def evaluate_bag(
@@ -160,8 +159,11 @@ def evaluate_bag(
     threads: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
     detections_out: Path | str | None = None,
+    model: Detector | None = None,
 ) -> BagEvaluation:
-    """Run sync + fusion over the bag in lockstep and score the detections (see module doc)."""
+    """Run sync + fusion over the bag in lockstep and score the detections (see module doc).
+    ``model``: one already loaded with :func:`load_model` (else it is loaded here, after the bag
+    was found readable)."""
     result = BagEvaluation(Path(path))
     rig = calib.load(setup.calib)
     stage = SyncStage(config_from(setup.sync))
@@ -179,9 +181,7 @@ def evaluate_bag(
             )
         if absent:
             log.warning("%s: no %s in the bag; those inputs will be missing from every set", bag.path, absent)
-        detector = open_detector(
-            setup.weights, rig, backend=setup.backend, threads=threads, threshold=EVAL_THRESHOLD, inputs=setup.inputs
-        )
+        detector = model if model is not None else load_model(setup, threads=threads)
         own = isinstance(detector, FusionPipeline)
         # the network's grid bounds what is scored; another model is scored over the same area
         cfg = detector.backend.config if isinstance(detector, FusionPipeline) else ModelConfig()
@@ -273,10 +273,10 @@ def score(result: BagEvaluation, classes: tuple[str, ...]) -> dict[str, Any]:
         "partial_sets": sum(bool(f.frame.missing) for f in frames),
         "frames_with_ground_truth": len(scored),
         "latency_ms": {
-            "preprocess": _percentiles([f.times_ms[0] for f in frames]),
-            "inference": _percentiles([f.times_ms[1] for f in frames]),
-            "decode": _percentiles([f.times_ms[2] for f in frames]),
-            "total": _percentiles([sum(f.times_ms) for f in frames]),
+            "preprocess": percentiles([f.times_ms[0] for f in frames]),
+            "inference": percentiles([f.times_ms[1] for f in frames]),
+            "decode": percentiles([f.times_ms[2] for f in frames]),
+            "total": percentiles([sum(f.times_ms) for f in frames]),
         },
         "bag_duration_s": result.bag_s,
         "wall_s": result.wall_s,
@@ -287,11 +287,5 @@ def score(result: BagEvaluation, classes: tuple[str, ...]) -> dict[str, Any]:
     if not scored:
         out["ground_truth"] = "none: the bag has no ground truth matching any synced set, so only latency is reported"
         return out
-    nus = detection_metrics(scored, classes)
-    confident = [FrameResult(f.gt, [d for d in f.detections if d.score >= DEFAULT_THRESHOLD]) for f in scored]
-    acc, n, sirens = siren_accuracy(confident)
-    out["nuscenes"] = nus
-    out["kitti_bev"] = kitti.kitti_metrics(scored, classes, kind="bev")
-    out["kitti_3d"] = kitti.kitti_metrics(scored, classes, kind="3d")
-    out["siren"] = {"accuracy": acc, "matches": n, "emergency_vehicles": sirens}
+    out.update(ground_truth_scores(scored, classes))
     return out

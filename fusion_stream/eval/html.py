@@ -25,6 +25,15 @@ from fusion_stream.eval.report import render_frame
 from fusion_stream.model.config import MODALITIES
 from fusion_stream.model.decode import DEFAULT_THRESHOLD
 
+STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}"
+    "td:first-child{text-align:left}.row{display:flex;flex-wrap:wrap;gap:12px}"
+    ".row img{max-width:48%;border:1px solid #ccc}"
+    ".big{font-size:1.2em;font-weight:600}.warn{color:#a40}"
+)
+"""The reports' stylesheet (a bag's and a fleet's)."""
+
 
 def jsonable(value: Any) -> Any:
     """NaN and infinities become null: strict JSON readers (browsers, jq) reject them."""
@@ -114,6 +123,25 @@ def _class_table(metrics: dict[str, Any]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def curves_section(scored: Sequence[FrameResult], classes: Sequence[str]) -> str:
+    """Precision–recall curves per class: nuScenes centre distance and KITTI BEV IoU."""
+    nus_curves = []
+    bev_curves = []
+    for cls in classes:
+        matches, n_gt = match_class(scored, cls, TP_THRESHOLD)
+        if n_gt:
+            p, r = precision_recall(matches, n_gt)
+            nus_curves.append((cls, p, r))
+            bp, br = kitti.precision_recall_curve(scored, cls, "bev")
+            bev_curves.append((cls, bp, br))
+    return (
+        "<h2>Precision–recall</h2><div class=row>"
+        + _svg_curves(f"centre distance ≤ {TP_THRESHOLD:g} m", nus_curves)
+        + _svg_curves("BEV IoU (KITTI thresholds)", bev_curves)
+        + "</div>"
+    )
+
+
 def _latency_table(latency: dict[str, dict[str, float]]) -> str:
     rows = "".join(
         f"<tr><td>{stage}</td>"
@@ -130,20 +158,25 @@ def _render_frames(
     if not result.frames or count <= 0:
         return []
     picks = sorted({round(i) for i in np.linspace(0, len(result.frames) - 1, min(count, len(result.frames)))})
-    names = []
-    for i in picks:
-        rec = result.frames[i]
-        members = {
-            m: rec.frame.members[inputs.get(m, m)] for m in MODALITIES if rec.frame.members.get(inputs.get(m, m))
-        }
-        shown = [d for d in rec.detections if d.score >= DEFAULT_THRESHOLD]
-        stem = out_dir / "frames" / f"set_{i:05d}"
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        render_frame(stem, members, rig, rec.gt or (), shown)
-        for suffix in ("_camera.png", "_bev.png"):
-            if stem.with_name(stem.name + suffix).exists():
-                names.append(f"frames/{stem.name}{suffix}")
-    return names
+    return [name for i in picks for name in render_set(result, i, rig, inputs, out_dir)]
+
+
+def render_set(
+    result: BagEvaluation, i: int, rig: calib.Rig, inputs: dict[str, str], out_dir: Path, folder: str = "frames"
+) -> list[str]:
+    """Draw synced set ``i`` of ``result`` under ``out_dir/folder``; the pictures' names relative
+    to ``out_dir``."""
+    rec = result.frames[i]
+    members = {m: rec.frame.members[inputs.get(m, m)] for m in MODALITIES if rec.frame.members.get(inputs.get(m, m))}
+    shown = [d for d in rec.detections if d.score >= DEFAULT_THRESHOLD]
+    stem = out_dir / folder / f"set_{i:05d}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    render_frame(stem, members, rig, rec.gt or (), shown)
+    return [
+        f"{folder}/{stem.name}{suffix}"
+        for suffix in ("_camera.png", "_bev.png")
+        if stem.with_name(stem.name + suffix).exists()
+    ]
 
 
 def write_report(
@@ -178,21 +211,7 @@ def write_report(
         )
         sections.append("<h2>Per class</h2>" + _class_table(m))
         scored = [FrameResult(f.gt, f.detections) for f in result.frames if f.gt is not None]
-        nus_curves = []
-        bev_curves = []
-        for cls in classes:
-            matches, n_gt = match_class(scored, cls, TP_THRESHOLD)
-            if n_gt:
-                p, r = precision_recall(matches, n_gt)
-                nus_curves.append((cls, p, r))
-                bp, br = kitti.precision_recall_curve(scored, cls, "bev")
-                bev_curves.append((cls, bp, br))
-        sections.append(
-            "<h2>Precision–recall</h2><div class=row>"
-            + _svg_curves(f"centre distance ≤ {TP_THRESHOLD:g} m", nus_curves)
-            + _svg_curves("BEV IoU (KITTI thresholds)", bev_curves)
-            + "</div>"
-        )
+        sections.append(curves_section(scored, classes))
     else:
         sections.append(f"<p class=warn>{html.escape(m.get('ground_truth', 'no ground truth'))}</p>")
     sections.append("<h2>Latency</h2>" + _latency_table(m["latency_ms"]))
@@ -210,16 +229,9 @@ def write_report(
             + html.escape(json.dumps({"skipped": m.get("skipped_types"), "failed": m.get("failed_messages")}, indent=1))
             + "</pre>"
         )
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}"
-        "td:first-child{text-align:left}.row{display:flex;flex-wrap:wrap;gap:12px}"
-        ".row img{max-width:48%;border:1px solid #ccc}"
-        ".big{font-size:1.2em;font-weight:600}.warn{color:#a40}"
-    )
     page = (
         "<!doctype html><html><head><meta charset=utf-8><title>fusion_stream eval</title>"
-        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
+        f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
     )
     report_path = out / "report.html"
     report_path.write_text(page)

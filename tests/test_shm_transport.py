@@ -42,6 +42,15 @@ def mapped(arr: np.ndarray) -> bool:
     return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
 
 
+@pytest.fixture
+def sweeping_procs(procs: Procs, registry: Registry) -> Iterator[Procs]:
+    """``procs``, then a registry sweep before the runtime directory goes: a test that fails with
+    its publishers still running (killed at teardown) must not leave segments in /dev/shm."""
+    yield procs
+    procs.close()
+    registry.entries()
+
+
 def start_pattern(procs: Procs, kind: str, *extra: str) -> Any:
     return procs.python(
         "-m", "fusion_stream.runtime.runner", "pattern", "--name", f"pattern_{kind}",
@@ -49,7 +58,10 @@ def start_pattern(procs: Procs, kind: str, *extra: str) -> Any:
     )  # fmt: skip
 
 
-def test_point_cloud_and_image_round_trip_through_shm_between_processes(procs: Procs, registry: Registry) -> None:
+def test_point_cloud_and_image_round_trip_through_shm_between_processes(
+    sweeping_procs: Procs, registry: Registry
+) -> None:
+    procs = sweeping_procs
     start_pattern(procs, "points", "-p", f"points:={POINTS}")
     start_pattern(procs, "image", "-p", f"width:={WIDTH}", "-p", f"height:={HEIGHT}")
     topics = ["/lidar/pattern/points", "/camera/pattern/image"]

@@ -539,9 +539,9 @@ def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES, shm: Sh
             elif next_frame < n:
                 view = _byte_view(frames[next_frame])
                 next_frame += 1
+                nbytes += view.nbytes  # on the wire: a descriptor counts as its own few bytes
                 if _is_descriptor(view, size):
                     view = _shm_view(decode_descriptor(view, i), size, i, shm)
-                nbytes += view.nbytes
             else:
                 raise WireError("truncated", f"array {i} has no frame: only {n - 2} array frame(s) arrived")
             arrays.append(_array(spec, size, view, i))

@@ -53,6 +53,7 @@ SLOT_HEADER: Final = 64
 _PAGE: Final = mmap.PAGESIZE
 _HEADER_FMT: Final = "<8sIIQQ"  # magic, slots, pad, slot size, stride
 _GEN: Final = struct.Struct("<Q")
+_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map the pages at once, no faults later
 _NAME_RE: Final = re.compile(r"^fusion_stream-[0-9a-f]{12}-[0-9a-f]{8}-[0-9]{1,9}$")
 _MAX_MAPPED: Final = 16
 """Segments a subscriber keeps mapped (least recently used dropped; views keep theirs alive)."""
@@ -146,8 +147,11 @@ class ShmPool:
             raise TransportError(f"cannot create shared memory {path}: {err.strerror}") from err
         try:
             os.fchmod(fd, 0o600)  # whatever the umask
-            os.ftruncate(fd, size)  # sparse: pages are only used once written
-            new = mmap.mmap(fd, size)
+            os.ftruncate(fd, size)
+            # Allocate every page now: a full /dev/shm fails here, not as SIGBUS in a later copy,
+            # and no copy pays first-touch page faults (they made a 4 MiB copy ~30x slower).
+            os.posix_fallocate(fd, 0, size)
+            new = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
         except OSError as err:
             path.unlink(missing_ok=True)
             raise TransportError(f"cannot size shared memory {path} to {size} bytes: {err}") from err
@@ -231,7 +235,7 @@ class ShmMapper:
                 )
             if st.st_size < SEGMENT_HEADER:
                 raise WireError("shm-segment", f"{path} has {st.st_size} bytes, less than a segment header")
-            mm = mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ)
+            mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
         magic, slots, _pad, slot_size, stride = struct.unpack_from(_HEADER_FMT, mm, 0)

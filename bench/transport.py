@@ -1,7 +1,10 @@
 """Benchmark: fusion_stream Publisher/Subscriber against raw pyzmq PUB/SUB, two processes, one run.
 
 What it measures, for payloads of 100 B, 64 KiB, 4 MiB (a 262144-point PointCloud, the size of a
-260k-point LiDAR sweep) and 6.2 MB (a 1080p RGB Image):
+260k-point LiDAR sweep), 6.2 MB (a 1080p RGB Image) and 40 MB (a 2.5M-point PointCloud), for three
+transports: raw pyzmq, ours (today's path: arrays in ZeroMQ frames) and ``shm`` (ours with
+``Publisher(shm=True)``: arrays of 64 KiB and more copied into a shared-memory slot, a descriptor
+on the wire, a read-only view at the subscriber):
 
 * **throughput**: the publisher sends as fast as it can for a fixed time; the subscriber counts
   the messages it actually receives per second (PUB/SUB drops at the high-water mark, so messages
@@ -80,9 +83,9 @@ TARGET_THROUGHPUT_MIN_BYTES = 1_000_000
 TARGET_ADDED_P50_US = 50.0
 TARGET_LATENCY_SIZE = "100 B"
 
-Impl = Literal["raw", "ours"]
+Impl = Literal["raw", "ours", "shm"]
 Test = Literal["throughput", "latency"]
-IMPLS: tuple[Impl, Impl] = ("raw", "ours")
+IMPLS: tuple[Impl, ...] = ("raw", "ours", "shm")
 
 
 # --------------------------------------------------------------------------- what is sent
@@ -125,6 +128,7 @@ SIZES: tuple[SizeSpec, ...] = (
     SizeSpec("64 KiB", "cloud", (4096, 4), hwm=1000, interval_s=0.002, samples=400),
     SizeSpec("4 MiB", "cloud", (262144, 4), hwm=32, interval_s=0.025, samples=80),
     SizeSpec("6.2 MB", "image", (1080, 1920, 3), hwm=32, interval_s=0.025, samples=80),
+    SizeSpec("40 MB", "cloud", (2_500_000, 4), hwm=8, interval_s=0.1, samples=30),
 )
 SIZE_KEYS: dict[str, SizeSpec] = {s.label.replace(" ", ""): s for s in SIZES}
 
@@ -195,6 +199,12 @@ def wait_for_receiver(sent: int, window: int, acked: ctypes.c_int64, end: float)
         time.sleep(WINDOW_WAIT_S)
 
 
+def shm_slots(size: SizeSpec) -> int:
+    """Slots of the shm pool: more than the throughput window (HWM/2 in flight), so no message
+    still queued at the subscriber has its slot reused (it would be dropped as stale)."""
+    return size.hwm // 2 + 2
+
+
 def stamp_views(arrays: list[np.ndarray]) -> list[memoryview]:
     """Writable byte views of the arrays, for stamping their first 8 bytes (raw latency)."""
     return [a.reshape(-1).view(np.uint8).data for a in arrays]
@@ -212,8 +222,15 @@ class _PubSide:
         self.arrays = arrays
         self.pub: Publisher | None = None
         self.sock: zmq.Socket[Any] | None = None
-        if trial.impl == "ours":
-            self.pub = Publisher(TOPIC, endpoint=trial.endpoint, registry=registry, queue_size=self.size.hwm)
+        if trial.impl != "raw":
+            self.pub = Publisher(
+                TOPIC,
+                endpoint=trial.endpoint,
+                registry=registry,
+                queue_size=self.size.hwm,
+                shm=trial.impl == "shm",
+                shm_slots=shm_slots(self.size),
+            )
         else:
             sock = ctx.socket(zmq.PUB)
             sock.setsockopt(zmq.SNDHWM, self.size.hwm)
@@ -327,7 +344,7 @@ class _SubSide:
         self.size = trial.size
         self.sub: Subscriber | None = None
         self.sock: zmq.Socket[Any] | None = None
-        if trial.impl == "ours":
+        if trial.impl != "raw":
             self.sub = Subscriber(TOPIC, endpoints=[trial.endpoint], queue_size=self.size.hwm)
         else:
             sock = ctx.socket(zmq.SUB)
@@ -583,13 +600,13 @@ class Plan:
 
 
 def run_all(bench: Bench, plan: Plan, console: Console) -> dict[str, dict[Impl, Record]]:
-    results: dict[str, dict[Impl, Record]] = {s.label: {"raw": Record(), "ours": Record()} for s in plan.sizes}
-    total = len(plan.sizes) * plan.repeat * 2 * 2
+    results: dict[str, dict[Impl, Record]] = {s.label: {i: Record() for i in IMPLS} for s in plan.sizes}
+    total = len(plan.sizes) * plan.repeat * len(IMPLS) * 2
     step = 0
     for size in plan.sizes:
         console.rule(f"{size.label}: {size.describe()} ({size.nbytes:,} B), HWM {size.hwm}")
         for rep in range(plan.repeat):
-            order: tuple[Impl, ...] = IMPLS if rep % 2 == 0 else IMPLS[::-1]
+            order: tuple[Impl, ...] = IMPLS if rep % 2 == 0 else IMPLS[::-1]  # ABC CBA
             for impl in order:
                 rec = results[size.label][impl]
                 step += 1
@@ -645,14 +662,28 @@ def verdict(ok: bool) -> str:
 def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Table, Table]:
     note = f"median of {plan.repeat} round(s), raw/ours alternating" + (" — QUICK run" if plan.quick else "")
     thr = Table(title=f"Throughput, received at the subscriber ({note})", title_justify="left")
-    thr_cols = ("payload", "raw msg/s", "raw MB/s", "ours msg/s", "ours MB/s", "ours/raw", "target", "dropped raw/ours")
+    thr_cols = (
+        "payload",
+        "raw msg/s",
+        "raw MB/s",
+        "ours msg/s",
+        "ours MB/s",
+        "ours/raw",
+        "target",
+        "shm MB/s",
+        "shm/raw",
+        "dropped raw/ours/shm",
+    )
     for col in thr_cols:
         thr.add_column(col, justify="left" if col in ("payload", "target") else "right")
     lat = Table(title=f"One-way latency, µs ({note})", title_justify="left")
-    for col in ("payload", "raw p50", "raw p99", "ours p50", "ours p99", "added p50", "target"):
+    lat_cols = ("payload", "raw p50", "raw p99", "ours p50", "ours p99", "added p50", "target")
+    for col in (*lat_cols, "shm p50", "shm p99", "shm/raw p50", "shm/ours p50"):
         lat.add_column(col, justify="left" if col in ("payload", "target") else "right")
     for size in plan.sizes:
         raw, ours = results[size.label]["raw"].summary(), results[size.label]["ours"].summary()
+        shm = results[size.label]["shm"].summary()
+        shm_ratio = shm["msgs_per_s"] / raw["msgs_per_s"] if raw["msgs_per_s"] > 0 else float("nan")
         wire = f"{results[size.label]['ours'].wire_bytes:,}"
         label = f"{size.label} ({size.nbytes:,} B; ours {wire} B on wire)"
         ratio = ours["msgs_per_s"] / raw["msgs_per_s"] if raw["msgs_per_s"] > 0 else float("nan")
@@ -668,7 +699,9 @@ def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Ta
             f"{ours['mb_per_s']:,.1f}",
             f"{ratio:.2f}x",
             thr_target,
-            f"{raw['drop_fraction']:.1%} / {ours['drop_fraction']:.1%}",
+            f"{shm['mb_per_s']:,.1f}",
+            f"{shm_ratio:.2f}x",
+            f"{raw['drop_fraction']:.1%} / {ours['drop_fraction']:.1%} / {shm['drop_fraction']:.1%}",
         )
         added = ours["p50_us"] - raw["p50_us"]
         if size.label == TARGET_LATENCY_SIZE:
@@ -683,6 +716,10 @@ def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Ta
             fmt_us(ours["p99_us"]),
             f"{added:+,.1f}",
             lat_target,
+            fmt_us(shm["p50_us"]),
+            fmt_us(shm["p99_us"]),
+            f"{shm['p50_us'] / raw['p50_us']:.2f}x",
+            f"{shm['p50_us'] / ours['p50_us']:.2f}x",
         )
     return thr, lat
 
@@ -690,8 +727,8 @@ def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Ta
 def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -> dict[str, Any]:
     sizes: list[dict[str, Any]] = []
     for size in plan.sizes:
-        raw, ours = results[size.label]["raw"], results[size.label]["ours"]
-        rs, os_ = raw.summary(), ours.summary()
+        raw, ours, shm = results[size.label]["raw"], results[size.label]["ours"], results[size.label]["shm"]
+        rs, os_, ss = raw.summary(), ours.summary(), shm.summary()
         entry: dict[str, Any] = {
             "size": size.label,
             "message": size.describe(),
@@ -699,14 +736,16 @@ def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -
             "hwm": size.hwm,
             "latency_interval_s": size.interval_s,
             "raw_copy": size.raw_copy,
-            "wire_bytes": {"raw": raw.wire_bytes, "ours": ours.wire_bytes},
+            "wire_bytes": {"raw": raw.wire_bytes, "ours": ours.wire_bytes, "shm": shm.wire_bytes},
             "summary": {
                 "raw": rs,
                 "ours": os_,
                 "throughput_ratio": os_["msgs_per_s"] / rs["msgs_per_s"] if rs["msgs_per_s"] > 0 else None,
                 "added_p50_us": os_["p50_us"] - rs["p50_us"],
+                "shm": ss,
+                "shm_p50_vs_raw": ss["p50_us"] / rs["p50_us"] if rs["p50_us"] > 0 else None,
             },
-            "rounds": {impl: _record_json(rec) for impl, rec in (("raw", raw), ("ours", ours))},
+            "rounds": {impl: _record_json(rec) for impl, rec in (("raw", raw), ("ours", ours), ("shm", shm))},
         }
         sizes.append(entry)
     return {

@@ -17,9 +17,9 @@ allocated, and any defect raises :class:`~fusion_stream.errors.WireError` with a
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 import msgspec
 import numpy as np
@@ -54,6 +54,14 @@ _TOPIC_RE = re.compile(r"^(/[A-Za-z0-9_\-.~]+)+$")
 _DTYPES: Final = {
     np.dtype(d).str: np.dtype(d) for d in ("u1", "i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8")
 }
+
+SHM_MAGIC: Final = b"FSM"
+SHM_VERSION: Final = 1
+"""Version of the shared-memory descriptor frame (``docs/wire.md``, "Shared-memory arrays")."""
+SHM_PREFIX: Final = SHM_MAGIC + bytes([SHM_VERSION])
+MAX_DESCRIPTOR_BYTES: Final = 512
+"""A descriptor frame is ~60 bytes; only a frame this small whose size differs from its array's
+declared size is read as one (a real array frame always has exactly the declared size)."""
 
 Frame: TypeAlias = bytes | memoryview | np.ndarray
 
@@ -157,9 +165,34 @@ class _Origin(msgspec.Struct, array_like=True, frozen=True):
     src: int
 
 
+class ShmRef(msgspec.Struct, array_like=True, frozen=True):
+    """Where an array lies in a publisher's shared-memory pool: the body of a descriptor frame."""
+
+    segment: str
+    """Name of the segment (a file in ``/dev/shm``), checked by the subscriber before opening."""
+    offset: int
+    """Byte offset of the array's first byte in the segment."""
+    nbytes: int
+    generation: int
+    """The slot's generation when the array was written; a mismatch at receive time: ``stale``."""
+
+
+class ShmSink(Protocol):
+    """A publisher's pool: copies an array into a slot and says where (:mod:`fusion_stream.runtime.shm`)."""
+
+    @property
+    def threshold(self) -> int: ...
+
+    def put(self, arr: np.ndarray) -> ShmRef: ...
+
+
+ShmResolver: TypeAlias = Callable[[ShmRef], memoryview]
+"""A subscriber's view of a descriptor's bytes (exactly ``nbytes``), or :class:`WireError`."""
+
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(Header)
 _ORIGIN_DECODER: Final = msgspec.msgpack.Decoder(_Origin)
+_SHM_DECODER: Final = msgspec.msgpack.Decoder(ShmRef)
 
 # --------------------------------------------------------------------------- envelope
 
@@ -226,14 +259,47 @@ def _body(msg: msgs.Message) -> tuple[Body, list[np.ndarray]]:
     return _sensor_body(msg)
 
 
-def encode(topic: str, msg: msgs.Message, *, seq: int, src: int, pub_ns: int) -> list[Frame]:
-    """Frames for one message. Large arrays are passed through (no copy) when C-contiguous."""
+def encode_descriptor(ref: ShmRef) -> bytes:
+    """The frame that stands for an array placed in shared memory."""
+    return SHM_PREFIX + _ENCODER.encode(ref)
+
+
+def decode_descriptor(frame: memoryview, index: int) -> ShmRef:
+    """The :class:`ShmRef` of a descriptor frame; any defect raises :class:`WireError`."""
+    if frame[3] != SHM_VERSION:
+        raise WireError(
+            "version", f"array {index}: shared-memory descriptor version {frame[3]}, this build reads {SHM_VERSION}"
+        )
+    try:
+        ref = _SHM_DECODER.decode(frame[4:])
+    except (msgspec.DecodeError, ValueError) as err:
+        raise WireError("bad-descriptor", f"array {index}: {err}") from err
+    if ref.offset < 0 or ref.nbytes < 0 or ref.generation < 0:
+        raise WireError("bad-descriptor", f"array {index}: negative offset, size or generation in {ref}")
+    return ref
+
+
+def _is_descriptor(frame: memoryview, declared: int) -> bool:
+    return frame.nbytes != declared and 4 <= frame.nbytes <= MAX_DESCRIPTOR_BYTES and frame[:3].tobytes() == SHM_MAGIC
+
+
+def encode(
+    topic: str, msg: msgs.Message, *, seq: int, src: int, pub_ns: int, shm: ShmSink | None = None
+) -> list[Frame]:
+    """Frames for one message. Large arrays are passed through (no copy) when C-contiguous.
+
+    With ``shm``, arrays of at least ``shm.threshold`` bytes are copied into its pool and a
+    descriptor frame travels in their place; the header is the same either way."""
     body, arrays = _body(msg)
     frames: list[Frame] = []
     specs: list[ArraySpec] = []
     for arr in arrays:
         if arr.nbytes <= INLINE_MAX_BYTES:
             specs.append(ArraySpec(arr.dtype.str, arr.shape, arr.tobytes()))
+            continue
+        if shm is not None and arr.nbytes >= shm.threshold:
+            specs.append(ArraySpec(arr.dtype.str, arr.shape))
+            frames.append(encode_descriptor(shm.put(arr)))
             continue
         contiguous = np.ascontiguousarray(arr)
         specs.append(ArraySpec(contiguous.dtype.str, contiguous.shape))
@@ -399,6 +465,19 @@ def _small_bytes(frame: Any) -> bytes:
     return frame if isinstance(frame, bytes) else bytes(memoryview(frame))
 
 
+def _shm_view(ref: ShmRef, size: int, index: int, shm: ShmResolver | None) -> memoryview:
+    if ref.nbytes != size:
+        raise WireError(
+            "size-mismatch", f"array {index} declares {size} bytes, its shared-memory descriptor {ref.nbytes}"
+        )
+    if shm is None:
+        raise WireError("shm-unavailable", f"array {index} is in shared memory {ref.segment!r}; this decoder maps none")
+    view = shm(ref)
+    if view.nbytes != size:  # a resolver's contract, checked: a wrong view must not become an array
+        raise WireError("size-mismatch", f"array {index}: shared memory gave {view.nbytes} bytes for {size}")
+    return view
+
+
 def peek_origin(header_frame: bytes) -> tuple[int, int] | None:
     """``(src, seq)`` of a message from its header frame alone, or None if it is not readable.
 
@@ -413,11 +492,13 @@ def peek_origin(header_frame: bytes) -> tuple[int, int] | None:
     return origin.src, origin.seq
 
 
-def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
+def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES, shm: ShmResolver | None = None) -> Envelope:
     """Decode one multipart message; any defect raises :class:`WireError`.
 
     ``frames`` may be bytes or anything exposing the buffer protocol (such as ``zmq.Frame``);
-    arrays in their own frames come back as read-only views on those buffers, not copies.
+    arrays in their own frames come back as read-only views on those buffers, not copies. An
+    array sent as a shared-memory descriptor is resolved by ``shm`` (a read-only view of the
+    publisher's pool); without one it is refused (``shm-unavailable``).
     """
     n = len(frames)
     if n < 2:
@@ -458,7 +539,9 @@ def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Enve
             elif next_frame < n:
                 view = _byte_view(frames[next_frame])
                 next_frame += 1
-                nbytes += view.nbytes
+                nbytes += view.nbytes  # on the wire: a descriptor counts as its own few bytes
+                if _is_descriptor(view, size):
+                    view = _shm_view(decode_descriptor(view, i), size, i, shm)
             else:
                 raise WireError("truncated", f"array {i} has no frame: only {n - 2} array frame(s) arrived")
             arrays.append(_array(spec, size, view, i))

@@ -5,8 +5,9 @@ per-user runtime directory, under the graph's name (``$FUSION_STREAM_GRAPH``, de
 ``default``). Subscribers read the directory, so ``Subscriber("/detections")`` needs no address.
 No broker runs: a file is written atomically by its publisher and removed when it closes; files
 left by processes that died are removed by the next reader, with the dead publisher's ``ipc://``
-socket file (only inside the graph directory) and the ``params/<pid>`` directory of a dead
-launcher (:meth:`Registry.params_dir`).
+socket file (only inside the graph directory), its shared-memory segments (``/dev/shm``, named
+after the graph and the publisher: :mod:`fusion_stream.runtime.shm`) and the ``params/<pid>``
+directory of a dead launcher (:meth:`Registry.params_dir`).
 
 The runtime directory is ``$FUSION_STREAM_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/fusion_stream``,
 else ``/tmp/fusion_stream-<uid>``. Whoever owns that directory decides which endpoints a
@@ -42,6 +43,7 @@ from pathlib import Path
 
 from fusion_stream.core.wire import check_topic
 from fusion_stream.errors import WHOLE_FILE, FileKeyError, GraphAmbiguousError, TopicNameError, TransportError
+from fusion_stream.runtime.shm import remove_segments
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +414,7 @@ class Registry:
                 log.debug("removing registry entry of dead process %d: %s", entry.pid, name)
                 _unlink(name, topics_fd)
                 self._remove_socket(entry, graph_fd)
+                remove_segments(self.path, entry.src)
                 continue
             out.append(entry)
         return out

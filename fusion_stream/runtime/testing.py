@@ -35,6 +35,7 @@ from fusion_stream.runtime.clock import ReplayClock
 from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.registry import Registry
 from fusion_stream.runtime.security import CurveKeys
+from fusion_stream.runtime.shm import ShmMapper
 from fusion_stream.runtime.transport import (
     DEFAULT_QUEUE_SIZE,
     Publisher,
@@ -73,6 +74,7 @@ class CapturedPublisher(Publisher):
         self._type = msg_type.__name__ if msg_type is not None else ""
         self._node = ""
         self._deliver = deliver
+        self._pool = None
         self.closed = False
 
     def _send(self, frames: list[wire.Frame]) -> None:
@@ -109,6 +111,7 @@ class FedSubscriber(Subscriber):
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.stats = SubscriberStats()
+        self._shm = ShmMapper()
         self._stats_lock = threading.Lock()
         self._wanted = {t.encode() for t in self.topics}
         self._last_seq: dict[int, int] = {}

@@ -46,6 +46,7 @@ from fusion_stream.runtime.registry import (
     similar_topics,
 )
 from fusion_stream.runtime.security import CurveKeys, curve_client, serve_curve
+from fusion_stream.runtime.shm import DEFAULT_SLOTS, DEFAULT_THRESHOLD, ShmMapper, ShmPool, segment_prefix, shm_wanted
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,12 @@ class Publisher:
     without it the first message sets it. Arrays are sent without a copy, so do not modify an
     array after publishing the message that holds it.
 
+    ``shm=True`` (or ``$FUSION_STREAM_SHM=1``) copies arrays of ``shm_threshold`` bytes or more
+    into a shared-memory pool of ``shm_slots`` slots and sends a descriptor instead
+    (:mod:`fusion_stream.runtime.shm`): subscribers on this machine get views with no copy, each
+    valid until ``shm_slots - 1`` more arrays are published. Only a publisher whose one endpoint
+    is ``ipc://`` does this; on ``tcp://`` the option is ignored and the bytes travel as before.
+
     The graph is ``graph`` (or ``registry``), else ``$FUSION_STREAM_GRAPH``, else the one graph
     running on this machine, else ``default`` (several running: :class:`GraphAmbiguousError`).
     """
@@ -159,10 +166,14 @@ class Publisher:
         context: zmq.Context[Any] | None = None,
         curve: CurveKeys | None = None,
         msg_type: type[msgs.Message] | None = None,
+        shm: bool | None = None,
+        shm_slots: int = DEFAULT_SLOTS,
+        shm_threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
         self.topic = wire.check_topic(topic)
         self.msg_type = msg_type
         self.src = secrets.randbits(32)
+        self._pool: ShmPool | None = None
         self.stats = PublisherStats()
         self._registry = _given_registry(registry, graph) or find_graph() or Registry()
         self._topic_bytes = topic.encode()
@@ -179,6 +190,9 @@ class Publisher:
             self.endpoint = self._bind(endpoint)
             self.remote_endpoint = self._bind(remote_endpoint) if remote_endpoint is not None else None
             tcp = self.endpoint.startswith("tcp://")
+            if shm_wanted(shm) and self.endpoint.startswith("ipc://") and self.remote_endpoint is None:
+                prefix = segment_prefix(self._registry.path, self.src)
+                self._pool = ShmPool(prefix, slots=shm_slots, threshold=shm_threshold)
             self._server_key = curve.public.decode() if curve is not None and tcp else ""
             if register:
                 self._entry_path = self._registry.register(self._entry())
@@ -227,7 +241,7 @@ class Publisher:
             self._type = type(msg).__name__
             self._entry_path = self._registry.register(self._entry())
         self._seq += 1
-        frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=time.time_ns())
+        frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=time.time_ns(), shm=self._pool)
         self._send(frames)
         n = wire.frames_nbytes(frames)
         self.stats.sent += 1
@@ -238,8 +252,16 @@ class Publisher:
         """Hand the encoded frames to the socket (an in-process test double keeps them instead)."""
         self._socket.send_multipart(cast("list[Any]", frames), flags=_NOBLOCK, copy=False)
 
+    @property
+    def shm_segment(self) -> str | None:
+        """Name of the shared-memory segment in use; None if this publisher does not use one."""
+        return None if self._pool is None else self._pool.segment
+
     def close(self) -> None:
-        """Unregister, flush for up to 200 ms, close; remove the socket file of an ipc endpoint."""
+        """Unregister, flush for up to 200 ms, close; remove the socket file of an ipc endpoint
+        and the shared-memory segment."""
+        if self._pool is not None:
+            self._pool.close()
         if self._entry_path is not None:
             self._registry.unregister(self._entry_path)
             self._entry_path = None
@@ -384,6 +406,7 @@ class Subscriber:
         self.max_bytes = max_bytes
         self._max_message_bytes = max_bytes + wire.MAX_HEADER_BYTES + wire.MAX_TOPIC_LEN
         self.stats = SubscriberStats()
+        self._shm = ShmMapper()
         self._stats_lock = threading.Lock()  # the latest-mode pump counts malformed messages too
         self._wanted = {t.encode() for t in self.topics}
         self._discover = endpoints is None
@@ -543,7 +566,7 @@ class Subscriber:
     def _take(self, frames: list[Any]) -> wire.Envelope | None:
         """Decode one raw message; count and skip it if malformed."""
         try:
-            env = wire.decode(frames, max_bytes=self.max_bytes)
+            env = wire.decode(frames, max_bytes=self.max_bytes, shm=self._shm)
         except WireError as err:
             self._count_malformed(err)
             return None

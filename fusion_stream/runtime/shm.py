@@ -1,0 +1,253 @@
+"""Shared memory for large arrays between processes of one machine (opt-in, ``ipc://`` only).
+
+A publisher with ``shm=True`` owns a bounded pool: one POSIX shared-memory segment (a file in
+``/dev/shm``, mode 0600) of ``slots`` equal slots, reused round-robin. An array of at least
+``threshold`` bytes is copied into the next slot and the message carries a small descriptor
+frame (segment, offset, size, generation) instead of the bytes (:func:`wire.encode_descriptor`).
+A subscriber maps the segment read-only once and hands out numpy views of it: no copy.
+
+Layout of a segment::
+
+    [segment header, 64 B: magic, slot count, slot size, slot stride]
+    [slot 0: 64 B slot header (generation, u64 LE) | data ...] [slot 1 ...] ...
+
+Generations make reuse visible instead of silent: before rewriting a slot the publisher sets its
+generation to 0, copies, then writes a new, never reused generation. A subscriber checks the
+slot's generation against the descriptor's when it receives the message and drops a mismatch as
+``stale`` (the slot was reused while the message waited in the queue). A view handed out stays
+valid until ``slots - 1`` further arrays are published; keep one longer with ``arr.copy()``.
+(Counting references across processes, so that a slot is never reused while held, is not done.)
+
+Segment names carry the graph's identity and the publisher's id (``fusion_stream-<graph>-<src>-<k>``),
+so the registry removes the segments of a publisher that died with its entry
+(:func:`remove_segments`), as it removes its ``ipc://`` socket file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import re
+import stat
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from fusion_stream.core import wire
+from fusion_stream.errors import ParamError, TransportError, WireError
+
+ENV_SHM: Final = "FUSION_STREAM_SHM"
+"""``1``: every publisher on an ``ipc://`` endpoint uses shared memory unless told ``shm=False``."""
+SHM_DIR: Final = Path("/dev/shm")
+DEFAULT_SLOTS: Final = 8
+DEFAULT_THRESHOLD: Final = 64 * 1024
+"""Arrays below this travel in ZeroMQ frames: a descriptor saves little there (bench/transport.py)."""
+SEGMENT_MAGIC: Final = b"FSSHM\x00\x00\x01"
+SEGMENT_HEADER: Final = 64
+SLOT_HEADER: Final = 64
+_PAGE: Final = mmap.PAGESIZE
+_HEADER_FMT: Final = "<8sIIQQ"  # magic, slots, pad, slot size, stride
+_GEN: Final = struct.Struct("<Q")
+_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map the pages at once, no faults later
+_NAME_RE: Final = re.compile(r"^fusion_stream-[0-9a-f]{12}-[0-9a-f]{8}-[0-9]{1,9}$")
+_MAX_MAPPED: Final = 16
+"""Segments a subscriber keeps mapped (least recently used dropped; views keep theirs alive)."""
+
+
+def shm_wanted(shm: bool | None) -> bool:
+    """``shm`` if given, else whether ``$FUSION_STREAM_SHM`` is ``1``."""
+    return shm if shm is not None else os.environ.get(ENV_SHM, "") == "1"
+
+
+def segment_prefix(graph_dir: Path, src: int) -> str:
+    """Name prefix of the segments of publisher ``src`` in the graph stored at ``graph_dir``."""
+    graph_id = hashlib.sha256(str(graph_dir).encode()).hexdigest()[:12]
+    return f"fusion_stream-{graph_id}-{src:08x}-"
+
+
+def remove_segments(graph_dir: Path, src: int) -> int:
+    """Unlink the user's own segments of publisher ``src`` (a dead one); returns how many."""
+    prefix = segment_prefix(graph_dir, src)
+    try:
+        names = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        path = SHM_DIR / name
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+class ShmPool:
+    """A publisher's bounded ring of slots (see the module docstring); implements :class:`wire.ShmSink`."""
+
+    def __init__(self, prefix: str, *, slots: int = DEFAULT_SLOTS, threshold: int = DEFAULT_THRESHOLD) -> None:
+        if slots < 2:
+            raise ParamError("shm_slots", f"needs at least 2 slots, got {slots}")
+        if threshold <= wire.MAX_DESCRIPTOR_BYTES:
+            raise ParamError("shm_threshold", f"must exceed {wire.MAX_DESCRIPTOR_BYTES} bytes, got {threshold}")
+        self._prefix = prefix
+        self._slots = slots
+        self._threshold = threshold
+        self._count = 0  # segments made so far (a bigger array needs a new one)
+        self._name = ""
+        self._map: mmap.mmap | None = None
+        self._gens: list[np.ndarray] = []
+        self._slot_size = 0
+        self._stride = 0
+        self._next = 0
+        self._generation = 0
+
+    @property
+    def threshold(self) -> int:
+        return self._threshold
+
+    @property
+    def segment(self) -> str:
+        """Name of the current segment ('' before the first array)."""
+        return self._name
+
+    def put(self, arr: np.ndarray) -> wire.ShmRef:
+        """Copy ``arr`` into the next slot; where it lies (a new, bigger segment if it does not fit)."""
+        if self._map is None or arr.nbytes > self._slot_size:
+            self._grow(arr.nbytes)
+        assert self._map is not None
+        i = self._next
+        self._next = (i + 1) % self._slots
+        gen = self._gens[i]
+        gen[0] = 0  # being written: a reader checking now sees no valid generation
+        offset = SEGMENT_HEADER + i * self._stride + SLOT_HEADER
+        np.copyto(np.ndarray(arr.shape, arr.dtype, buffer=self._map, offset=offset), arr, casting="no")
+        self._generation += 1
+        gen[0] = self._generation
+        return wire.ShmRef(self._name, offset, arr.nbytes, self._generation)
+
+    def _grow(self, nbytes: int) -> None:
+        slot_size = -(-max(nbytes, self._threshold) // _PAGE) * _PAGE
+        stride = slot_size + _PAGE  # the slot header gets a page: the data stays page-aligned + 64
+        size = SEGMENT_HEADER + self._slots * stride
+        name = f"{self._prefix}{self._count}"
+        self._count += 1
+        path = SHM_DIR / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise TransportError(f"cannot create shared memory {path}: {err.strerror}") from err
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            os.ftruncate(fd, size)
+            # Allocate every page now: a full /dev/shm fails here, not as SIGBUS in a later copy,
+            # and no copy pays first-touch page faults (they made a 4 MiB copy ~30x slower).
+            os.posix_fallocate(fd, 0, size)
+            new = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
+        except OSError as err:
+            path.unlink(missing_ok=True)
+            raise TransportError(f"cannot size shared memory {path} to {size} bytes: {err}") from err
+        finally:
+            os.close(fd)
+        struct.pack_into(_HEADER_FMT, new, 0, SEGMENT_MAGIC, self._slots, 0, slot_size, stride)
+        self._unlink_current()  # readers keep their mappings of the old one; nothing more is written there
+        self._name, self._map, self._slot_size, self._stride, self._next = name, new, slot_size, stride, 0
+        self._gens = [
+            np.ndarray((1,), np.uint64, buffer=new, offset=SEGMENT_HEADER + i * stride) for i in range(self._slots)
+        ]
+        # SEGMENT_HEADER + i*stride + SLOT_HEADER: offset of slot i's data (stride leaves room for it)
+        assert SLOT_HEADER <= _PAGE
+
+    def _unlink_current(self) -> None:
+        if self._name:
+            (SHM_DIR / self._name).unlink(missing_ok=True)
+        self._gens = []
+        self._map = None  # unmapped once the last view of it is gone
+
+    def close(self) -> None:
+        """Remove the segment (subscribers' mappings stay valid until they drop them)."""
+        self._unlink_current()
+        self._name = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Mapped:
+    view: memoryview
+    size: int
+    slots: int
+    slot_size: int
+    stride: int
+
+
+class ShmMapper:
+    """A subscriber's read-only mappings of publishers' segments; implements :data:`wire.ShmResolver`.
+
+    Every descriptor is checked before a byte is read: the name is one of ours, the segment is a
+    regular file of this user with mode 0600, the offset is the data start of a slot inside it,
+    the size fits the slot, and the slot's generation is the descriptor's (else ``stale``)."""
+
+    def __init__(self) -> None:
+        self._maps: OrderedDict[str, _Mapped] = OrderedDict()
+
+    def __call__(self, ref: wire.ShmRef) -> memoryview:
+        m = self._maps.get(ref.segment)
+        if m is None:
+            m = self._open(ref.segment)
+        else:
+            self._maps.move_to_end(ref.segment)
+        start = ref.offset - SEGMENT_HEADER - SLOT_HEADER
+        if start < 0 or start % m.stride or start // m.stride >= m.slots:
+            raise WireError("shm-bounds", f"offset {ref.offset} is not the start of a slot of {ref.segment!r}")
+        if ref.nbytes > m.slot_size or ref.offset + ref.nbytes > m.size:
+            raise WireError("shm-bounds", f"{ref.nbytes} bytes at {ref.offset} overrun a slot of {ref.segment!r}")
+        view = m.view[ref.offset : ref.offset + ref.nbytes]
+        (gen,) = _GEN.unpack_from(m.view, ref.offset - SLOT_HEADER)
+        if gen != ref.generation:
+            raise WireError(
+                "stale",
+                f"slot of {ref.segment!r} at {ref.offset} holds generation {gen}, message wants {ref.generation}",
+            )
+        return view
+
+    def _open(self, name: str) -> _Mapped:
+        if not _NAME_RE.match(name):
+            raise WireError("shm-segment", f"{name!r} is not a fusion_stream shared-memory segment name")
+        path = SHM_DIR / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as err:
+            raise WireError("shm-segment", f"cannot open {path}: {err.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o600:
+                raise WireError(
+                    "shm-foreign",
+                    f"{path} is not a regular file of uid {os.getuid()} with mode 0600 "
+                    f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})",
+                )
+            if st.st_size < SEGMENT_HEADER:
+                raise WireError("shm-segment", f"{path} has {st.st_size} bytes, less than a segment header")
+            mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        magic, slots, _pad, slot_size, stride = struct.unpack_from(_HEADER_FMT, mm, 0)
+        if (
+            magic != SEGMENT_MAGIC
+            or slots < 1
+            or stride < slot_size + SLOT_HEADER
+            or SEGMENT_HEADER + slots * stride > st.st_size
+        ):
+            raise WireError("shm-segment", f"{path} does not hold a valid segment header")
+        m = _Mapped(memoryview(mm), st.st_size, slots, slot_size, stride)
+        self._maps[name] = m
+        while len(self._maps) > _MAX_MAPPED:
+            self._maps.popitem(last=False)  # unmapped when the last view of it is gone
+        return m

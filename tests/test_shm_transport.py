@@ -1,0 +1,211 @@
+"""Shared memory for large arrays (opt-in): real processes, real segments in /dev/shm, forged
+descriptors from a raw socket, kill -9 and the registry's sweep."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from fusion_stream.core import msgs, wire
+from fusion_stream.errors import WireError
+from fusion_stream.runtime.registry import Registry
+from fusion_stream.runtime.shm import ENV_SHM, SHM_DIR, ShmPool, segment_prefix
+from fusion_stream.runtime.transport import Publisher, Subscriber
+from fusion_stream.sources import testpattern
+from tests.conftest import Procs, wait_for
+
+pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this machine")
+
+POINTS = 200_000  # 200000 x 6 float32 = 4.8 MB
+WIDTH, HEIGHT = 1280, 960  # 3.7 MB
+
+
+def segments(registry: Registry, src: int) -> list[str]:
+    prefix = segment_prefix(registry.path, src)
+    return [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
+
+
+def mapped(arr: np.ndarray) -> bool:
+    """Whether ``arr`` is a view of a memory mapping (not of a ZeroMQ frame or a copy)."""
+    base: Any = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
+@pytest.fixture
+def sweeping_procs(procs: Procs, registry: Registry) -> Iterator[Procs]:
+    """``procs``, then a registry sweep before the runtime directory goes: a test that fails with
+    its publishers still running (killed at teardown) must not leave segments in /dev/shm."""
+    yield procs
+    procs.close()
+    registry.entries()
+
+
+def start_pattern(procs: Procs, kind: str, *extra: str) -> Any:
+    return procs.python(
+        "-m", "fusion_stream.runtime.runner", "pattern", "--name", f"pattern_{kind}",
+        "-p", f"kind:={kind}", "-p", "rate_hz:=20", "-p", "shm:=true", *extra,
+    )  # fmt: skip
+
+
+def test_point_cloud_and_image_round_trip_through_shm_between_processes(
+    sweeping_procs: Procs, registry: Registry
+) -> None:
+    procs = sweeping_procs
+    start_pattern(procs, "points", "-p", f"points:={POINTS}")
+    start_pattern(procs, "image", "-p", f"width:={WIDTH}", "-p", f"height:={HEIGHT}")
+    topics = ["/lidar/pattern/points", "/camera/pattern/image"]
+    got: dict[str, int] = {}
+    # latest=True: each view is of the newest frame, valid for slots - 1 = 7 more publishes (350 ms)
+    with Subscriber(topics, registry=registry, timeout=15.0, latest=True) as sub:
+        sub.wait_for_publishers(20.0)
+        for env in sub.envelopes():
+            msg = env.message
+            if isinstance(msg, msgs.PointCloud):
+                expected: msgs.Message = testpattern.point_cloud(msg.stamp_ns, POINTS)
+                assert mapped(msg.data) and not msg.data.flags.writeable
+            else:
+                assert isinstance(msg, msgs.Image)
+                expected = testpattern.image(msg.stamp_ns, WIDTH, HEIGHT)
+                assert mapped(msg.data) and not msg.data.flags.writeable
+            assert msg == expected, f"{env.topic} changed on the way"
+            got[env.topic] = got.get(env.topic, 0) + 1
+            if len(got) == 2 and min(got.values()) >= 3:
+                break
+        assert set(sub.stats.malformed) <= {"stale"}  # only frames that waited in the queue while starting
+    for entry in registry.entries():
+        if entry.topic in topics:
+            assert len(segments(registry, entry.src)) == 1, entry
+    procs.stop_all()
+    assert not [e for e in registry.entries() if e.topic in topics]
+
+
+@pytest.fixture
+def raw_pub(runtime_dir: Path) -> Iterator[tuple[zmq.Socket[Any], str]]:
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    endpoint = f"ipc://{runtime_dir}/forger.ipc"
+    sock.bind(endpoint)
+    yield sock, endpoint
+    sock.close(linger=0)
+
+
+def send_until_received(sock: zmq.Socket[Any], sub: Subscriber, frames: list[Any]) -> msgs.Message:
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        sock.send_multipart(frames)
+        got = sub.recv(timeout=0.05)
+        if got is not None:
+            return got
+    raise AssertionError("the subscriber received nothing")
+
+
+def test_forged_descriptors_are_refused_with_a_reason_and_the_subscriber_keeps_going(
+    raw_pub: tuple[zmq.Socket[Any], str], registry: Registry, runtime_dir: Path
+) -> None:
+    sock, endpoint = raw_pub
+    pool = ShmPool(segment_prefix(registry.path, 0x1234), slots=2)
+    foreign = SHM_DIR / f"{segment_prefix(registry.path, 0x5678)}0"
+    try:
+        data = np.arange(70_000 * 4, dtype=np.float32).reshape(70_000, 4)
+        cloud = msgs.PointCloud(stamp_ns=1, frame_id="f", data=data)
+        topic, header, descriptor = wire.encode("/forged", cloud, seq=1, src=9, pub_ns=0, shm=pool)
+        assert isinstance(descriptor, bytes) and len(descriptor) < 100  # the 1.1 MB stayed in the pool
+        good = wire.decode_descriptor(memoryview(descriptor), 0)
+        assert good.segment == pool.segment and good.nbytes == data.nbytes
+        fd = os.open(foreign, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        os.ftruncate(fd, 1 << 20)
+        os.fchmod(fd, 0o644)
+        os.close(fd)
+
+        def forged(**changes: Any) -> bytes:
+            fields = {
+                "segment": good.segment,
+                "offset": good.offset,
+                "nbytes": good.nbytes,
+                "generation": good.generation,
+            }
+            return wire.encode_descriptor(wire.ShmRef(**{**fields, **changes}))
+
+        cases = {
+            "shm-bounds": [forged(offset=10**12), forged(offset=good.offset + 8)],
+            "size-mismatch": [forged(nbytes=good.nbytes - 4)],
+            "stale": [forged(generation=good.generation + 100)],
+            "shm-segment": [
+                forged(segment="fusion_stream-000000000000-00000000-0"),
+                forged(segment="../../etc/passwd"),
+            ],
+            "shm-foreign": [forged(segment=foreign.name)],
+            "bad-descriptor": [wire.SHM_PREFIX + b"\xc1\xff"],
+            "version": [wire.SHM_MAGIC + b"\x09" + bytes(8)],
+        }
+        with pytest.raises(WireError) as no_resolver:
+            wire.decode([topic, header, descriptor])
+        assert no_resolver.value.reason == "shm-unavailable"
+        with Subscriber("/forged", endpoints=[endpoint], timeout=5.0) as sub:
+            first = send_until_received(sock, sub, [topic, header, descriptor])  # connected now
+            assert isinstance(first, msgs.PointCloud)
+            assert first == cloud and mapped(first.data)
+            for bad_frames in cases.values():
+                for bad in bad_frames:
+                    sock.send_multipart([topic, header, bad])
+            again = send_until_received(sock, sub, [topic, header, descriptor])
+            assert again == cloud
+            assert dict(sub.stats.malformed) == {reason: len(v) for reason, v in cases.items()}
+
+            # a slot really reused while the message waited: stale, not a changed frame
+            msgs3 = [msgs.PointCloud(stamp_ns=10 + i, frame_id="f", data=data + i) for i in range(3)]
+            for i, m in enumerate(msgs3):
+                sock.send_multipart(wire.encode("/forged", m, seq=100 + i, src=9, pub_ns=0, shm=pool))
+            seen = [sub.recv(timeout=2.0) for _ in range(2)]
+            assert seen == msgs3[1:]  # two slots: the third message reused the first one's slot
+            assert sub.stats.malformed["stale"] == 2
+    finally:
+        pool.close()
+        foreign.unlink(missing_ok=True)
+    assert not [n for n in os.listdir(SHM_DIR) if n.startswith(segment_prefix(registry.path, 0x1234))]
+
+
+def test_kill_9_of_a_shm_publisher_then_the_registry_sweep_leaves_no_segment(procs: Procs, registry: Registry) -> None:
+    pub = start_pattern(procs, "points", "-p", "points:=40000")
+    wait_for(lambda: registry.lookup("/lidar/pattern/points"), 15.0, "the publisher's registry entry")
+    (entry,) = registry.lookup("/lidar/pattern/points")
+    wait_for(lambda: segments(registry, entry.src), 10.0, "its shared-memory segment")
+    pub.send_signal(signal.SIGKILL)
+    pub.wait(timeout=5)
+    assert segments(registry, entry.src), "kill -9 cannot have removed it"
+    assert not registry.lookup("/lidar/pattern/points")  # the sweep
+    assert not segments(registry, entry.src)
+
+
+def test_tcp_endpoint_with_shm_keeps_sending_bytes_and_env_turns_shm_on(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = np.random.default_rng(3).integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    image = msgs.Image(stamp_ns=5, frame_id="cam", data=data, encoding="rgb8")
+    with Publisher("/tcp/image", endpoint="tcp://127.0.0.1:0", registry=registry, shm=True) as pub:
+        with Subscriber("/tcp/image", registry=registry, timeout=5.0) as sub:
+            sub.wait_for_publishers(5.0)
+            got = None
+            deadline = time.monotonic() + 10.0
+            while got is None and time.monotonic() < deadline:
+                pub.publish(image)
+                got = sub.recv(timeout=0.1)
+            assert isinstance(got, msgs.Image)
+            assert got == image and not mapped(got.data)
+        assert pub.shm_segment is None
+    monkeypatch.setenv(ENV_SHM, "1")
+    with Publisher("/env/image", registry=registry) as pub:
+        pub.publish(image)
+        assert pub.shm_segment and (SHM_DIR / pub.shm_segment).exists()
+        name = pub.shm_segment
+    assert not (SHM_DIR / name).exists()

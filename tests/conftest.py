@@ -37,6 +37,18 @@ def registry(runtime_dir: Path) -> Registry:
     return Registry(runtime_dir, "test")
 
 
+def run_cli(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
+    """``fusion-stream ARGS...`` to its end, from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "fusion_stream.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

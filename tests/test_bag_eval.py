@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from fusion_stream.runtime.transport import Publisher, Subscriber
 from fusion_stream.sim.recording import TOPICS, record_sim
 from fusion_stream.sim.world import Scenario
 
-from .conftest import ROOT, Procs, wait_for
+from .conftest import Procs, run_cli, wait_for
 
 TIMING_KEYS = ("wall_s", "latency_ms", "speed_x_realtime", "bag")
 
@@ -41,14 +40,7 @@ def sim_bags(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def eval_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fusion_stream.cli", "eval", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    return run_cli("eval", *args, timeout=110)
 
 
 def scores(path: Path) -> dict[str, object]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from fusion_stream.eval.scores import ground_truth_scores
 from fusion_stream.sim.recording import record_sim
 from fusion_stream.sim.world import Scenario
 
-from .conftest import ROOT
+from .conftest import run_cli
 
 pytest.importorskip("ray")
 
@@ -30,14 +29,7 @@ SCORE_KEYS = ("nuscenes", "kitti_bev", "kitti_3d", "siren")
 
 
 def eval_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fusion_stream.cli", "eval", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
+    return run_cli("eval", *args, timeout=170)
 
 
 @pytest.fixture(scope="module")

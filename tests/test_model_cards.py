@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from fusion_stream.runtime.transport import Publisher, Subscriber
 from fusion_stream.sim.recording import TOPICS, record_sim
 from fusion_stream.sim.world import Scenario
 
-from .conftest import ROOT, Procs
+from .conftest import Procs, run_cli
 
 SIM_RIG = resources.resolve("calib/sim_rig.yaml")
 CLASSES = ["Car", "Truck", "Pedestrian"]
@@ -327,14 +326,7 @@ def test_fusion_node_runs_a_card_given_as_model(
 
 
 def eval_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fusion_stream.cli", "eval", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    return run_cli("eval", *args, timeout=110)
 
 
 def test_eval_scores_a_card_and_writes_its_detections_to_mcap(model_dir: Path, sim_bag: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 def warm_up() -> dict[str, float]:
     """Compile (or load from the cache) every kernel of the package; seconds per group."""
+    from fusion_stream.infer import voxelize
     from fusion_stream.model import preprocess
     from fusion_stream.sim import camera, lidar
 
@@ -17,6 +18,7 @@ def warm_up() -> dict[str, float]:
         "pre-processing": preprocess.compile_kernels,
         "simulated LiDAR": lidar._returns_kernel,
         "simulated camera": camera.warm_up,
+        "voxelization (pillars cards)": voxelize.compile_kernels,
     }
     took: dict[str, float] = {}
     for name, step in steps.items():

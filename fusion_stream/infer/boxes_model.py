@@ -14,13 +14,14 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fusion_stream.core import calib, msgs
 from fusion_stream.errors import InferenceError, UnknownNameError
 from fusion_stream.infer.backends import ort_session
-from fusion_stream.infer.cards import BoxesCard, CardError, check_onnx
+from fusion_stream.infer.cards import BoxesCard, CardError, OnnxCard, check_onnx
 from fusion_stream.infer.detector import StageTimes
 
 log = logging.getLogger(__name__)
@@ -125,13 +126,17 @@ def decode_boxes(
 # --------------------------------------------------------------------------- the detector
 
 
-class BoxesDetector:
-    """A ``boxes`` card's ONNX model in ONNX Runtime, fed the LiDAR input of each set
-    (``inputs``: ``{lidar: NAME}`` where the set names it otherwise)."""
+class CardDetector:
+    """A card's ONNX model that outputs decoded boxes, in ONNX Runtime, fed the LiDAR input of
+    each set (``inputs``: ``{lidar: NAME}`` where the set names it otherwise). What a kind feeds
+    the graph is its subclass's :meth:`feeds`; frames, the session and decoding are shared."""
+
+    fields: tuple[str, ...]
+    """The point features the model takes, in order."""
 
     def __init__(
         self,
-        card: BoxesCard,
+        card: OnnxCard,
         rig: calib.Rig,
         *,
         device: str = "cpu",
@@ -149,10 +154,9 @@ class BoxesDetector:
         self.threshold = card.score_threshold if threshold is None else threshold
         self.input = (inputs or {}).get("lidar", "lidar")
         self.frame_id = frame_id
-        tensors = check_onnx(card)
+        self.tensors = check_onnx(card)
         self._session = ort_session(card.onnx, device, threads)
         self._types = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in self._session.get_inputs()}
-        self._batched = len(tensors[card.points.name].shape) == 3
         self.name = f"{Path(card.path).name}: onnxruntime ({device})"
 
     def sensor_to_model(self, cloud: msgs.PointCloud) -> calib.Transform:
@@ -168,14 +172,8 @@ class BoxesDetector:
         return self.to_rig.inverse() @ to_rig
 
     def feeds(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's inputs for N×F rows already in the model's frame."""
-        padded, n = pad_points(rows, self.card.points.max_points)
-        if n < len(rows):
-            log.warning("a sweep of %d points cut to the card's max_points %d", len(rows), n)
-        out = {self.card.points.name: padded[None] if self._batched else padded}
-        if self.card.num_points:
-            out[self.card.num_points] = np.array([n], self._types.get(self.card.num_points, np.int32))
-        return out
+        """The graph's inputs for N×F rows (``fields``) already in the model's frame."""
+        raise NotImplementedError
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> tuple[msgs.Box3D, ...]:
         c = self.card
@@ -187,7 +185,7 @@ class BoxesDetector:
 
     def warm_up(self) -> float:
         t0 = time.perf_counter()
-        self.run(self.feeds(np.zeros((0, len(self.card.points.fields)), np.float32)))
+        self.run(self.feeds(np.zeros((0, len(self.fields)), np.float32)))
         return (time.perf_counter() - t0) * 1e3
 
     def present(self, frame: msgs.SyncedFrame) -> list[str]:
@@ -197,9 +195,9 @@ class BoxesDetector:
         t0 = time.perf_counter()
         clouds = [m for m in frame.members.get(self.input, ()) if isinstance(m, msgs.PointCloud)]
         if clouds:
-            rows = cloud_rows(clouds[-1], self.card.points.fields, self.sensor_to_model(clouds[-1]))
+            rows = cloud_rows(clouds[-1], self.fields, self.sensor_to_model(clouds[-1]))
         else:
-            rows = np.zeros((0, len(self.card.points.fields)), np.float32)
+            rows = np.zeros((0, len(self.fields)), np.float32)
         feeds = self.feeds(rows)
         t1 = time.perf_counter()
         boxes = self.run(feeds)
@@ -207,3 +205,24 @@ class BoxesDetector:
         det = msgs.Detections(stamp_ns=frame.stamp_ns, frame_id=self.frame_id, boxes=boxes)
         # inference and decoding are one call here; the decode share is small next to the model's
         return det, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3)
+
+
+class BoxesDetector(CardDetector):
+    """A ``boxes`` card: the sweep's rows zero-padded to ``max_points``."""
+
+    def __init__(self, card: BoxesCard, rig: calib.Rig, **options: Any) -> None:
+        super().__init__(card, rig, **options)
+        self.points = card.points
+        self.num_points = card.num_points
+        self.fields = card.points.fields
+        self._batched = len(self.tensors[card.points.name].shape) == 3
+
+    def feeds(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs for N×F rows already in the model's frame."""
+        padded, n = pad_points(rows, self.points.max_points)
+        if n < len(rows):
+            log.warning("a sweep of %d points cut to the card's max_points %d", len(rows), n)
+        out = {self.points.name: padded[None] if self._batched else padded}
+        if self.num_points:
+            out[self.num_points] = np.array([n], self._types.get(self.num_points, np.int32))
+        return out

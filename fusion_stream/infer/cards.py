@@ -1,10 +1,14 @@
 """Model cards: a small YAML beside a model file that says how to feed it and how to read it.
 
-Two kinds are understood:
+Three kinds are understood:
 
 - ``boxes``: an ONNX graph that takes one LiDAR sweep (N×F float32, zero-padded to
   ``max_points``, optionally with the count of real rows) and outputs decoded boxes, scores and
   class indices, in the frame of one of the rig's sensors (``frame``);
+- ``pillars``: a PointPillars-style export that takes the sweep voxelized (``voxels``,
+  ``voxel_coords``, ``voxel_num_points``), with the pre-processing named as OpenPCDet's configs
+  name it (``POINT_CLOUD_RANGE``, ``VOXEL_SIZE``, ``MAX_POINTS_PER_VOXEL``,
+  ``MAX_NUMBER_OF_VOXELS``) so a user copies the values; its outputs are read like ``boxes``;
 - ``fusion_stream``: the project's own network, by its weights file.
 
 A bad card is a :class:`CardError` naming the file and the key (``inputs.points.max_points``);
@@ -14,6 +18,7 @@ both lists (:func:`check_onnx`). Nothing here imports ONNX Runtime or torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +28,17 @@ from fusion_stream.core import resources
 from fusion_stream.core.yamlio import read_mapping
 from fusion_stream.errors import WHOLE_FILE, FileKeyError, InferenceError
 
-KINDS = ("boxes", "fusion_stream")
-"""Card kinds understood (``pillars`` and ``centerpoint`` are not yet)."""
+KINDS = ("boxes", "pillars", "fusion_stream")
+"""Card kinds understood (``centerpoint`` is not yet)."""
 BOX_LAYOUT_REQUIRED = ("x", "y", "z", "l", "w", "h", "yaw")
 BOX_LAYOUT_OPTIONAL = ("vx", "vy")
 MAX_POINTS_LIMIT = 10_000_000
 """More rows than any sensor gives in a sweep: a typo, or a card meant to exhaust memory."""
 MAX_CLASSES = 1000
+MAX_GRID_CELLS = 100_000_000
+"""More voxel cells than any PointPillars/CenterPoint grid has (OpenPCDet's KITTI one: 432×496×1)."""
+MAX_VOXEL_VALUES = 200_000_000
+"""MAX_NUMBER_OF_VOXELS × MAX_POINTS_PER_VOXEL × fields above this is 800 MB of input: a typo."""
 
 
 class CardError(FileKeyError, InferenceError):
@@ -80,7 +89,51 @@ class FusionStreamCard:
     kind: str = "fusion_stream"
 
 
-Card = BoxesCard | FusionStreamCard
+@dataclass(frozen=True)
+class VoxelGrid:
+    """OpenPCDet's voxelization parameters (``POINT_CLOUD_RANGE``, ``VOXEL_SIZE``, ...): points
+    outside the range are dropped, each voxel keeps its first ``max_points_per_voxel`` points, and
+    voxels beyond ``max_voxels`` (in order of first appearance) are dropped."""
+
+    point_cloud_range: tuple[float, float, float, float, float, float]
+    voxel_size: tuple[float, float, float]
+    max_points_per_voxel: int
+    max_voxels: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Cells along x, y and z (OpenPCDet's ``grid_size``, rounded like it)."""
+        lo, hi = self.point_cloud_range[:3], self.point_cloud_range[3:]
+        nx, ny, nz = (max(1, round((hi[i] - lo[i]) / self.voxel_size[i])) for i in range(3))
+        return nx, ny, nz
+
+
+@dataclass(frozen=True)
+class PillarsCard:
+    """A ``pillars`` card: an ONNX graph fed voxels (see the module doc), outputting decoded boxes
+    read exactly like a ``boxes`` card's."""
+
+    path: Path
+    onnx: Path
+    classes: tuple[str, ...]
+    fields: tuple[str, ...]
+    grid: VoxelGrid
+    coords_order: tuple[str, str, str]
+    voxels: str
+    voxel_coords: str
+    voxel_num_points: str
+    boxes: str
+    layout: tuple[str, ...]
+    scores: str
+    labels: str
+    frame: str
+    score_threshold: float
+    class_map: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "pillars"
+
+
+OnnxCard = BoxesCard | PillarsCard
+Card = BoxesCard | PillarsCard | FusionStreamCard
 
 
 def load_card(path: Path | str) -> Card:
@@ -101,6 +154,8 @@ def load_card(path: Path | str) -> Card:
     if kind == "fusion_stream":
         r.only(raw, "", ("kind", "weights"))
         return FusionStreamCard(path, resources.resolve(r.text("weights", raw.get("weights")), folder))
+    if kind == "pillars":
+        return _pillars(path, r, raw)
     r.only(raw, "", ("kind", "onnx", "classes", "class_map", "inputs", "outputs", "frame", "score_threshold"))
     classes = r.names("classes", raw.get("classes"))
     inputs = r.mapping("inputs", raw.get("inputs"))
@@ -116,22 +171,8 @@ def load_card(path: Path | str) -> Card:
         num = r.mapping("inputs.num_points", inputs.get("num_points"))
         r.only(num, "inputs.num_points.", ("name",))
         num_points = r.text("inputs.num_points.name", num.get("name"))
-    outputs = r.mapping("outputs", raw.get("outputs"))
-    r.only(outputs, "outputs.", ("boxes", "scores", "labels"))
-    boxes = r.mapping("outputs.boxes", outputs.get("boxes"))
-    r.only(boxes, "outputs.boxes.", ("name", "layout"))
-    layout = r.names("outputs.boxes.layout", boxes.get("layout"))
-    absent = [c for c in BOX_LAYOUT_REQUIRED if c not in layout]
-    if absent:
-        raise CardError(
-            where, "outputs.boxes.layout", f"must name the columns {list(BOX_LAYOUT_REQUIRED)}; {absent} missing"
-        )
-    heads = {}
-    for head in ("scores", "labels"):
-        m = r.mapping(f"outputs.{head}", outputs.get(head))
-        r.only(m, f"outputs.{head}.", ("name",))
-        heads[head] = r.text(f"outputs.{head}.name", m.get("name"))
     class_map = r.class_map(raw.get("class_map", {}), classes)
+    out = _outputs(r, raw)
     return BoxesCard(
         path=path,
         onnx=resources.resolve(r.text("onnx", raw.get("onnx")), folder),
@@ -142,13 +183,120 @@ def load_card(path: Path | str) -> Card:
             r.whole("inputs.points.max_points", points.get("max_points"), 1, MAX_POINTS_LIMIT),
         ),
         num_points=num_points,
-        boxes=r.text("outputs.boxes.name", boxes.get("name")),
-        layout=layout,
-        scores=heads["scores"],
-        labels=heads["labels"],
+        boxes=out.boxes,
+        layout=out.layout,
+        scores=out.scores,
+        labels=out.labels,
         frame=r.text("frame", raw.get("frame")),
         score_threshold=r.fraction("score_threshold", raw.get("score_threshold", 0.3)),
         class_map=class_map,
+    )
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    boxes: str
+    layout: tuple[str, ...]
+    scores: str
+    labels: str
+
+
+def _outputs(r: _Reader, raw: Mapping[str, Any]) -> _Outputs:
+    """The ``outputs`` section, the same for every kind that outputs decoded boxes."""
+    outputs = r.mapping("outputs", raw.get("outputs"))
+    r.only(outputs, "outputs.", ("boxes", "scores", "labels"))
+    boxes = r.mapping("outputs.boxes", outputs.get("boxes"))
+    r.only(boxes, "outputs.boxes.", ("name", "layout"))
+    layout = r.names("outputs.boxes.layout", boxes.get("layout"))
+    absent = [c for c in BOX_LAYOUT_REQUIRED if c not in layout]
+    if absent:
+        raise r.fail("outputs.boxes.layout", f"must name the columns {list(BOX_LAYOUT_REQUIRED)}; {absent} missing")
+    heads = {}
+    for head in ("scores", "labels"):
+        m = r.mapping(f"outputs.{head}", outputs.get(head))
+        r.only(m, f"outputs.{head}.", ("name",))
+        heads[head] = r.text(f"outputs.{head}.name", m.get("name"))
+    return _Outputs(r.text("outputs.boxes.name", boxes.get("name")), layout, heads["scores"], heads["labels"])
+
+
+PILLARS_KEYS = (
+    "kind",
+    "onnx",
+    "classes",
+    "class_map",
+    "POINT_CLOUD_RANGE",
+    "VOXEL_SIZE",
+    "MAX_POINTS_PER_VOXEL",
+    "MAX_NUMBER_OF_VOXELS",
+    "fields",
+    "coords_order",
+    "inputs",
+    "outputs",
+    "frame",
+    "score_threshold",
+)
+PILLARS_INPUTS = ("voxels", "voxel_coords", "voxel_num_points")
+
+
+def _pillars(path: Path, r: _Reader, raw: Mapping[str, Any]) -> PillarsCard:
+    r.only(raw, "", PILLARS_KEYS)
+    classes = r.names("classes", raw.get("classes"))
+    fields = r.names("fields", raw.get("fields"))
+    missing_xyz = [c for c in ("x", "y", "z") if c not in fields]
+    if missing_xyz:
+        raise r.fail("fields", f"must include x, y and z; {missing_xyz} missing")
+    lo_hi = r.numbers(
+        "POINT_CLOUD_RANGE", raw.get("POINT_CLOUD_RANGE"), 6, "[x_min, y_min, z_min, x_max, y_max, z_max]"
+    )
+    flat = [a for a, b in zip(lo_hi[:3], lo_hi[3:], strict=True) if not a < b]
+    if flat:
+        raise r.fail("POINT_CLOUD_RANGE", f"each minimum must be below its maximum, got {list(lo_hi)}")
+    size = r.numbers("VOXEL_SIZE", raw.get("VOXEL_SIZE"), 3, "[vx, vy, vz]")
+    if not all(v > 0 for v in size):
+        raise r.fail("VOXEL_SIZE", f"every size must be above 0, got {list(size)}")
+    grid = VoxelGrid(
+        (lo_hi[0], lo_hi[1], lo_hi[2], lo_hi[3], lo_hi[4], lo_hi[5]),
+        (size[0], size[1], size[2]),
+        r.whole("MAX_POINTS_PER_VOXEL", raw.get("MAX_POINTS_PER_VOXEL"), 1, 10_000),
+        r.whole("MAX_NUMBER_OF_VOXELS", raw.get("MAX_NUMBER_OF_VOXELS"), 1, MAX_POINTS_LIMIT),
+    )
+    nx, ny, nz = grid.shape
+    if nx * ny * nz > MAX_GRID_CELLS:
+        raise r.fail("VOXEL_SIZE", f"a grid of {nx}×{ny}×{nz} cells over POINT_CLOUD_RANGE is above {MAX_GRID_CELLS}")
+    if grid.max_voxels * grid.max_points_per_voxel * len(fields) > MAX_VOXEL_VALUES:
+        raise r.fail(
+            "MAX_NUMBER_OF_VOXELS",
+            f"{grid.max_voxels} voxels × {grid.max_points_per_voxel} points × {len(fields)} fields is above "
+            f"{MAX_VOXEL_VALUES} values",
+        )
+    order = r.names("coords_order", raw.get("coords_order", ["z", "y", "x"]))
+    if sorted(order) != ["x", "y", "z"]:
+        raise r.fail("coords_order", f"must order x, y and z (OpenPCDet's is [z, y, x]), got {list(order)}")
+    inputs = r.mapping("inputs", raw.get("inputs"))
+    r.only(inputs, "inputs.", PILLARS_INPUTS)
+    names = {}
+    for name in PILLARS_INPUTS:
+        m = r.mapping(f"inputs.{name}", inputs.get(name))
+        r.only(m, f"inputs.{name}.", ("name",))
+        names[name] = r.text(f"inputs.{name}.name", m.get("name"))
+    out = _outputs(r, raw)
+    return PillarsCard(
+        path=path,
+        onnx=resources.resolve(r.text("onnx", raw.get("onnx")), path.parent),
+        classes=classes,
+        fields=fields,
+        grid=grid,
+        coords_order=(order[0], order[1], order[2]),
+        voxels=names["voxels"],
+        voxel_coords=names["voxel_coords"],
+        voxel_num_points=names["voxel_num_points"],
+        boxes=out.boxes,
+        layout=out.layout,
+        scores=out.scores,
+        labels=out.labels,
+        frame=r.text("frame", raw.get("frame")),
+        score_threshold=r.fraction("score_threshold", raw.get("score_threshold", 0.3)),
+        class_map=r.class_map(raw.get("class_map", {}), classes),
     )
 
 
@@ -198,6 +346,14 @@ class _Reader:
             raise self.fail(key, f"must be a whole number in [{lo}, {hi}], got {raw!r}")
         return raw
 
+    def numbers(self, key: str, raw: Any, count: int, form: str) -> tuple[float, ...]:
+        if raw is None:
+            raise self.fail(key, "missing")
+        ok = isinstance(raw, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
+        if not ok or len(raw) != count or not all(math.isfinite(v) for v in raw):
+            raise self.fail(key, f"must be {count} finite numbers {form}, got {raw!r}")
+        return tuple(float(v) for v in raw)
+
     def fraction(self, key: str, raw: Any) -> float:
         if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0.0 <= raw <= 1.0:
             raise self.fail(key, f"must be a number in [0, 1], got {raw!r}")
@@ -245,14 +401,17 @@ def onnx_io(path: Path, card_path: str) -> tuple[list[TensorInfo], list[TensorIn
     return inputs, [info(v) for v in model.graph.output]
 
 
-def check_onnx(card: BoxesCard) -> dict[str, TensorInfo]:
+def check_onnx(card: OnnxCard) -> dict[str, TensorInfo]:
     """The ONNX graph's inputs and outputs by name, after checking them against the card: the
     same inputs (every one the graph has must be fed), the card's outputs present, and the shapes
-    that are static agreeing with ``fields``, ``max_points`` and ``layout``."""
+    that are static agreeing with the card (``fields``, ``max_points``, the voxel limits, ``layout``)."""
     where = str(card.path)
     inputs, outputs = onnx_io(card.onnx, where)
     found_in = [t.name for t in inputs]
-    expected_in = [card.points.name] + ([card.num_points] if card.num_points else [])
+    if isinstance(card, PillarsCard):
+        expected_in = [card.voxels, card.voxel_coords, card.voxel_num_points]
+    else:
+        expected_in = [card.points.name] + ([card.num_points] if card.num_points else [])
     if sorted(found_in) != sorted(expected_in):
         raise CardError(
             where,
@@ -272,7 +431,22 @@ def check_onnx(card: BoxesCard) -> dict[str, TensorInfo]:
             found=found_out,
         )
     tensors = {t.name: t for t in inputs + outputs}
-    pts = tensors[card.points.name].shape
+    if isinstance(card, PillarsCard):
+        _check_voxel_shapes(card, tensors)
+    else:
+        _check_points_shape(card, tensors[card.points.name].shape)
+    cols = tensors[card.boxes].shape
+    if not cols or cols[-1] not in (None, len(card.layout)):
+        raise CardError(
+            where,
+            "outputs.boxes.layout",
+            f"{card.onnx.name}'s {card.boxes} has shape {cols}; the layout has {len(card.layout)} columns",
+        )
+    return tensors
+
+
+def _check_points_shape(card: BoxesCard, pts: tuple[int | None, ...]) -> None:
+    where = str(card.path)
     if len(pts) not in (2, 3) or (len(pts) == 3 and pts[0] not in (1, None)):
         raise CardError(where, "inputs.points", f"{card.onnx.name}'s {card.points.name} has shape {pts}, not N×F")
     if pts[-1] not in (None, len(card.points.fields)):
@@ -287,11 +461,26 @@ def check_onnx(card: BoxesCard) -> dict[str, TensorInfo]:
             "inputs.points.max_points",
             f"{card.onnx.name} takes {pts[-2]} points, the card says {card.points.max_points}",
         )
-    cols = tensors[card.boxes].shape
-    if not cols or cols[-1] not in (None, len(card.layout)):
-        raise CardError(
-            where,
-            "outputs.boxes.layout",
-            f"{card.onnx.name}'s {card.boxes} has shape {cols}; the layout has {len(card.layout)} columns",
-        )
-    return tensors
+
+
+def _check_voxel_shapes(card: PillarsCard, tensors: Mapping[str, TensorInfo]) -> None:
+    """V×P×F voxels, V×4 coordinates, V counts; every static size as the card says."""
+    where, g = str(card.path), card.grid
+    want = {
+        card.voxels: (
+            (g.max_voxels, "MAX_NUMBER_OF_VOXELS"),
+            (g.max_points_per_voxel, "MAX_POINTS_PER_VOXEL"),
+            (len(card.fields), "fields"),
+        ),
+        card.voxel_coords: ((g.max_voxels, "MAX_NUMBER_OF_VOXELS"), (4, "coords_order")),
+        card.voxel_num_points: ((g.max_voxels, "MAX_NUMBER_OF_VOXELS"),),
+    }
+    for name, dims in want.items():
+        shape = tensors[name].shape
+        if len(shape) != len(dims):
+            raise CardError(where, "inputs", f"{card.onnx.name}'s {name} has shape {shape}, not {len(dims)}-D")
+        for got, (size, key) in zip(shape, dims, strict=True):
+            if got not in (None, size):
+                raise CardError(
+                    where, key, f"{card.onnx.name}'s {name} has shape {shape}; the card says {size}, not {got}"
+                )

@@ -17,7 +17,7 @@ from pathlib import Path
 from fusion_stream.core import calib, resources
 from fusion_stream.errors import BackendUnavailableError, InferenceError
 from fusion_stream.infer import backends
-from fusion_stream.infer.cards import BoxesCard, Card, FusionStreamCard, check_onnx, load_card
+from fusion_stream.infer.cards import BoxesCard, Card, FusionStreamCard, OnnxCard, PillarsCard, check_onnx, load_card
 from fusion_stream.infer.detector import Detector
 from fusion_stream.model.decode import DEFAULT_THRESHOLD
 
@@ -59,7 +59,7 @@ def check_spec(spec: str, backend: str = "auto") -> Card | None:
     return None
 
 
-def _card_backend(card: BoxesCard, backend: str) -> None:
+def _card_backend(card: OnnxCard, backend: str) -> None:
     if backend not in ("auto", "onnxruntime"):
         raise BackendUnavailableError(f"{card.path}: a {card.kind} card runs in onnxruntime, not {backend}")
 
@@ -87,6 +87,19 @@ def open_detector(
 
             _card_backend(card, backend)
             return BoxesDetector(
+                card,
+                rig,
+                device=_ort_device(device),
+                threads=threads,
+                threshold=threshold,
+                inputs=inputs,
+                frame_id=frame_id,
+            )
+        if isinstance(card, PillarsCard):
+            from fusion_stream.infer.pillars_model import PillarsDetector
+
+            _card_backend(card, backend)
+            return PillarsDetector(
                 card,
                 rig,
                 device=_ort_device(device),

@@ -4,8 +4,9 @@ A pure function of the points and the card's :class:`~fusion_stream.infer.cards.
 points outside ``POINT_CLOUD_RANGE`` are dropped; voxels are numbered in the order their first
 point appears; each keeps its first ``MAX_POINTS_PER_VOXEL`` points in sweep order, and voxels
 past ``MAX_NUMBER_OF_VOXELS`` are dropped. One pass of a numba loop with an open-addressing table
-from cell to voxel (sized by the voxel limit, not the grid), so a 120k-point sweep takes about a
-millisecond where the vectorized numpy version (sorts) took ~28 ms (``bench/voxelize.py``).
+from cell to voxel (sized by the voxel limit, not the grid): 3–7 ms for KITTI's 115–127k-point
+sweeps on OpenPCDet's KITTI grid, where a vectorized numpy version (sorts) takes 24–29 ms
+(``bench/voxelize.py``).
 """
 
 from __future__ import annotations

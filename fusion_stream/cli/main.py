@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -323,11 +324,25 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _cmd_launch(args: argparse.Namespace) -> int:
     from fusion_stream.graph import launch
     from fusion_stream.graph.supervisor import Supervisor
 
-    graph = launch.load(launch.find(args.file), launch.parse_args(args.args), host=args.host)
+    # Checking the launch file imports every node type and reads its files (seconds on a busy
+    # machine): a Ctrl-C meanwhile is noted here and honoured before any process starts.
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _f: received.append(signum)) for sig in _STOP_SIGNALS}
+    try:
+        graph = launch.load(launch.find(args.file), launch.parse_args(args.args), host=args.host)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        print(f"{signal.Signals(received[0]).name} received while checking the launch file: nothing started")
+        return 130
     if args.dry_run:
         console.print(f"graph [bold]{graph.graph}[/] from {graph.path}; args {dict(graph.args)}")
         t = Table("node", "type", "host", "publishes", "subscribes", "respawn", "required", box=None)

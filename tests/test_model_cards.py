@@ -100,6 +100,25 @@ def write_card(folder: Path, name: str, card: dict[str, object]) -> Path:
     path.write_text(yaml.safe_dump(card, sort_keys=False))
     return path
 
+def refused_at_load(tmp_path: Path, cases: dict[str, tuple[dict[str, object], str]]) -> None:
+    """Each card (file name → (content, key)) is refused when read, naming its file and that key."""
+    for name, (text, key) in cases.items():
+        path = write_card(tmp_path, name, text)
+        with pytest.raises(CardError) as info:
+            load_card(path)
+        assert (info.value.path, info.value.key) == (str(path), key), name
+        assert isinstance(info.value, ValueError)  # a user's mistake: exit 2
+
+
+def refused_at_open(tmp_path: Path, card: dict[str, object]) -> CardError:
+    """The error that opening a card whose ONNX file does not match it raises (naming the card)."""
+    path = write_card(tmp_path, "refused.yaml", card)
+    with pytest.raises(CardError) as info:
+        open_detector(str(path), calib.load(SIM_RIG), device="cpu")
+    assert info.value.path == str(path)
+    return info.value
+
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -255,20 +274,10 @@ def test_bad_cards_name_the_file_and_key(model_dir: Path, tmp_path: Path) -> Non
         "typo.yaml": (card_text(frames="lidar_top"), "frames"),
         "map.yaml": (card_text(class_map={"Bus": "truck"}), "class_map.Bus"),
     }
-    for name, (text, key) in cases.items():
-        path = write_card(tmp_path, name, text)
-        with pytest.raises(CardError) as info:
-            load_card(path)
-        assert (info.value.path, info.value.key) == (str(path), key), name
-        assert isinstance(info.value, ValueError)  # a user's mistake: exit 2
-    rig = calib.load(SIM_RIG)
+    refused_at_load(tmp_path, cases)
 
     def refused(card: dict[str, object]) -> CardError:
-        path = write_card(tmp_path, "refused.yaml", card)
-        with pytest.raises(CardError) as info:
-            open_detector(str(path), rig, device="cpu")
-        assert info.value.path == str(path)
-        return info.value
+        return refused_at_open(tmp_path, card)
 
     err = refused(card_text(outputs={**card_text()["outputs"], "scores": {"name": "confidence"}}))  # type: ignore[dict-item]
     assert err.key == "outputs"

@@ -21,7 +21,18 @@ from fusion_stream.infer.cards import CardError, PillarsCard, VoxelGrid, load_ca
 from fusion_stream.infer.open import open_detector
 from fusion_stream.infer.voxelize import voxelize
 
-from .test_model_cards import CLASSES, LABELS, SCORES, SIM_RIG, assert_same_boxes, bag_frames, sim_bag, write_card
+from .test_model_cards import (
+    CLASSES,
+    LABELS,
+    SCORES,
+    SIM_RIG,
+    assert_same_boxes,
+    bag_frames,
+    refused_at_load,
+    refused_at_open,
+    sim_bag,
+    write_card,
+)
 
 __all__ = ["sim_bag"]  # the module-scoped fixture of the boxes card tests, shared
 
@@ -226,20 +237,10 @@ def test_bad_pillars_cards_name_the_file_and_key(pillars_dir: Path, tmp_path: Pa
         "no_coords.yaml": (pillars_card(inputs=inputs), "inputs.voxel_coords"),
         "typo.yaml": (pillars_card(VOXELSIZE=VOXEL), "VOXELSIZE"),
     }
-    for name, (text, key) in cases.items():
-        path = write_card(tmp_path, name, text)
-        with pytest.raises(CardError) as info:
-            load_card(path)
-        assert (info.value.path, info.value.key) == (str(path), key), name
-        assert isinstance(info.value, ValueError)  # a user's mistake: exit 2
-    rig = calib.load(SIM_RIG)
+    refused_at_load(tmp_path, cases)
 
     def refused(card: dict[str, object]) -> CardError:
-        path = write_card(tmp_path, "refused.yaml", card)
-        with pytest.raises(CardError) as info:
-            open_detector(str(path), rig, device="cpu")
-        assert info.value.path == str(path)
-        return info.value
+        return refused_at_open(tmp_path, card)
 
     # the ONNX graph's static shapes against the card
     assert refused(pillars_card(MAX_POINTS_PER_VOXEL=32)).key == "MAX_POINTS_PER_VOXEL"

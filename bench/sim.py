@@ -4,7 +4,8 @@ Part 1 (one process, one model at a time): frames per second and CPU millisecond
 the LiDAR (32 and 64 beams), camera, radar and audio models, against their nominal rates. The
 baseline in the same run is open3d casting the camera's rays alone (no shading), since these
 machines' speed varies from run to run; the ray-cast camera the rasterized one replaced is timed
-next to it (the "before" figure).
+next to it (the "before" figure). Then the LiDAR's work left when a rotation ends: the whole cast
+(before) against the sweep cast sector by sector as the head turns (what the node does now).
 
 ``--compare N``: the rasterized camera against the ray-cast reference on N scenes (seeds, times,
 light and weather drawn as for training data): mean absolute RGB difference, label agreement and
@@ -157,6 +158,34 @@ def full_rig(seconds: float) -> Table:
     return table
 
 
+def sweep_ready(frames: int) -> Table:
+    """Work left when a rotation ends: the whole cast (a sweep computed at its end, the "before")
+    against a sweep cast sector by sector as the head turns (what the LiDAR node does now)."""
+    rig = calib.load(resources.resolve("calib/sim_rig.yaml"))
+    world, mount = World(Scenario(seed=3, actors=30)), rig["lidar_top"].extrinsics
+    table = Table("LiDAR sweep out after its rotation ends", "p50 ms", "p99 ms", box=None)
+    for beams in (32, 64):
+        spec = lidar.LidarSpec.preset(beams)
+        whole, as_cast = [], []
+        for i in range(frames + 1):
+            start = 20.0 + i * spec.period_s
+            t0 = time.perf_counter()
+            lidar.sweep(world, start, mount, spec)
+            whole.append(time.perf_counter() - t0)
+            cast = lidar.SweepCast(world, start, mount, spec)
+            cast.cast_until(start + spec.period_s * (1 - 1 / spec.sectors))  # up to the last sector
+            t0 = time.perf_counter()
+            cast.finish()
+            as_cast.append(time.perf_counter() - t0)
+        for name, dt in (
+            (f"{beams} beams, cast at the end (before)", whole),
+            (f"{beams} beams, cast as the head turns", as_cast),
+        ):
+            ms = np.array(dt[1:]) * 1e3  # the first one warms up
+            table.add_row(name, f"{np.percentile(ms, 50):.1f}", f"{np.percentile(ms, 99):.1f}")
+    return table
+
+
 first: dict[str, msgs.Diagnostics] = {}
 
 
@@ -169,6 +198,7 @@ def main() -> None:
     console.print(f"machine: {os.cpu_count()} CPUs; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     if args.frames > 0:
         console.print(models(args.frames))
+        console.print(sweep_ready(args.frames))
     if args.compare > 0:
         console.print(compare_cameras(args.compare))
     if args.rig > 0:

@@ -10,10 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from fusion_stream.core import calib
+from fusion_stream.core import calib, msgs
 from fusion_stream.sim import Scenario, World, audio, lidar, radar
 from fusion_stream.sim.camera import CameraModel
 from fusion_stream.sim.camera_raycast import RayCastCamera
+from fusion_stream.sim.capture import SweepsAsCast, lidar_sweep
 from fusion_stream.sim.scene import GROUND_LABEL, ego_velocity
 
 from .conftest import ROOT
@@ -113,6 +114,42 @@ def test_lidar_time_offsets_and_rings_describe_a_spinning_sweep() -> None:
     azimuth = lidar.azimuth_of(sweep.data[:, :3].astype(np.float64))
     # a column fires at its azimuth's share of the rotation: time follows azimuth
     assert np.corrcoef(azimuth, t)[0, 1] > 0.99
+
+
+def test_a_sweep_cast_as_the_head_turns_is_the_same_sweep_published_a_sector_after_its_end() -> None:
+    world = World(Scenario(seed=2, weather="fog"))
+    spec = lidar.LidarSpec.preset(32)
+    period = round(spec.period_s * 1e9)
+    epoch = 10**18
+    sweeps = SweepsAsCast(world, LIDAR, spec, epoch)
+    sector = period // spec.sectors
+    published: list[tuple[int, msgs.PointCloud]] = []
+    cast_after_end: list[int] = []
+    now = epoch + 5 * period + 1
+    while now < epoch + 8 * period + sector:
+        current = sweeps._current
+        before = current[1].remaining if current is not None else None
+        cloud = sweeps.poll(now)
+        if cloud is not None:
+            published.append((now, cloud))
+            assert before is not None
+            cast_after_end.append(before)
+        now += sector
+    # sweeps 5, 6 and 7, each out on the first poll after its end, with one sector left to cast then
+    assert [c.stamp_ns for _, c in published] == [epoch + k * period - LIDAR.time_offset_ns for k in (5, 6, 7)]
+    assert all(0 <= at - (c.stamp_ns + LIDAR.time_offset_ns + period) < sector for at, c in published)
+    assert cast_after_end[1:] == [1, 1]
+    for _, cloud in published:
+        start = cloud.stamp_ns + LIDAR.time_offset_ns
+        whole = lidar_sweep(world, LIDAR, spec, start, epoch)
+        assert cloud.fields == whole.fields and _digest(cloud.data) == _digest(whole.data)
+    assert sweeps.skipped == 0
+    # three sweeps late: the one being cast comes out late, the two missed are counted
+    assert sweeps.poll(now) is None  # sweep 8 begins
+    late = sweeps.poll(now + 3 * period)
+    assert late is not None and late.stamp_ns == epoch + 8 * period - LIDAR.time_offset_ns
+    assert sweeps.poll(now + 3 * period + sector) is None
+    assert sweeps.skipped == 2
 
 
 def test_ego_motion_distorts_the_sweep_and_constant_velocity_deskew_undoes_it() -> None:

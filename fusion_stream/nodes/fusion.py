@@ -262,17 +262,23 @@ def _sync_in_process(
     back at most half the stage's ``reset_jump``: a clock of another host that is off must not
     look like a bag that looped."""
     sets_pub = node.publisher(publish_sets, msgs.SyncedFrame) if publish_sets else None
+    unpublished: list[Emitted] = []
 
-    def publish_set(e: Emitted) -> None:
+    def publish_sets_after_run() -> None:
+        """The sets go out after the model has run on the newest: a recorder can wait a few ms,
+        the detections' latency cannot (a set with an image is ~1.5 MB to serialize)."""
         if sets_pub is not None:
-            sets_pub.publish(e.frame)
+            for e in unpublished:
+                sets_pub.publish(e.frame)
+        unpublished.clear()
 
-    sets = NewestSet(SyncStage(config), node.clock.now_ns, on_set=publish_set if sets_pub else None)
+    sets = NewestSet(SyncStage(config), node.clock.now_ns, on_set=unpublished.append if sets_pub else None)
 
     def run_newest() -> None:
         e = sets.take()
         if e is not None:
             run(e.frame)
+        publish_sets_after_run()
 
     def drained() -> bool:
         """Nothing more waits on the socket, or what was read has waited _MAX_BACKLOG_S (inputs

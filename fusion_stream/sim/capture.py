@@ -51,3 +51,48 @@ def audio_chunk(world: World, sensor: calib.Sensor, spec: audio.ArraySpec, index
     return AudioChunk(
         stamp_ns=stamp, frame_id=sensor.name, data=data, sample_rate=spec.sample_rate, first_sample=sample
     )
+
+
+class SweepsAsCast:
+    """The LiDAR's sweeps on its capture grid, each cast a sector at a time while the head turns.
+
+    :meth:`poll` is called often (every sector's worth of time); it casts what the head has passed
+    and returns the sweep once it has ended, a few ms later rather than a whole cast later. The
+    message equals :func:`lidar_sweep`'s for the same start. A process that falls behind by more
+    than a sweep skips the sweeps it missed, the way a real sensor's driver drops rotations, and
+    counts them in :attr:`skipped`; one that is late finishes the sweep it was casting and
+    publishes it late."""
+
+    def __init__(self, world: World, sensor: calib.Sensor, spec: lidar.LidarSpec, epoch_ns: int = 0) -> None:
+        self.world, self.sensor, self.spec, self.epoch_ns = world, sensor, spec, epoch_ns
+        self.period_ns = round(spec.period_s * 1e9)
+        self.skipped = 0
+        self._last: int | None = None
+        self._current: tuple[int, lidar.SweepCast] | None = None
+
+    def poll(self, now_ns: int) -> PointCloud | None:
+        """Cast what is due by ``now_ns``; the finished sweep, if one has just ended."""
+        k_now = (now_ns - self.epoch_ns) // self.period_ns  # the sweep the head is in now
+        if self._current is None:
+            self._start(k_now)
+        assert self._current is not None
+        k, cast = self._current
+        if k < k_now:  # the rotation has ended (late, if the process was short of CPU)
+            self._current = None
+            self._last = k
+            return self._cloud(k, cast.finish())
+        cast.cast_until(_t(now_ns, self.epoch_ns))
+        return None
+
+    def _start(self, k: int) -> None:
+        if self._last is not None:
+            self.skipped += k - self._last - 1
+        start = self.epoch_ns + k * self.period_ns
+        cast = lidar.SweepCast(self.world, _t(start, self.epoch_ns), self.sensor.extrinsics, self.spec, stamp_ns=start)
+        self._current = (k, cast)
+
+    def _cloud(self, k: int, sweep: lidar.Sweep) -> PointCloud:
+        start = self.epoch_ns + k * self.period_ns
+        return PointCloud(
+            stamp_ns=start - self.sensor.time_offset_ns, frame_id=self.sensor.name, data=sweep.data, fields=lidar.FIELDS
+        )

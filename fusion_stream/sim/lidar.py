@@ -107,44 +107,95 @@ def sweep(
 
     Random effects are seeded by (scenario seed, ``salt``, ``stamp_ns``), so the same call gives
     the same points in any process."""
-    weather = world.scenario.weather
-    rng = np.random.default_rng([world.scenario.seed, 1, salt, stamp_ns])
-    cols = np.arange(spec.columns)
-    times = start_s + (cols + 0.5) / spec.columns * spec.period_s
-    anchor_x = world.ego_pose(start_s)[0]
-    origins, rotations = sensor_poses(world, times, anchor_x, mount)
-    dirs_sensor = spec.directions()  # C×B×3
-    dirs_local = np.einsum("cij,cbj->cbi", rotations, dirs_sensor)
+    return SweepCast(world, start_s, mount, spec, salt=salt, stamp_ns=stamp_ns).finish()
 
-    distance = np.full((spec.columns, spec.beams), np.inf)
-    label = np.full((spec.columns, spec.beams), NOTHING, np.int64)
-    reflect = np.zeros((spec.columns, spec.beams))
-    cosine = np.zeros((spec.columns, spec.beams))
-    for sector in np.array_split(cols, spec.sectors):
-        t_mid = float(times[sector].mean())
-        mesh = build_mesh(solids(world, t_mid, anchor_x, radius=spec.max_range_m + 20))
+
+class SweepCast:
+    """One sweep, ray-cast a sector at a time as the head passes it.
+
+    A live node casts each sector once its last column has fired (:meth:`cast_until`), so when the
+    rotation ends only the last sector and the returns are left: the sweep is out a few ms after
+    its end, as a real unit's driver would have it, instead of one whole cast (~50 ms) later.
+    The result does not depend on how the casting was split: :meth:`finish` gives exactly
+    :func:`sweep`'s points."""
+
+    def __init__(
+        self, world: World, start_s: float, mount: Transform, spec: LidarSpec, *, salt: int = 0, stamp_ns: int = 0
+    ) -> None:
+        self.world, self.start_s, self.spec = world, start_s, spec
+        self._seed = [world.scenario.seed, 1, salt, stamp_ns]
+        cols = np.arange(spec.columns)
+        self.times = start_s + (cols + 0.5) / spec.columns * spec.period_s
+        self._anchor_x = world.ego_pose(start_s)[0]
+        self._origins, rotations = sensor_poses(world, self.times, self._anchor_x, mount)
+        self._dirs_sensor = spec.directions()  # C×B×3
+        self._dirs_local = np.einsum("cij,cbj->cbi", rotations, self._dirs_sensor)
+        shape = (spec.columns, spec.beams)
+        self._distance = np.full(shape, np.inf)
+        self._label = np.full(shape, NOTHING, np.int64)
+        self._reflect = np.zeros(shape)
+        self._cosine = np.zeros(shape)
+        self._sectors = np.array_split(cols, spec.sectors)
+        self._cast = 0
+
+    @property
+    def remaining(self) -> int:
+        """Sectors not cast yet."""
+        return len(self._sectors) - self._cast
+
+    def cast_until(self, t_s: float) -> int:
+        """Cast every sector whose last column fired by scenario time ``t_s``; how many were cast."""
+        done = 0
+        while self.remaining and self.times[self._sectors[self._cast][-1]] <= t_s:
+            self._cast_next()
+            done += 1
+        return done
+
+    def finish(self) -> Sweep:
+        """Cast what is left and turn the hits into the sweep's points."""
+        while self.remaining:
+            self._cast_next()
+        rng = np.random.default_rng(self._seed)
+        weather = self.world.scenario.weather
+        return _returns(
+            self._distance,
+            self._reflect,
+            self._cosine,
+            self._label,
+            self._dirs_sensor,
+            self.times,
+            self.start_s,
+            self.spec,
+            weather,
+            rng,
+        )
+
+    def _cast_next(self) -> None:
+        sector = self._sectors[self._cast]
+        self._cast += 1
+        world, spec = self.world, self.spec
+        t_mid = float(self.times[sector].mean())
+        mesh = build_mesh(solids(world, t_mid, self._anchor_x, radius=spec.max_range_m + 20))
         caster = Raycaster(mesh)
-        o = np.repeat(origins[sector], spec.beams, axis=0)
-        d = dirs_local[sector].reshape(-1, 3)
+        o = np.repeat(self._origins[sector], spec.beams, axis=0)
+        d = self._dirs_local[sector].reshape(-1, 3)
         hits = caster.cast(o, d, spec.max_range_m)
         shape = (len(sector), spec.beams)
-        distance[sector] = hits.distance.reshape(shape)
-        cosine[sector] = np.abs(np.einsum("ij,ij->i", hits.normal, d)).reshape(shape)
+        self._distance[sector] = hits.distance.reshape(shape)
+        self._cosine[sector] = np.abs(np.einsum("ij,ij->i", hits.normal, d)).reshape(shape)
         kinds = [s.kind for s in mesh.solids]
         # owner -1 (ground) and -2 (nothing) index the last two table entries
         ids = np.array([s.actor_id if s.actor_id >= 0 else STATIC for s in mesh.solids] + [NOTHING, GROUND_LABEL])
         refl = np.array([MATERIALS[k].reflectivity for k in kinds] + [0.0, MATERIALS["ground"].reflectivity])
         owner = hits.owner
-        label[sector] = ids[owner].reshape(shape)
+        self._label[sector] = ids[owner].reshape(shape)
         r = refl[owner]
         on_ground = owner == GROUND
         if on_ground.any():
             p = o[on_ground] + d[on_ground] * hits.distance[on_ground, None]
-            paint = road_marking(p[:, 0] + anchor_x, p[:, 1], world.scenario.lanes, world.scenario.lane_width)
+            paint = road_marking(p[:, 0] + self._anchor_x, p[:, 1], world.scenario.lanes, world.scenario.lane_width)
             r[np.flatnonzero(on_ground)[paint]] = _PAINT_REFLECTIVITY
-        reflect[sector] = r.reshape(shape)
-
-    return _returns(distance, reflect, cosine, label, dirs_sensor, times, start_s, spec, weather, rng)
+        self._reflect[sector] = r.reshape(shape)
 
 
 def _returns(

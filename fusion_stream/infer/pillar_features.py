@@ -22,22 +22,23 @@ def encoder_features(
 ) -> np.ndarray:
     """V×P×E float32: for each kept point of each voxel the features ``names`` (a field of
     ``fields``, ``cluster_x|y|z`` or ``center_x|y|z``); zero for empty slots."""
-    real = (np.arange(v.voxels.shape[1])[None, :] < v.num_points[:, None])[:, :, None]
-    xyz = v.voxels[:, :, :3].astype(np.float64)
-    count = np.maximum(v.num_points, 1)[:, None].astype(np.float64)
-    mean = (xyz * real).sum(axis=1) / count  # V×3
-    cell = np.stack([v.coords[:, 1 + list(coords_order).index(a)] for a in "xyz"], axis=1).astype(np.float64)
-    centre = (cell + 0.5) * np.asarray(grid.voxel_size) + np.asarray(grid.point_cloud_range[:3])
+    n = v.count  # only the real voxels; the padding rows stay zero
+    real = (np.arange(v.voxels.shape[1])[None, :] < v.num_points[:n, None])[:, :, None]
+    xyz = v.voxels[:n, :, :3]
+    count = np.maximum(v.num_points[:n], 1)[:, None].astype(np.float32)
+    mean = xyz.sum(axis=1) / count  # V×3 (empty slots are zeros, so they add nothing)
+    cell = np.stack([v.coords[:n, 1 + list(coords_order).index(a)] for a in "xyz"], axis=1).astype(np.float64)
+    centre = ((cell + 0.5) * np.asarray(grid.voxel_size) + np.asarray(grid.point_cloud_range[:3])).astype(np.float32)
     out = np.zeros((*v.voxels.shape[:2], len(names)), np.float32)
     for k, name in enumerate(names):
         if name in fields:
-            column = v.voxels[:, :, list(fields).index(name)]
+            column = v.voxels[:n, :, list(fields).index(name)]
         else:
             kind, axis = name.split("_")
             a = "xyz".index(axis)
             column = xyz[:, :, a] - (mean if kind == "cluster" else centre)[:, a : a + 1]
-        out[:, :, k] = column
-    out *= real
+        out[:n, :, k] = column
+    out[:n] *= real
     return out
 
 

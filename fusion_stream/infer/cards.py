@@ -1,6 +1,6 @@
 """Model cards: a small YAML beside a model file that says how to feed it and how to read it.
 
-Three kinds are understood:
+Four kinds are understood:
 
 - ``boxes``: an ONNX graph that takes one LiDAR sweep (N×F float32, zero-padded to
   ``max_points``, optionally with the count of real rows) and outputs decoded boxes, scores and
@@ -9,6 +9,9 @@ Three kinds are understood:
   ``voxel_coords``, ``voxel_num_points``), with the pre-processing named as OpenPCDet's configs
   name it (``POINT_CLOUD_RANGE``, ``VOXEL_SIZE``, ``MAX_POINTS_PER_VOXEL``,
   ``MAX_NUMBER_OF_VOXELS``) so a user copies the values; its outputs are read like ``boxes``;
+- ``centerpoint``: a CenterPoint-style export (one file, or Autoware's voxel encoder and
+  backbone/neck/head pair) whose heatmap, offset, height, size, rotation and velocity heads are
+  decoded here (:mod:`fusion_stream.infer.centerpoint_card` reads it);
 - ``fusion_stream``: the project's own network, by its weights file.
 
 A bad card is a :class:`CardError` naming the file and the key (``inputs.points.max_points``);
@@ -22,14 +25,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from fusion_stream.core import resources
 from fusion_stream.core.yamlio import read_mapping
 from fusion_stream.errors import WHOLE_FILE, FileKeyError, InferenceError
 
-KINDS = ("boxes", "pillars", "fusion_stream")
-"""Card kinds understood (``centerpoint`` is not yet)."""
+if TYPE_CHECKING:
+    from fusion_stream.infer.centerpoint_card import CenterPointCard
+
+KINDS = ("boxes", "pillars", "centerpoint", "fusion_stream")
+"""Card kinds understood."""
 BOX_LAYOUT_REQUIRED = ("x", "y", "z", "l", "w", "h", "yaw")
 BOX_LAYOUT_OPTIONAL = ("vx", "vy")
 MAX_POINTS_LIMIT = 10_000_000
@@ -132,8 +138,8 @@ class PillarsCard:
     kind: str = "pillars"
 
 
-OnnxCard = BoxesCard | PillarsCard
-Card = BoxesCard | PillarsCard | FusionStreamCard
+OnnxCard: TypeAlias = "BoxesCard | PillarsCard | CenterPointCard"
+Card: TypeAlias = "BoxesCard | PillarsCard | CenterPointCard | FusionStreamCard"
 
 
 def load_card(path: Path | str) -> Card:
@@ -156,6 +162,10 @@ def load_card(path: Path | str) -> Card:
         return FusionStreamCard(path, resources.resolve(r.text("weights", raw.get("weights")), folder))
     if kind == "pillars":
         return _pillars(path, r, raw)
+    if kind == "centerpoint":
+        from fusion_stream.infer.centerpoint_card import parse_centerpoint  # it builds on this module
+
+        return parse_centerpoint(path, r, raw)
     r.only(raw, "", ("kind", "onnx", "classes", "class_map", "inputs", "outputs", "frame", "score_threshold"))
     classes = r.names("classes", raw.get("classes"))
     inputs = r.mapping("inputs", raw.get("inputs"))
@@ -405,6 +415,10 @@ def check_onnx(card: OnnxCard) -> dict[str, TensorInfo]:
     """The ONNX graph's inputs and outputs by name, after checking them against the card: the
     same inputs (every one the graph has must be fed), the card's outputs present, and the shapes
     that are static agreeing with the card (``fields``, ``max_points``, the voxel limits, ``layout``)."""
+    from fusion_stream.infer.centerpoint_card import CenterPointCard, check_centerpoint_onnx
+
+    if isinstance(card, CenterPointCard):
+        return check_centerpoint_onnx(card)
     where = str(card.path)
     inputs, outputs = onnx_io(card.onnx, where)
     found_in = [t.name for t in inputs]

@@ -18,6 +18,7 @@ from fusion_stream.core import calib, resources
 from fusion_stream.errors import BackendUnavailableError, InferenceError
 from fusion_stream.infer import backends
 from fusion_stream.infer.cards import BoxesCard, Card, FusionStreamCard, OnnxCard, PillarsCard, check_onnx, load_card
+from fusion_stream.infer.centerpoint_card import CenterPointCard
 from fusion_stream.infer.detector import Detector
 from fusion_stream.model.decode import DEFAULT_THRESHOLD
 
@@ -87,6 +88,19 @@ def open_detector(
 
             _card_backend(card, backend)
             return BoxesDetector(
+                card,
+                rig,
+                device=_ort_device(device),
+                threads=threads,
+                threshold=threshold,
+                inputs=inputs,
+                frame_id=frame_id,
+            )
+        if isinstance(card, CenterPointCard):
+            from fusion_stream.infer.centerpoint_model import CenterPointDetector
+
+            _card_backend(card, backend)
+            return CenterPointDetector(
                 card,
                 rig,
                 device=_ort_device(device),

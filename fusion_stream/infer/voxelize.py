@@ -112,7 +112,7 @@ def voxelize(
 ) -> Voxels:
     """N×F points (x, y, z in the first three columns, in the model's frame) as voxels; ``pad``:
     all ``MAX_NUMBER_OF_VOXELS`` rows (what a static-shape export takes), else only the real ones."""
-    points = np.ascontiguousarray(points, np.float32)
+    points = np.require(points, np.float32, ["C", "W"])  # the kernel takes writable arrays (not a read-only mmap)
     features = points.shape[1]
     voxels = np.zeros((grid.max_voxels, grid.max_points_per_voxel, features), np.float32)
     coords = np.zeros((grid.max_voxels, 4), np.int32)

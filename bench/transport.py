@@ -135,7 +135,9 @@ EXTRA_SIZES: tuple[SizeSpec, ...] = (
     SizeSpec("1 MiB", "cloud", (65536, 4), hwm=64, interval_s=0.01, samples=120),
 )
 """Sizes between, run only when named in ``--sizes``: where shared memory starts to pay."""
-SIZE_KEYS: dict[str, SizeSpec] = {s.label.replace(" ", ""): s for s in sorted((*SIZES, *EXTRA_SIZES), key=lambda s: s.nbytes)}
+SIZE_KEYS: dict[str, SizeSpec] = {
+    s.label.replace(" ", ""): s for s in sorted((*SIZES, *EXTRA_SIZES), key=lambda s: s.nbytes)
+}
 SHM_BENCH_THRESHOLD = 64 * 1024
 """The shm trials put every array from 64 KiB into the pool, whatever the default threshold, so
 that the table shows where the pool pays (the default is set from it)."""

@@ -177,7 +177,7 @@ def test_forged_descriptors_are_refused_with_a_reason_and_the_subscriber_keeps_g
 
 
 def test_kill_9_of_a_shm_publisher_then_the_registry_sweep_leaves_no_segment(procs: Procs, registry: Registry) -> None:
-    pub = start_pattern(procs, "points", "-p", "points:=40000")
+    pub = start_pattern(procs, "points", "-p", "points:=100000")  # 1.6 MB: above the threshold
     wait_for(lambda: registry.lookup("/lidar/pattern/points"), 15.0, "the publisher's registry entry")
     (entry,) = registry.lookup("/lidar/pattern/points")
     wait_for(lambda: segments(registry, entry.src), 10.0, "its shared-memory segment")

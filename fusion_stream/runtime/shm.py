@@ -54,10 +54,11 @@ ENV_SHM: Final = "FUSION_STREAM_SHM"
 """``1``: every publisher on an ``ipc://`` endpoint uses shared memory unless told ``shm=False``."""
 SHM_DIR: Final = Path("/dev/shm")
 DEFAULT_SLOTS: Final = 8
-DEFAULT_THRESHOLD: Final = 256 * 1024
-"""Arrays below this travel in ZeroMQ frames. bench/transport.py on this 2-core machine: at 64 KiB the
-pool gained nothing (p50 657 vs 659 µs), at 256 KiB it starts to (1.08 vs 1.23 ms), at 1 MiB clearly
-(1.37 vs 1.90 ms, 2.4x the throughput)."""
+DEFAULT_THRESHOLD: Final = 1024 * 1024
+"""Arrays below this travel in ZeroMQ frames. bench/transport.py, two runs on this loaded 2-core
+machine, one-way p50 shm vs today's path: 64 KiB 657/659 and 613/527 µs (no gain), 256 KiB
+1.08/1.23 and 1.12/1.09 ms (a toss-up), 1 MiB 1.37/1.90 and 2.11/2.09 ms with 2.4x the throughput
+in the first, 4 MiB 2.4/3.8 and 7.7/10.3 ms."""
 SEGMENT_MAGIC: Final = b"FSSHM\x00\x00\x01"
 SEGMENT_HEADER: Final = 64
 SLOT_HEADER: Final = 64
@@ -278,7 +279,7 @@ class ShmMapper:
             raise
         held = np.frombuffer(m.view, np.uint8, ref.nbytes, ref.offset)
         weakref.finalize(held, os.close, fd)  # closing the descriptor drops the read lock
-        return memoryview(held)
+        return held.data  # a memoryview that keeps ``held`` (and so the lock) alive
 
     def _open(self, name: str) -> _Mapped:
         if not _NAME_RE.match(name):

@@ -438,7 +438,8 @@ class Subscriber:
         self._max_message_bytes = max_bytes + wire.MAX_HEADER_BYTES + wire.MAX_TOPIC_LEN
         self.stats = SubscriberStats()
         self._shm = ShmMapper()
-        self._local_srcs: frozenset[int] | None = None if all(e.startswith("ipc://") for e in endpoints or ()) else frozenset()
+        all_ipc = all(e.startswith("ipc://") for e in endpoints or ())
+        self._local_srcs: frozenset[int] | None = None if all_ipc else frozenset()
         """Publishers whose descriptors are honoured: those found on this host's ``ipc://``
         endpoints in the registry; None: any (explicit endpoints, all ``ipc://``)."""
         self._stats_lock = threading.Lock()  # the latest-mode pump counts malformed messages too

@@ -130,7 +130,17 @@ SIZES: tuple[SizeSpec, ...] = (
     SizeSpec("6.2 MB", "image", (1080, 1920, 3), hwm=32, interval_s=0.025, samples=80),
     SizeSpec("40 MB", "cloud", (2_500_000, 4), hwm=8, interval_s=0.1, samples=30),
 )
-SIZE_KEYS: dict[str, SizeSpec] = {s.label.replace(" ", ""): s for s in SIZES}
+EXTRA_SIZES: tuple[SizeSpec, ...] = (
+    SizeSpec("256 KiB", "cloud", (16384, 4), hwm=200, interval_s=0.004, samples=200),
+    SizeSpec("1 MiB", "cloud", (65536, 4), hwm=64, interval_s=0.01, samples=120),
+)
+"""Sizes between, run only when named in ``--sizes``: where shared memory starts to pay."""
+SIZE_KEYS: dict[str, SizeSpec] = {
+    s.label.replace(" ", ""): s for s in sorted((*SIZES, *EXTRA_SIZES), key=lambda s: s.nbytes)
+}
+SHM_BENCH_THRESHOLD = 64 * 1024
+"""The shm trials put every array from 64 KiB into the pool, whatever the default threshold, so
+that the table shows where the pool pays (the default is set from it)."""
 
 
 def make_array(size: SizeSpec, seed: int) -> np.ndarray:
@@ -230,6 +240,7 @@ class _PubSide:
                 queue_size=self.size.hwm,
                 shm=trial.impl == "shm",
                 shm_slots=shm_slots(self.size),
+                shm_threshold=SHM_BENCH_THRESHOLD,
             )
         else:
             sock = ctx.socket(zmq.PUB)

@@ -37,9 +37,9 @@ def segments(registry: Registry, src: int) -> list[str]:
 def mapped(arr: np.ndarray) -> bool:
     """Whether ``arr`` is a view of a memory mapping (not of a ZeroMQ frame or a copy)."""
     base: Any = arr
-    while isinstance(base, np.ndarray):
-        base = base.base
-    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+    while isinstance(base, np.ndarray | memoryview):
+        base = base.base if isinstance(base, np.ndarray) else base.obj
+    return isinstance(base, mmap.mmap)
 
 
 @pytest.fixture
@@ -161,6 +161,7 @@ def test_forged_descriptors_are_refused_with_a_reason_and_the_subscriber_keeps_g
             again = send_until_received(sock, sub, [topic, header, descriptor])
             assert again == cloud
             assert dict(sub.stats.malformed) == {reason: len(v) for reason, v in cases.items()}
+            del first, again  # their views held slot 0: the pool could not have reused it
 
             # a slot really reused while the message waited: stale, not a changed frame
             msgs3 = [msgs.PointCloud(stamp_ns=10 + i, frame_id="f", data=data + i) for i in range(3)]
@@ -176,7 +177,7 @@ def test_forged_descriptors_are_refused_with_a_reason_and_the_subscriber_keeps_g
 
 
 def test_kill_9_of_a_shm_publisher_then_the_registry_sweep_leaves_no_segment(procs: Procs, registry: Registry) -> None:
-    pub = start_pattern(procs, "points", "-p", "points:=40000")
+    pub = start_pattern(procs, "points", "-p", "points:=100000")  # 1.6 MB: above the threshold
     wait_for(lambda: registry.lookup("/lidar/pattern/points"), 15.0, "the publisher's registry entry")
     (entry,) = registry.lookup("/lidar/pattern/points")
     wait_for(lambda: segments(registry, entry.src), 10.0, "its shared-memory segment")

@@ -100,18 +100,26 @@ def _cmd_completion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shm_column(threshold: int) -> str:
+    """``topics``' shm column: from which array size the topic goes through shared memory."""
+    if not threshold:
+        return "-"
+    return f">= {threshold // 1024} KiB" if threshold % 1024 == 0 else f">= {threshold} B"
+
+
 def _cmd_topics(args: argparse.Namespace) -> int:
     entries = tools.list_topics() if os.environ.get(ENV_GRAPH) else []
     if args.json:
         for e in entries:
-            print(json.dumps({"topic": e.topic, "type": e.type, "endpoint": e.endpoint, "node": e.node, "pid": e.pid}))
+            line = {"topic": e.topic, "type": e.type, "endpoint": e.endpoint, "node": e.node, "pid": e.pid}
+            print(json.dumps({**line, "shm_threshold": e.shm_threshold}))
         return 0
     if not entries:
         err_console.print(_nothing_running("topics"))
         return 0
-    table = Table("topic", "type", "node", "pid", "endpoint", box=None)
+    table = Table("topic", "type", "node", "pid", "endpoint", "shm", box=None)
     for e in entries:
-        table.add_row(e.topic, e.type or "?", e.node, str(e.pid), e.endpoint)
+        table.add_row(e.topic, e.type or "?", e.node, str(e.pid), e.endpoint, _shm_column(e.shm_threshold))
     console.print(table)
     return 0
 

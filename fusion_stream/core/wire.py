@@ -183,7 +183,9 @@ class ShmSink(Protocol):
     @property
     def threshold(self) -> int: ...
 
-    def put(self, arr: np.ndarray) -> ShmRef: ...
+    def put(self, arr: np.ndarray) -> ShmRef | None:
+        """Where ``arr`` now lies; None if no slot is free (it then travels as bytes)."""
+        ...
 
 
 ShmResolver: TypeAlias = Callable[[ShmRef], memoryview]
@@ -289,7 +291,8 @@ def encode(
     """Frames for one message. Large arrays are passed through (no copy) when C-contiguous.
 
     With ``shm``, arrays of at least ``shm.threshold`` bytes are copied into its pool and a
-    descriptor frame travels in their place; the header is the same either way."""
+    descriptor frame travels in their place (or, when every slot is held by a subscriber, the
+    bytes as usual); the header is the same either way."""
     body, arrays = _body(msg)
     frames: list[Frame] = []
     specs: list[ArraySpec] = []
@@ -297,9 +300,9 @@ def encode(
         if arr.nbytes <= INLINE_MAX_BYTES:
             specs.append(ArraySpec(arr.dtype.str, arr.shape, arr.tobytes()))
             continue
-        if shm is not None and arr.nbytes >= shm.threshold:
+        if shm is not None and arr.nbytes >= shm.threshold and (ref := shm.put(arr)) is not None:
             specs.append(ArraySpec(arr.dtype.str, arr.shape))
-            frames.append(encode_descriptor(shm.put(arr)))
+            frames.append(encode_descriptor(ref))
             continue
         contiguous = np.ascontiguousarray(arr)
         specs.append(ArraySpec(contiguous.dtype.str, contiguous.shape))

@@ -76,6 +76,8 @@ class TopicEntry:
     src: int
     server_key: str = ""
     """The publisher's CurveZMQ public key (z85) when its endpoint requires CurveZMQ."""
+    shm_threshold: int = 0
+    """Arrays of this many bytes or more reach this endpoint through shared memory; 0: none do."""
 
     @property
     def alive(self) -> bool:
@@ -105,7 +107,9 @@ def entry_from_json(data: object, path: str = "<registry entry>") -> TopicEntry:
     for key in ("topic", "endpoint", "type", "node", "host", "server_key"):
         if key in data and not isinstance(data[key], str):
             raise FileKeyError(path, key, f"a string is needed, not {type(data[key]).__name__}")
-    for key, top in (("pid", _MAX_PID), ("src", 2**32 - 1)):
+    for key, top in (("pid", _MAX_PID), ("src", 2**32 - 1), ("shm_threshold", 2**63 - 1)):
+        if key not in data:
+            continue
         value = data[key]
         if type(value) is not int or not 0 <= value <= top:
             raise FileKeyError(path, key, f"an integer in 0..{top} is needed")

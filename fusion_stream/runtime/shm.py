@@ -11,12 +11,18 @@ Layout of a segment::
     [segment header, 64 B: magic, slot count, slot size, slot stride]
     [slot 0: 64 B slot header (generation, u64 LE) | data ...] [slot 1 ...] ...
 
-Generations make reuse visible instead of silent: before rewriting a slot the publisher sets its
-generation to 0, copies, then writes a new, never reused generation. A subscriber checks the
-slot's generation against the descriptor's when it receives the message and drops a mismatch as
-``stale`` (the slot was reused while the message waited in the queue). A view handed out stays
-valid until ``slots - 1`` further arrays are published; keep one longer with ``arr.copy()``.
-(Counting references across processes, so that a slot is never reused while held, is not done.)
+A slot is never rewritten while a subscriber holds a view of it. Each view owns a read lock on
+its slot's byte range (an open-file-description lock, ``F_OFD_SETLK``, on its own descriptor of
+the segment); the publisher takes a write lock on a slot before writing it and skips a slot it
+cannot lock. If every slot is held, that array travels as bytes in its ZeroMQ frame (counted in
+:attr:`ShmPool.fallbacks`): a slow subscriber costs one copy, never an overwritten view. The
+kernel drops the locks when the view is garbage-collected (its descriptor closed) or its process
+dies, so nothing needs a broker or a clean exit.
+
+Generations still tell a reader that its message waited too long: the publisher sets a slot's
+generation to 0, copies, then writes a new, never reused generation, all under the write lock. A
+subscriber takes the read lock, then compares the slot's generation with the descriptor's; a
+mismatch (the slot was reused while the message waited in a queue) is dropped as ``stale``.
 
 Segment names carry the graph's identity and the publisher's id (``fusion_stream-<graph>-<src>-<k>``),
 so the registry removes the segments of a publisher that died with its entry
@@ -25,12 +31,15 @@ so the registry removes the segments of a publisher that died with its entry
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import mmap
 import os
 import re
 import stat
 import struct
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +54,11 @@ ENV_SHM: Final = "FUSION_STREAM_SHM"
 """``1``: every publisher on an ``ipc://`` endpoint uses shared memory unless told ``shm=False``."""
 SHM_DIR: Final = Path("/dev/shm")
 DEFAULT_SLOTS: Final = 8
-DEFAULT_THRESHOLD: Final = 64 * 1024
-"""Arrays below this travel in ZeroMQ frames: a descriptor saves little there (bench/transport.py)."""
+DEFAULT_THRESHOLD: Final = 1024 * 1024
+"""Arrays below this travel in ZeroMQ frames. bench/transport.py, two runs on this loaded 2-core
+machine, one-way p50 shm vs today's path: 64 KiB 657/659 and 613/527 µs (no gain), 256 KiB
+1.08/1.23 and 1.12/1.09 ms (a toss-up), 1 MiB 1.37/1.90 and 2.11/2.09 ms with 2.4x the throughput
+in the first, 4 MiB 2.4/3.8 and 7.7/10.3 ms."""
 SEGMENT_MAGIC: Final = b"FSSHM\x00\x00\x01"
 SEGMENT_HEADER: Final = 64
 SLOT_HEADER: Final = 64
@@ -55,6 +67,7 @@ _HEADER_FMT: Final = "<8sIIQQ"  # magic, slots, pad, slot size, stride
 _GEN: Final = struct.Struct("<Q")
 _POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map the pages at once, no faults later
 _NAME_RE: Final = re.compile(r"^fusion_stream-[0-9a-f]{12}-[0-9a-f]{8}-[0-9]{1,9}$")
+_FLOCK: Final = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (0 for OFD locks)
 _MAX_MAPPED: Final = 16
 """Segments a subscriber keeps mapped (least recently used dropped; views keep theirs alive)."""
 
@@ -62,6 +75,17 @@ _MAX_MAPPED: Final = 16
 def shm_wanted(shm: bool | None) -> bool:
     """``shm`` if given, else whether ``$FUSION_STREAM_SHM`` is ``1``."""
     return shm if shm is not None else os.environ.get(ENV_SHM, "") == "1"
+
+
+def _lock(fd: int, kind: int, start: int, length: int) -> bool:
+    """Take (or with ``F_UNLCK`` drop) an OFD lock on a byte range without waiting; False if held."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(kind, os.SEEK_SET, start, length, 0))
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
 
 
 def segment_prefix(graph_dir: Path, src: int) -> str:
@@ -103,12 +127,17 @@ class ShmPool:
         self._threshold = threshold
         self._count = 0  # segments made so far (a bigger array needs a new one)
         self._name = ""
+        self._fd = -1  # kept open: the write locks are taken on it
         self._map: mmap.mmap | None = None
         self._gens: list[np.ndarray] = []
         self._slot_size = 0
         self._stride = 0
         self._next = 0
         self._generation = 0
+        self.fallbacks = 0
+        """Arrays sent as bytes because subscribers held views of every slot."""
+        self.skipped = 0
+        """Slots passed over because a subscriber still held a view of them."""
 
     @property
     def threshold(self) -> int:
@@ -119,12 +148,27 @@ class ShmPool:
         """Name of the current segment ('' before the first array)."""
         return self._name
 
-    def put(self, arr: np.ndarray) -> wire.ShmRef:
-        """Copy ``arr`` into the next slot; where it lies (a new, bigger segment if it does not fit)."""
+    def put(self, arr: np.ndarray) -> wire.ShmRef | None:
+        """Copy ``arr`` into a slot no subscriber holds and say where (a new, bigger segment if
+        it does not fit); None if every slot is held (the caller sends the bytes instead)."""
         if self._map is None or arr.nbytes > self._slot_size:
             self._grow(arr.nbytes)
+        for k in range(self._slots):
+            i = (self._next + k) % self._slots
+            start = SEGMENT_HEADER + i * self._stride
+            if not _lock(self._fd, fcntl.F_WRLCK, start, self._stride):
+                self.skipped += 1
+                continue
+            try:
+                return self._write(i, arr)
+            finally:
+                _lock(self._fd, fcntl.F_UNLCK, start, self._stride)
+        self.fallbacks += 1
+        return None
+
+    def _write(self, i: int, arr: np.ndarray) -> wire.ShmRef:
+        """Fill slot ``i`` (write-locked by the caller) and give it a new generation."""
         assert self._map is not None
-        i = self._next
         self._next = (i + 1) % self._slots
         gen = self._gens[i]
         gen[0] = 0  # being written: a reader checking now sees no valid generation
@@ -153,13 +197,13 @@ class ShmPool:
             os.posix_fallocate(fd, 0, size)
             new = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
         except OSError as err:
+            os.close(fd)
             path.unlink(missing_ok=True)
             raise TransportError(f"cannot size shared memory {path} to {size} bytes: {err}") from err
-        finally:
-            os.close(fd)
         struct.pack_into(_HEADER_FMT, new, 0, SEGMENT_MAGIC, self._slots, 0, slot_size, stride)
         self._unlink_current()  # readers keep their mappings of the old one; nothing more is written there
-        self._name, self._map, self._slot_size, self._stride, self._next = name, new, slot_size, stride, 0
+        self._name, self._fd, self._map = name, fd, new
+        self._slot_size, self._stride, self._next = slot_size, stride, 0
         self._gens = [
             np.ndarray((1,), np.uint64, buffer=new, offset=SEGMENT_HEADER + i * stride) for i in range(self._slots)
         ]
@@ -169,6 +213,9 @@ class ShmPool:
     def _unlink_current(self) -> None:
         if self._name:
             (SHM_DIR / self._name).unlink(missing_ok=True)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         self._gens = []
         self._map = None  # unmapped once the last view of it is gone
 
@@ -180,6 +227,8 @@ class ShmPool:
 
 @dataclass(frozen=True, slots=True)
 class _Mapped:
+    fd: int
+    """Kept open: each view reopens the segment through it (``/proc/self/fd``) for its own lock."""
     view: memoryview
     size: int
     slots: int
@@ -187,12 +236,19 @@ class _Mapped:
     stride: int
 
 
+def _reopen(fd: int) -> int:
+    """A new open file description of the same file (``dup`` would share the old one's locks)."""
+    return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+
+
 class ShmMapper:
     """A subscriber's read-only mappings of publishers' segments; implements :data:`wire.ShmResolver`.
 
     Every descriptor is checked before a byte is read: the name is one of ours, the segment is a
     regular file of this user with mode 0600, the offset is the data start of a slot inside it,
-    the size fits the slot, and the slot's generation is the descriptor's (else ``stale``)."""
+    the size fits the slot, the slot can be read-locked (else it is being rewritten: ``stale``)
+    and its generation is the descriptor's (else ``stale``). The view handed out holds the read
+    lock until it is garbage-collected: the publisher cannot rewrite that slot meanwhile."""
 
     def __init__(self) -> None:
         self._maps: OrderedDict[str, _Mapped] = OrderedDict()
@@ -208,14 +264,22 @@ class ShmMapper:
             raise WireError("shm-bounds", f"offset {ref.offset} is not the start of a slot of {ref.segment!r}")
         if ref.nbytes > m.slot_size or ref.offset + ref.nbytes > m.size:
             raise WireError("shm-bounds", f"{ref.nbytes} bytes at {ref.offset} overrun a slot of {ref.segment!r}")
-        view = m.view[ref.offset : ref.offset + ref.nbytes]
-        (gen,) = _GEN.unpack_from(m.view, ref.offset - SLOT_HEADER)
-        if gen != ref.generation:
-            raise WireError(
-                "stale",
-                f"slot of {ref.segment!r} at {ref.offset} holds generation {gen}, message wants {ref.generation}",
-            )
-        return view
+        fd = _reopen(m.fd)
+        try:
+            if not _lock(fd, fcntl.F_RDLCK, SEGMENT_HEADER + start, m.stride):
+                raise WireError("stale", f"slot of {ref.segment!r} at {ref.offset} is being rewritten")
+            (gen,) = _GEN.unpack_from(m.view, ref.offset - SLOT_HEADER)
+            if gen != ref.generation:
+                raise WireError(
+                    "stale",
+                    f"slot of {ref.segment!r} at {ref.offset} holds generation {gen}, message wants {ref.generation}",
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        held = np.frombuffer(m.view, np.uint8, ref.nbytes, ref.offset)
+        weakref.finalize(held, os.close, fd)  # closing the descriptor drops the read lock
+        return held.data  # a memoryview that keeps ``held`` (and so the lock) alive
 
     def _open(self, name: str) -> _Mapped:
         if not _NAME_RE.match(name):
@@ -236,18 +300,24 @@ class ShmMapper:
             if st.st_size < SEGMENT_HEADER:
                 raise WireError("shm-segment", f"{path} has {st.st_size} bytes, less than a segment header")
             mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
-        finally:
+            magic, slots, _pad, slot_size, stride = struct.unpack_from(_HEADER_FMT, mm, 0)
+            if (
+                magic != SEGMENT_MAGIC
+                or slots < 1
+                or stride < slot_size + SLOT_HEADER
+                or SEGMENT_HEADER + slots * stride > st.st_size
+            ):
+                raise WireError("shm-segment", f"{path} does not hold a valid segment header")
+        except BaseException:
             os.close(fd)
-        magic, slots, _pad, slot_size, stride = struct.unpack_from(_HEADER_FMT, mm, 0)
-        if (
-            magic != SEGMENT_MAGIC
-            or slots < 1
-            or stride < slot_size + SLOT_HEADER
-            or SEGMENT_HEADER + slots * stride > st.st_size
-        ):
-            raise WireError("shm-segment", f"{path} does not hold a valid segment header")
-        m = _Mapped(memoryview(mm), st.st_size, slots, slot_size, stride)
+            raise
+        m = _Mapped(fd, memoryview(mm), st.st_size, slots, slot_size, stride)
         self._maps[name] = m
         while len(self._maps) > _MAX_MAPPED:
-            self._maps.popitem(last=False)  # unmapped when the last view of it is gone
+            os.close(self._maps.popitem(last=False)[1].fd)  # unmapped when the last view of it is gone
         return m
+
+    def close(self) -> None:
+        """Forget every segment (views handed out stay valid and keep their locks)."""
+        while self._maps:
+            os.close(self._maps.popitem()[1].fd)

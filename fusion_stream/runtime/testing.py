@@ -112,6 +112,7 @@ class FedSubscriber(Subscriber):
         self.max_bytes = max_bytes
         self.stats = SubscriberStats()
         self._shm = ShmMapper()
+        self._local_srcs = None  # the harness is the only sender
         self._stats_lock = threading.Lock()
         self._wanted = {t.encode() for t in self.topics}
         self._last_seq: dict[int, int] = {}

@@ -111,6 +111,8 @@ class PublisherStats:
 
     sent: int = 0
     bytes: int = 0
+    shm_fallback: int = 0
+    """Arrays sent as bytes because subscribers held views of every shared-memory slot."""
 
 
 @dataclass(slots=True)
@@ -144,9 +146,11 @@ class Publisher:
 
     ``shm=True`` (or ``$FUSION_STREAM_SHM=1``) copies arrays of ``shm_threshold`` bytes or more
     into a shared-memory pool of ``shm_slots`` slots and sends a descriptor instead
-    (:mod:`fusion_stream.runtime.shm`): subscribers on this machine get views with no copy, each
-    valid until ``shm_slots - 1`` more arrays are published. Only a publisher whose one endpoint
-    is ``ipc://`` does this; on ``tcp://`` the option is ignored and the bytes travel as before.
+    (:mod:`fusion_stream.runtime.shm`): subscribers on this machine get views with no copy; a
+    slot is not rewritten while any view of it lives (all held: that array goes as bytes,
+    counted in :attr:`PublisherStats.shm_fallback`). Only an ``ipc://`` endpoint carries
+    descriptors: with a ``tcp://`` endpoint the option is ignored, and a ``remote_endpoint`` gets
+    its own socket on which the other hosts receive the bytes as before.
 
     The graph is ``graph`` (or ``registry``), else ``$FUSION_STREAM_GRAPH``, else the one graph
     running on this machine, else ``default`` (several running: :class:`GraphAmbiguousError`).
@@ -185,12 +189,22 @@ class Publisher:
         self._socket.setsockopt(zmq.SNDHWM, queue_size)
         self._socket.setsockopt(zmq.LINGER, 200)
         self._curve = curve
+        self._bytes_socket: zmq.Socket[Any] | None = None
+        """With shared memory and a ``remote_endpoint``: the other hosts' socket, which gets bytes."""
         self.endpoint = ""
+        self.remote_endpoint = None
         try:
-            self.endpoint = self._bind(endpoint)
-            self.remote_endpoint = self._bind(remote_endpoint) if remote_endpoint is not None else None
+            self.endpoint = self._bind(endpoint, self._socket)
             tcp = self.endpoint.startswith("tcp://")
-            if shm_wanted(shm) and self.endpoint.startswith("ipc://") and self.remote_endpoint is None:
+            local_shm = shm_wanted(shm) and self.endpoint.startswith("ipc://")
+            if remote_endpoint is not None:
+                remote = self._socket
+                if local_shm:
+                    remote = self._bytes_socket = (context or _context()).socket(zmq.PUB)
+                    remote.setsockopt(zmq.SNDHWM, queue_size)
+                    remote.setsockopt(zmq.LINGER, 200)
+                self.remote_endpoint = self._bind(remote_endpoint, remote)
+            if local_shm:
                 prefix = segment_prefix(self._registry.path, self.src)
                 self._pool = ShmPool(prefix, slots=shm_slots, threshold=shm_threshold)
             self._server_key = curve.public.decode() if curve is not None and tcp else ""
@@ -198,27 +212,29 @@ class Publisher:
                 self._entry_path = self._registry.register(self._entry())
         except BaseException:
             self._socket.close(linger=0)
+            if self._bytes_socket is not None:
+                self._bytes_socket.close(linger=0)
             if self.endpoint.startswith("ipc://"):  # the second bind failed: leave no socket file
                 Path(self.endpoint[len("ipc://") :]).unlink(missing_ok=True)
             raise
 
-    def _bind(self, endpoint: str | None) -> str:
+    def _bind(self, endpoint: str | None, sock: zmq.Socket[Any]) -> str:
         if endpoint is None:
             endpoint = self._registry.ipc_endpoint(self.src) or "tcp://127.0.0.1:0"
         # ZeroMQ takes the security mechanism from the socket's options at each bind
         if self._curve is not None:
             if endpoint.startswith("tcp://"):
-                serve_curve(self._socket, self._curve)
+                serve_curve(sock, self._curve)
             else:
-                self._socket.curve_server = False  # ZeroMQ's NULL mechanism
+                sock.curve_server = False  # ZeroMQ's NULL mechanism
         try:
             if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
-                self._socket.bind_to_random_port(endpoint[: -len(":0")])
+                sock.bind_to_random_port(endpoint[: -len(":0")])
             else:
-                self._socket.bind(endpoint)
+                sock.bind(endpoint)
         except zmq.ZMQError as err:
             raise TransportError(f"cannot bind {endpoint} for topic {self.topic}: {err}", endpoint=endpoint) from err
-        last = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        last = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return last.replace("tcp://0.0.0.0:", f"tcp://{socket.gethostname()}:")
 
     def _entry(self) -> TopicEntry:
@@ -231,6 +247,7 @@ class Publisher:
             socket.gethostname(),
             self.src,
             self._server_key,
+            self._pool.threshold if self._pool is not None else 0,
         )
 
     def publish(self, msg: msgs.Message) -> int:
@@ -241,8 +258,16 @@ class Publisher:
             self._type = type(msg).__name__
             self._entry_path = self._registry.register(self._entry())
         self._seq += 1
-        frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=time.time_ns(), shm=self._pool)
+        pub_ns = time.time_ns()
+        pool = self._pool
+        fallbacks = 0 if pool is None else pool.fallbacks
+        frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=pub_ns, shm=pool)
         self._send(frames)
+        if pool is not None:
+            self.stats.shm_fallback += pool.fallbacks - fallbacks
+            if self._bytes_socket is not None:  # other hosts never get a descriptor
+                remote = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=pub_ns)
+                self._bytes_socket.send_multipart(cast("list[Any]", remote), flags=_NOBLOCK, copy=False)
         n = wire.frames_nbytes(frames)
         self.stats.sent += 1
         self.stats.bytes += n
@@ -265,6 +290,8 @@ class Publisher:
         if self._entry_path is not None:
             self._registry.unregister(self._entry_path)
             self._entry_path = None
+        if self._bytes_socket is not None:
+            self._bytes_socket.close()
         if not self._socket.closed:
             self._socket.close()
             if self.endpoint.startswith("ipc://"):
@@ -275,6 +302,10 @@ class Publisher:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _refuse_remote(ref: wire.ShmRef) -> memoryview:
+    raise WireError("shm-remote", f"descriptor of {ref.segment!r} from a publisher not on this host's ipc://")
 
 
 class _LatestPump(threading.Thread):
@@ -407,6 +438,10 @@ class Subscriber:
         self._max_message_bytes = max_bytes + wire.MAX_HEADER_BYTES + wire.MAX_TOPIC_LEN
         self.stats = SubscriberStats()
         self._shm = ShmMapper()
+        all_ipc = all(e.startswith("ipc://") for e in endpoints or ())
+        self._local_srcs: frozenset[int] | None = None if all_ipc else frozenset()
+        """Publishers whose descriptors are honoured: those found on this host's ``ipc://``
+        endpoints in the registry; None: any (explicit endpoints, all ``ipc://``)."""
         self._stats_lock = threading.Lock()  # the latest-mode pump counts malformed messages too
         self._wanted = {t.encode() for t in self.topics}
         self._discover = endpoints is None
@@ -510,6 +545,10 @@ class Subscriber:
             log.warning("publishers of %s: registry readable again", self.topics)
             self._refresh_failing = False
         wanted = {e.endpoint: e.server_key for e in entries if e.topic in self.topics}
+        host = socket.gethostname()
+        self._local_srcs = frozenset(
+            e.src for e in entries if e.topic in self.topics and e.host == host and e.endpoint.startswith("ipc://")
+        )
         current = set(wanted)
         for ep in current - self._connected:
             self._connect(ep, wanted[ep])
@@ -561,12 +600,23 @@ class Subscriber:
             self.stats.malformed[err.reason] += 1
             first = self.stats.malformed[err.reason] == 1
         if first:
-            log.warning("dropping %s (further %r drops are only counted)", err, err.reason, exc_info=unexpected)
+            # str(err): a kept log record (pytest keeps them) must not keep the traceback, whose frames
+            # can hold received views and so their shared-memory slots
+            log.warning("dropping %s (further %r drops are only counted)", str(err), err.reason, exc_info=unexpected)
+
+    def _resolver(self, frames: list[Any]) -> wire.ShmResolver:
+        """The shared-memory resolver for a message: the mapper only for a publisher on this
+        host's ``ipc://`` (a descriptor that came over TCP names nothing of ours)."""
+        local = self._local_srcs
+        if local is None or len(frames) < 3:
+            return self._shm
+        origin = wire.peek_origin(frames[1]) if isinstance(frames[1], bytes) else None
+        return self._shm if origin is not None and origin[0] in local else _refuse_remote
 
     def _take(self, frames: list[Any]) -> wire.Envelope | None:
         """Decode one raw message; count and skip it if malformed."""
         try:
-            env = wire.decode(frames, max_bytes=self.max_bytes, shm=self._shm)
+            env = wire.decode(frames, max_bytes=self.max_bytes, shm=self._resolver(frames))
         except WireError as err:
             self._count_malformed(err)
             return None
@@ -655,6 +705,7 @@ class Subscriber:
             self._pump = None
         elif not self._socket.closed:
             self._socket.close(linger=0)
+        self._shm.close()
 
     def __enter__(self) -> Subscriber:
         return self

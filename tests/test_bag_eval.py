@@ -20,7 +20,7 @@ from fusion_stream.runtime.transport import Publisher, Subscriber
 from fusion_stream.sim.recording import TOPICS, record_sim
 from fusion_stream.sim.world import Scenario
 
-from .conftest import Procs, run_cli, wait_for
+from .conftest import Procs, cli_here, run_cli, wait_for
 
 TIMING_KEYS = ("wall_s", "latency_ms", "speed_x_realtime", "bag")
 
@@ -84,18 +84,19 @@ def test_eval_scores_a_bag_the_same_every_time_and_writes_a_report(sim_bags: tup
     images = [line.split('"')[1] for line in page.split("<img ")[1:]]
     assert images and all((tmp_path / "both" / "sim" / name).stat().st_size > 1000 for name in images)
 
-    r = eval_cli(str(with_gt), "-o", str(tmp_path / "again"), "--threads", "1")
+    # the same scores again, on one thread (in this process: the same main, no second start-up)
+    r = cli_here("eval", str(with_gt), "-o", str(tmp_path / "again"), "--threads", "1", "--frames", "0", "--worst", "0")
     assert r.returncode == 0, r.stderr
     assert scores(tmp_path / "again" / "metrics.json") == scores(first)
 
 
 def test_eval_bad_input_exits_2(sim_bags: tuple[Path, Path], tmp_path: Path) -> None:
-    r = eval_cli(str(tmp_path / "absent.mcap"))
+    r = cli_here("eval", str(tmp_path / "absent.mcap"))
     assert r.returncode == 2 and "absent.mcap" in r.stderr
     only_diag = tmp_path / "diag.mcap"
     with BagWriter(only_diag) as writer:
         writer.write("/diagnostics", msgs.Diagnostics(stamp_ns=1, node="x"), 1)
-    r = eval_cli(str(only_diag), "-o", str(tmp_path / "out"))
+    r = cli_here("eval", str(only_diag), "-o", str(tmp_path / "out"))
     assert r.returncode == 2 and "none of the sync inputs" in r.stderr
     assert not (tmp_path / "out" / "metrics.json").exists()
 

@@ -213,7 +213,7 @@ def test_the_readme_subscriber_snippet_runs_as_written(procs: Procs, no_graph: P
     assert program.returncode == 0, err
 
 
-def test_demo_runs_as_sim_and_is_recorded_without_flags(procs: Procs, no_graph: Path, tmp_path: Path) -> None:
+def test_demo_runs_the_graph_as_sim_and_is_recorded_without_flags(procs: Procs, no_graph: Path, tmp_path: Path) -> None:
     demo = procs.cli("demo", "--duration", "8")
     assert demo.stdout is not None
     first = demo.stdout.readline()
@@ -228,6 +228,12 @@ def test_demo_runs_as_sim_and_is_recorded_without_flags(procs: Procs, no_graph: 
     rest, err = demo.communicate(timeout=120)
     assert demo.returncode == 0, err
     assert "every node stopped cleanly" in rest
+    for topic in ("/camera/front/image", "/lidar/top/points", "/radar/front/points", "/audio/array/chunk"):
+        assert topic in rest
+    assert "/sync/frames" in rest and "/ground_truth/objects" in rest and "/detections" in rest
+    # the fusion node synchronizes in its own process (sim.yaml has no sync node)
+    assert "lidar=0, camera=0, radar=0, audio=0, ground_truth=0, fusion=0" in rest
+    assert "CPU % mean / max" in rest and "CPU of the whole graph" in rest
     assert list(no_graph.iterdir()) == []  # no empty folder of the graph left behind
 
 

@@ -119,7 +119,7 @@ def test_the_wheel_runs_from_another_folder_without_the_source_tree(installed: t
     assert "graph sim" in dry and "fusion" in dry
     out = _fusion_stream(installed, "eval-sim", "--seeds", "1", "--per-seed", "1", "--workers", "1")
     assert "mAP" in out and "frames 1" in out
-    demo = _fusion_stream(installed, "demo", "--duration", "5", timeout=300)
+    demo = _fusion_stream(installed, "demo", "--duration", "2", timeout=300)
     assert "/detections" in demo
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from fusion_stream.model.train import load_weights
 
+from .conftest import cli_here
+
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -74,16 +76,16 @@ def test_train_then_evaluate_then_export(tmp_path: Path, env: dict[str, str]) ->
 
 
 def test_bad_arguments_say_what_is_wrong(tmp_path: Path, env: dict[str, str]) -> None:
-    r = cli("train", "--modalities", "lidar,sonar", "-o", str(tmp_path / "w.pt"), env=env)
+    r = cli_here("train", "--modalities", "lidar,sonar", "-o", str(tmp_path / "w.pt"), env=env)
     assert r.returncode == 2 and "sonar" in r.stderr
     for size in ("385x640", "big"):
-        r = cli("train", "--image-size", size, "-o", str(tmp_path / "w.pt"), env=env)
+        r = cli_here("train", "--image-size", size, "-o", str(tmp_path / "w.pt"), env=env)
         assert r.returncode == 2 and "--image-size" in r.stderr and not (tmp_path / "w.pt").exists()
-    r = cli("eval-sim", "--weights", str(tmp_path / "missing.pt"), "--seeds", "1", "--per-seed", "1", env=env)
+    r = cli_here("eval-sim", "--weights", str(tmp_path / "missing.pt"), "--seeds", "1", "--per-seed", "1", env=env)
     assert r.returncode != 0 and "missing.pt" in r.stderr
-    r = cli("export-onnx", "--weights", str(tmp_path / "missing.pt"), env=env)
+    r = cli_here("export-onnx", "--weights", str(tmp_path / "missing.pt"), env=env)
     assert r.returncode != 0 and "missing.pt" in r.stderr
-    r = cli("build-engine", str(tmp_path / "m.onnx"), env=env)
+    r = cli_here("build-engine", str(tmp_path / "m.onnx"), env=env)
     assert r.returncode != 0 and ("tensorrt" in r.stderr.lower() or "TensorRT" in r.stderr)
 
 

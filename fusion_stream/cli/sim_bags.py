@@ -22,8 +22,15 @@ WEATHERS: tuple[Weather, ...] = ("clear", "rain", "fog")
 
 
 def wants_many(args: argparse.Namespace) -> bool:
-    """Any of the many-bag options turns ``-o`` into a folder."""
-    return bool(args.seeds or args.conditions or args.weathers or args.workers > 1 or args.ray_address)
+    """Any of the many-bag options turns ``-o`` into a folder; one bag is rendered in this
+    process, as ever, whatever ``--workers`` says."""
+    if args.workers < 1:
+        raise UsageError(f"--workers: must be at least 1, got {args.workers}")
+    if args.seeds or args.conditions or args.weathers:
+        return True
+    if args.ray_address:
+        raise UsageError("--ray-address renders many bags into a folder: give --seeds (and -o DIR)")
+    return False
 
 
 def _choices(option: str, text: str | None, allowed: tuple[str, ...], default: str) -> list[str]:
@@ -43,8 +50,6 @@ def cmd_sim_bags(args: argparse.Namespace) -> int:
 
     if args.duration <= 0:
         raise UsageError(f"--duration must be > 0, got {args.duration}")
-    if args.workers < 1:
-        raise UsageError(f"--workers: must be at least 1, got {args.workers}")
     try:
         seeds = sf.parse_seeds(args.seeds) if args.seeds else [args.seed]
         specs = sf.plan(
@@ -77,7 +82,7 @@ def _render(args: argparse.Namespace, specs: list[Any], on_ray: bool) -> int:
     out = Path(args.output)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     log = (out / "logs" / "sim_bag.log").open("a")
-    where = f"Ray at {args.ray_address}" if args.ray_address else f"{args.workers} workers" if on_ray else "serially"
+    where = f"on Ray at {args.ray_address}" if args.ray_address else f"on {args.workers} workers" if on_ray else "serially"
     log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} rendering {len(specs)} bags {where}\n")
     t0 = time.perf_counter()
     size = failed = 0

@@ -82,7 +82,9 @@ def _render(args: argparse.Namespace, specs: list[Any], on_ray: bool) -> int:
     out = Path(args.output)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     log = (out / "logs" / "sim_bag.log").open("a")
-    where = f"on Ray at {args.ray_address}" if args.ray_address else f"on {args.workers} workers" if on_ray else "serially"
+    where = f"on {args.workers} workers" if on_ray else "serially"
+    if args.ray_address:
+        where = f"on Ray at {args.ray_address}"
     log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} rendering {len(specs)} bags {where}\n")
     t0 = time.perf_counter()
     size = failed = 0

@@ -58,12 +58,16 @@ def main() -> None:
         runs.append(("serial (this process)", time.perf_counter() - t0, 0.0, digests(serial)))
         for workers in args.workers:
             started: list[float] = []
+
+            def note_start(_gcs: str, at: list[float] = started) -> None:
+                at.append(time.perf_counter())
+
             t0 = time.perf_counter()
             results = render_on_ray(
                 specs(tmp / f"ray{workers}", args.scenarios, args.seconds),
                 lambda r: None,
                 workers=workers,
-                on_start=lambda _gcs, at=started: at.append(time.perf_counter()),
+                on_start=note_start,
             )
             wall = time.perf_counter() - t0
             runs.append((f"Ray, {workers} workers", wall, started[0] - t0, digests(results)))

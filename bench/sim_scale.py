@@ -55,7 +55,7 @@ def main() -> None:
         render_serial(specs(tmp / "warm", 1, 0.2), lambda r: None)  # numba/open3d loaded, as in a worker
         t0 = time.perf_counter()
         serial = render_serial(specs(tmp / "serial", args.scenarios, args.seconds), lambda r: None)
-        runs.append(("serial (this process)", time.perf_counter() - t0, 0.0, digests(serial)))
+        runs.append(("serial", time.perf_counter() - t0, 0.0, digests(serial)))
         for workers in args.workers:
             started: list[float] = []
 

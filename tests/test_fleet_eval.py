@@ -55,15 +55,12 @@ def ray_gcs(kill_marker: Path) -> Iterator[str]:
     `b` (:data:`KILL_ENV`: the environment they inherit). Nothing of it is left afterwards."""
     os.environ[KILL_ENV] = f"b:{kill_marker}"
     try:
-        runtime = ray_runtime(2)
-        gcs = runtime.__enter__()
+        with ray_runtime(2) as gcs:
+            del os.environ[KILL_ENV]  # the runtime's processes have it; later ones here do not
+            yield gcs
     finally:
-        del os.environ[KILL_ENV]
-    try:
-        yield gcs
-    finally:
-        runtime.__exit__(None, None, None)
-    assert not processes_mentioning(gcs)
+        os.environ.pop(KILL_ENV, None)
+    wait_for(lambda: not processes_mentioning(gcs), timeout=10, what="the local Ray runtime to end")
 
 
 def processes_mentioning(text: str) -> list[str]:

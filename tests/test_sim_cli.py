@@ -1,4 +1,5 @@
-"""`fusion-stream sim snapshot` and `calib check`: files other tools open, and clear errors."""
+"""`fusion-stream sim snapshot`, `sim bag --seeds` and `calib check`: files other tools open, and
+clear errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from fusion_stream.cli import main
@@ -14,6 +16,8 @@ from fusion_stream.core import formats, geometry, render
 from fusion_stream.core.calib import load
 from fusion_stream.core.msgs import Box3D
 from fusion_stream.sim import lidar
+from fusion_stream.sim.recording import record_sim
+from fusion_stream.sim.world import Scenario
 
 from .conftest import ROOT
 
@@ -128,3 +132,33 @@ def test_pcd_headers_that_are_not_supported_are_named(tmp_path: Path) -> None:
             assert message in str(err) and str(path) in str(err), str(err)
         else:
             raise AssertionError(f"accepted {raw!r}")
+
+
+def test_sim_bag_renders_a_bag_per_seed_condition_and_weather_and_refuses_existing_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bags"
+    many = ["sim", "bag", "--seeds", "7,3", "--conditions", "night", "--weathers", "fog,clear", "--duration", "0.2"]
+    assert main([*many, "-o", str(out)]) == 0  # one worker: in this process, no Ray
+    names = sorted(p.name for p in out.glob("*.mcap"))
+    assert names == [f"sim_seed000{s}_night_{w}.mcap" for s in (3, 7) for w in ("clear", "fog")]
+    # the name says which world: the bag is the one-bag command's for that scenario, byte for byte
+    record_sim(tmp_path / "one.mcap", Scenario(seed=3, condition="night", weather="fog"), start_s=100.0, duration_s=0.2)
+    assert (out / "sim_seed0003_night_fog.mcap").read_bytes() == (tmp_path / "one.mcap").read_bytes()
+    assert len((out / "logs" / "sim_bag.log").read_text().splitlines()) == 1 + 4
+    assert not (out / ".partial").exists()
+    assert "rendered 4 of 4 bags" in capsys.readouterr().out
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*.mcap")}
+    assert main([*many, "--seeds", "3-4", "-o", str(out)]) == 2  # refused before anything starts
+    assert "sim_seed0003_night_clear.mcap" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.mcap")} == before
+    for bad in (
+        ["--seeds", "9-2"],
+        ["--seeds", "x"],
+        ["--conditions", "dusk"],
+        ["--workers", "0"],
+        ["--ray-address", "h:1"],
+    ):
+        assert main(["sim", "bag", *bad, "-o", str(tmp_path / "none")]) == 2, bad
+        assert bad[0] in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

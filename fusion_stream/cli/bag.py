@@ -23,7 +23,14 @@ from rich.live import Live
 from rich.progress import Progress
 from rich.table import Table
 
-from fusion_stream.cli.common import add_clock_argument, complete_topics, progress_bar, set_completer, stop_on_signals
+from fusion_stream.cli.common import (
+    add_clock_argument,
+    complete_topics,
+    progress_bar,
+    set_completer,
+    sigterm_as_interrupt,
+    stop_on_signals,
+)
 from fusion_stream.core import resources
 from fusion_stream.errors import (
     FileKeyError,
@@ -456,23 +463,18 @@ def _print_bag(bag: str, m: dict[str, Any]) -> None:
 def _eval_fleet(args: argparse.Namespace, bags: list[Path], opts: dict[str, Any]) -> int:
     """Many bags: one report over all of them (``eval.fleet``), on Ray with ``--workers N > 1``
     or ``--ray-address``; a bag that fails is reported and the others go on."""
-    import signal
-
     from fusion_stream.eval.bag_eval import setup_from_launch
-    from fusion_stream.eval.fleet import CLUSTER_EXTRA, FleetJob, evaluate_fleet, ray_available
+    from fusion_stream.eval.fleet import FleetJob, evaluate_fleet
+    from fusion_stream.runtime.ray_runtime import CLUSTER_EXTRA, ray_available
 
     if (args.workers > 1 or args.ray_address) and not ray_available():
         raise UsageError(f"--workers {args.workers} / --ray-address need Ray: {CLUSTER_EXTRA} (or --workers 1)")
     setup = setup_from_launch(opts["launch"], weights=opts["model"], backend=opts["backend"], args=opts["launch_args"])
     job = FleetJob(setup, _load_map(args.map), threads=opts["threads"], frames=args.frames, worst=args.worst)
 
-    def interrupt(signum: int, _frame: object) -> None:  # SIGTERM stops the workers as Ctrl-C does
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, interrupt)
     where = f"Ray at {args.ray_address}" if args.ray_address else f"{args.workers} workers"
     t0 = time.perf_counter()
-    with _progress() as progress:
+    with sigterm_as_interrupt(), _progress() as progress:  # SIGTERM stops the workers as Ctrl-C does
         task = progress.add_task(f"evaluating {len(bags)} bags on {where}", total=len(bags), info="")
         frames = failed = 0
 

@@ -260,8 +260,11 @@ def _cmd_sim_bag(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from fusion_stream.bag.writer import check_writable
+    from fusion_stream.cli.sim_bags import cmd_sim_bags, wants_many
     from fusion_stream.sim.recording import record_sim
 
+    if wants_many(args):
+        return cmd_sim_bags(args)
     if args.duration <= 0:
         raise UsageError(f"--duration must be > 0, got {args.duration}")
     out = Path(args.output)
@@ -466,7 +469,29 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_args(k, 100.0)
     k.add_argument("--duration", type=float, default=10.0, metavar="S", help="seconds of bag (default 10)")
     k.add_argument("--calib", default="calib/sim_rig.yaml", help="rig file (default: %(default)s)")
-    k.add_argument("-o", "--output", required=True, metavar="FILE.mcap", help="the bag to write")
+    k.add_argument(
+        "-o", "--output", required=True, metavar="FILE.mcap|DIR", help="the bag to write; with --seeds etc. a folder"
+    )
+    k.add_argument(
+        "--seeds",
+        default=None,
+        metavar="LIST",
+        help="many bags, one per seed (100-199 or 4,7,10-12), named sim_seed<N>_<condition>_<weather>.mcap in -o DIR",
+    )
+    k.add_argument("--conditions", default=None, metavar="LIST", help="many bags: each of these (day,night)")
+    k.add_argument("--weathers", default=None, metavar="LIST", help="many bags: each of these (clear,rain,fog)")
+    k.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="bags rendered in parallel on a local Ray runtime, started and stopped for you (fusion-stream[cluster])",
+    )
+    k.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="render on this existing Ray cluster (its workers must write -o DIR at the same path)",
+    )
     k.set_defaults(func=_cmd_sim_bag)
 
     p = sub.add_parser("calib", help="rig calibration files")

@@ -13,10 +13,8 @@ from __future__ import annotations
 import io
 import logging
 import os
-import signal
 import socket
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,16 +24,17 @@ from typing import Any
 
 from fusion_stream.bag.mapping import TopicMap
 from fusion_stream.core import calib, resources
-from fusion_stream.errors import FusionStreamError, UsageError
+from fusion_stream.errors import FusionStreamError
 from fusion_stream.eval.bag_eval import BagEvaluation, EvalSetup, evaluate_bag, load_model
 from fusion_stream.eval.fleet_metrics import BagOutcome, FrameScore
 from fusion_stream.eval.html import render_set, write_report
+from fusion_stream.runtime.ray_runtime import MAX_RESTARTS, ray_runtime
 
 log = logging.getLogger(__name__)
 
-MAX_RESTARTS = 2
-"""How often Ray restarts a worker that died (killed, out of memory) and retries its bag."""
-CLUSTER_EXTRA = "pip install 'fusion-stream[cluster]'"
+KILL_ENV = "FUSION_STREAM_TEST_KILL_BAG"
+"""Test-only fault: ``NAME:MARKER`` makes the worker process die in the middle of bag ``NAME``
+(evaluated, result not yet returned) on its first try, the one that creates the file ``MARKER``."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,7 @@ class BagWorker:
         capture.text.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} evaluating {path} on {self.where}\n")
         try:
             result = evaluate_bag(path, self.job.setup, topic_map=self.job.topic_map, model=self.model)
+            _kill_switch(name)
             outcome = self._outcome(index, path, name, result)
             capture.text.write(f"done: {len(result.frames)} sets in {result.wall_s:.1f} s\n")
         except (FusionStreamError, OSError) as err:  # a damaged, foreign or unreadable bag
@@ -120,6 +120,20 @@ class BagWorker:
         )
 
 
+def _kill_switch(name: str) -> None:
+    """The test-only fault of :data:`KILL_ENV`: bag ``name`` evaluated, its result not yet handed
+    back, this process exits at once (no clean-up, as under ``kill -9``), unless an earlier try
+    already did."""
+    target, _, marker = os.environ.get(KILL_ENV, "").partition(":")
+    if not marker or target != name:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:  # the retry: carry on
+        return
+    os._exit(17)
+
+
 OnDone = Callable[[BagOutcome], None]
 
 
@@ -132,25 +146,6 @@ def run_serial(bags: Sequence[Path], names: Sequence[str], job: FleetJob, on_don
         outcomes.append(outcome)
         on_done(outcome)
     return outcomes
-
-
-def ray_available() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _check_reachable(address: str) -> None:
-    """A ``HOST:PORT`` that does not answer is refused at once: ``ray.init`` would wait forever."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "//" in host:  # "auto", "ray://...": Ray's own checks
-        return
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as err:
-        raise UsageError(f"--ray-address {address}: no Ray cluster answers there ({err})") from err
 
 
 def run_on_ray(
@@ -167,33 +162,26 @@ def run_on_ray(
     dashboard, workers' output not relayed), or on the cluster at ``address`` (the bags must be
     readable there at the same paths). The runtime stops, and the actors with it, however this
     ends (Ctrl-C included)."""
-    try:
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-    except ImportError as err:
-        raise UsageError(f"evaluating on several workers needs Ray: {CLUSTER_EXTRA}") from err
-    if address and address != "local":
-        _check_reachable(address)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    local = address in (None, "local")
-    on_term = signal.getsignal(signal.SIGTERM)
-    try:
-        ray.init(
-            address=address or "local",
-            num_cpus=workers if local else None,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=True,
-            logging_level=logging.ERROR,
-        )
-    except ConnectionError as err:  # no cluster there, or one that wants a token (RAY_AUTH_TOKEN)
-        raise UsageError(f"--ray-address {address}: {err} ({err.__cause__})") from err
-    if on_term is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_term)  # Ray's core put in one that aborts the process
+    with ray_runtime(workers, address) as gcs:
+        if on_start is not None:
+            on_start(gcs)
+        return _evaluate_on_actors(bags, names, job, on_done, workers)
+
+
+def _evaluate_on_actors(
+    bags: Sequence[Path],
+    names: Sequence[str],
+    job: FleetJob,
+    on_done: OnDone,
+    workers: int,
+) -> list[BagOutcome]:
+    """Hand the bags to ``workers`` actors, each its next bag when it is free; the actors are
+    killed however this ends."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
     actors: list[Any] = []
     try:
-        if on_start is not None:
-            on_start(str(ray.get_runtime_context().gcs_address))
         remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)(BagWorker)
         actors = [remote.remote(job) for _ in range(workers)]
         idle = list(actors)
@@ -227,7 +215,6 @@ def run_on_ray(
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
-        ray.shutdown()
 
 
 @dataclass

@@ -42,20 +42,22 @@ class Backend(Protocol):
         ...
 
 
-def onnx_for(weights: Path) -> Path:
+def onnx_for(weights: Path, *, static: bool = False) -> Path:
     """The ONNX export of a weights file, made once and cached by the weights' hash (torch is
-    only imported when the export has to be made)."""
+    only imported when the export has to be made). ONNX Runtime's takes a variable number of
+    LiDAR pillars; ``static``: every shape fixed (what TensorRT builds from)."""
     sha = hashlib.sha256()
     with _open_weights(weights) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             sha.update(chunk)
     digest = sha.hexdigest()[:16]
-    path = cache_root() / "onnx" / f"{weights.stem}-{digest}-v{EXPORT_VERSION}.onnx"
+    variant = "" if static else "-vp"
+    path = cache_root() / "onnx" / f"{weights.stem}-{digest}-v{EXPORT_VERSION}{variant}.onnx"
     if not path.exists():
         from fusion_stream.infer.export import export_onnx
 
         log.info("exporting %s to %s", weights, path)
-        export_onnx(weights, path)
+        export_onnx(weights, path, variable_pillars=not static)
     return path
 
 
@@ -156,6 +158,9 @@ class OnnxRuntimeBackend:
         self.config = config_from_metadata(self._session.get_modelmeta().custom_metadata_map, onnx_path)
         self.device = device
         self.precision = precision
+        pillars = next(i.shape[1] for i in self._session.get_inputs() if i.name == "lidar_pillars")
+        self.variable_pillars = not isinstance(pillars, int)
+        """Whether a set may be fed only its occupied LiDAR pillars (see ``preprocess.trim_pillars``)."""
         if precision != "fp32":
             self.name = f"onnxruntime {precision}"
 
@@ -219,7 +224,7 @@ def _open(name: str, weights: Path, device: str, threads: int) -> Backend:
 
     if not device.startswith("cuda"):
         raise BackendUnavailableError("tensorrt: needs an NVIDIA GPU (device is cpu)")
-    onnx_path = onnx_for(weights)
+    onnx_path = onnx_for(weights, static=True)
     return TensorRTBackend(onnx_path, config_from_onnx(onnx_path), device)
 
 

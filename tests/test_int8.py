@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from fusion_stream.core import calib, msgs, resources
@@ -48,6 +49,14 @@ def test_int8_detections_match_the_float_model_on_real_frames() -> None:
     assert int8.backend.name == "onnxruntime int8" and fp32.backend.name == "onnxruntime"
     cached = quantize.int8_path(backends.onnx_for(DEFAULT_WEIGHTS))
     assert cached.exists() and cached.parent == backends.onnx_for(DEFAULT_WEIGHTS).parent
+    # the output layers stay float (a quantized yaw pair can be 0, 0: NaN), the rest is int8
+    graph = onnx.load(str(cached)).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type in quantize.OPS]
+    quantized = {n.name for n in convs if made_by.get(n.input[1]) and made_by[n.input[1]].op_type == "DequantizeLinear"}
+    assert {"/regress/regress.1/Conv", "/heatmap/heatmap.1/Conv"} <= set(quantize.KEEP_FLOAT)
+    assert not quantized & set(quantize.KEEP_FLOAT) and set(quantize.KEEP_FLOAT) <= {n.name for n in convs}
+    assert len(quantized) >= len(convs) - len(quantize.KEEP_FLOAT) >= 20
     matched = 0
     for frame in frames():
         a, b = fp32.process(frame)[0].boxes, int8.process(frame)[0].boxes

@@ -9,7 +9,7 @@ pillar slots (as before variable pillars), the graph with a variable pillar coun
 ones (the default), and its int8 copy (``precision: int8``). The models take turns frame by frame,
 so a burst of load elsewhere on the machine hits them alike.
 
-    python bench/infer.py                  # default weights, all CPU threads
+    python bench/infer.py                  # default weights, every CPU core
     python bench/infer.py --threads 1      # one core
     python bench/infer.py --device cuda    # on an NVIDIA GPU (TensorRT where installed)
     python bench/infer.py --model my_card.yaml   # a model card (or cluster) next to the network
@@ -18,6 +18,7 @@ so a burst of load elsewhere on the machine hits them alike.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -145,9 +146,7 @@ def main() -> None:
         import torch
 
         gpu = f", GPU {torch.cuda.get_device_name()}"
-    console.print(
-        f"machine: {platform.machine()}, {__import__('os').cpu_count()} CPUs{gpu}; threads {args.threads or 'default'}"
-    )
+    console.print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs{gpu}; threads {args.threads}")
 
 
 if __name__ == "__main__":

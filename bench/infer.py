@@ -3,9 +3,13 @@
 Frames are real simulated synced sets (held-out scenarios). For every backend that loads here
 (TensorRT, ONNX Runtime, torch) it prints pre-processing, inference and decode p50/p99 in ms,
 and the total against the 100 ms budget of a 10 Hz LiDAR. torch in the same run is the baseline
-the others are compared with, since these machines' speed varies from run to run.
+the others are compared with, since these machines' speed varies from run to run. ONNX Runtime
+runs three ways, compared with the first ("vs ORT static"): the static graph fed all 6000 LiDAR
+pillar slots (as before variable pillars), the graph with a variable pillar count fed the occupied
+ones (the default), and its int8 copy (``precision: int8``). The models take turns frame by frame,
+so a burst of load elsewhere on the machine hits them alike.
 
-    python bench/infer.py                  # default weights, all CPU threads
+    python bench/infer.py                  # default weights, every CPU core
     python bench/infer.py --threads 1      # one core
     python bench/infer.py --device cuda    # on an NVIDIA GPU (TensorRT where installed)
     python bench/infer.py --model my_card.yaml   # a model card (or cluster) next to the network
@@ -14,8 +18,10 @@ the others are compared with, since these machines' speed varies from run to run
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -31,6 +37,7 @@ from fusion_stream.model import dataset
 from fusion_stream.model.config import DEFAULT_WEIGHTS
 
 console = Console(width=150)
+STATIC = "onnxruntime static"
 
 
 def frames(n: int, rig: calib.Rig) -> list[msgs.SyncedFrame]:
@@ -42,12 +49,15 @@ def frames(n: int, rig: calib.Rig) -> list[msgs.SyncedFrame]:
     return out
 
 
-def measure(pipe: Detector, sets: list[msgs.SyncedFrame], repeats: int) -> list[StageTimes]:
-    pipe.process(sets[0])  # warm-up (allocations, lazy init, CUDA context)
-    times = []
+def measure(pipes: list[Detector], sets: list[msgs.SyncedFrame], repeats: int) -> list[list[StageTimes]]:
+    """Per-stage times of each detector on every set, ``repeats`` times, the detectors in turn."""
+    for pipe in pipes:
+        pipe.process(sets[0])  # warm-up (allocations, lazy init, CUDA context)
+    times: list[list[StageTimes]] = [[] for _ in pipes]
     for _ in range(repeats):
         for f in sets:
-            times.append(pipe.process(f)[1])
+            for pipe, out in zip(pipes, times, strict=True):
+                out.append(pipe.process(f)[1])
     return times
 
 
@@ -72,19 +82,23 @@ def main() -> None:
         "decode p50",
         "total p50 / p99",
         "vs torch",
+        "vs ORT static",
         "10 Hz budget",
         title=f"fusion pipeline latency, ms ({len(sets)} frames × {args.repeats})",
     )
     baseline = None
+    ort_fp32 = None
 
     def row(name: str, device: str, times: list[StageTimes]) -> None:
-        nonlocal baseline
+        nonlocal baseline, ort_fp32
         pre = np.array([t.preprocess_ms for t in times])
         inf = np.array([t.inference_ms for t in times])
         dec = np.array([t.decode_ms for t in times])
         tot = np.array([t.total_ms for t in times])
         p50 = float(np.percentile(tot, 50))
         baseline = baseline or p50
+        if name == STATIC:
+            ort_fp32 = p50
         table.add_row(
             name,
             device,
@@ -93,31 +107,46 @@ def main() -> None:
             f"{np.percentile(dec, 50):.2f}",
             f"{p50:.1f} / {np.percentile(tot, 99):.1f}",
             f"{baseline / p50:.2f}×",
+            f"{ort_fp32 / p50:.2f}×" if ort_fp32 else "",
             "ok" if np.percentile(tot, 99) <= 100 else "over",
         )
 
-    for name in ("torch", "onnxruntime", "tensorrt"):
-        try:
-            be = backends.load(args.weights, backend=name, device=args.device, threads=args.threads)
-        except BackendUnavailableError as err:
-            console.print(f"[dim]{name}: {err}[/dim]")
+    pipes: list[Detector] = []
+    for name, precision in (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("tensorrt", "fp32")):
+        if precision == "int8" and args.device != "cpu":
             continue
-        t0 = time.perf_counter()
-        times = measure(FusionPipeline(be, rig), sets, args.repeats)
-        row(name, be.device, times)
-        console.print(f"[dim]{name}: {len(times)} frames in {time.perf_counter() - t0:.1f} s[/dim]")
+        try:
+            be = backends.load(
+                args.weights, backend=name, device=args.device, threads=args.threads, precision=precision
+            )
+        except BackendUnavailableError as err:
+            console.print(f"[dim]{name} {precision}: {err}[/dim]")
+            continue
+        pipes.append(FusionPipeline(be, rig))
+        if name == "onnxruntime" and precision == "fp32":  # the same model, static shapes: the baseline
+            static = backends.OnnxRuntimeBackend(
+                backends.onnx_for(Path(args.weights), static=True), be.device, args.threads
+            )
+            static.name = STATIC
+            pipes.insert(len(pipes) - 1, FusionPipeline(static, rig))
     if args.model:
-        detector = open_detector(locate(args.model), rig, device=args.device, threads=args.threads)
-        row(detector.name, args.device, measure(detector, sets, args.repeats))
+        pipes.append(open_detector(locate(args.model), rig, device=args.device, threads=args.threads))
+    t0 = time.perf_counter()
+    for pipe, times in zip(pipes, measure(pipes, sets, args.repeats), strict=True):
+        if isinstance(pipe, FusionPipeline):
+            row(pipe.backend.name, pipe.backend.device, times)
+        else:
+            row(pipe.name, args.device, times)
+    console.print(
+        f"[dim]{len(pipes)} models × {len(sets) * args.repeats} frames in {time.perf_counter() - t0:.1f} s[/dim]"
+    )
     console.print(table)
     gpu = ""
     if args.device.startswith("cuda"):
         import torch
 
         gpu = f", GPU {torch.cuda.get_device_name()}"
-    console.print(
-        f"machine: {platform.machine()}, {__import__('os').cpu_count()} CPUs{gpu}; threads {args.threads or 'default'}"
-    )
+    console.print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs{gpu}; threads {args.threads}")
 
 
 if __name__ == "__main__":

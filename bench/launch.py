@@ -33,6 +33,7 @@ used (from /proc, % of one core). The start-up benchmark is skipped with ``--rig
     python bench/launch.py --nodes 16 --rounds 3 --sim
     python bench/launch.py --rounds 1 --kills 1 --faults
     python bench/launch.py --rig 30 --rig-rounds 2
+    python bench/launch.py --rig 30 --rig-compare precision   # the fusion node in fp32 vs int8
 """
 
 from __future__ import annotations
@@ -260,6 +261,20 @@ def rig_variants(path: Path) -> dict[str, dict[str, Any]]:
     return {"sync node": separate, "in-process": fused}
 
 
+def precision_variants(path: Path) -> dict[str, dict[str, Any]]:
+    """The launch file as shipped, its fusion node running the network in fp32 and in int8."""
+    raw = yaml.safe_load(path.read_text())
+
+    def with_precision(precision: str) -> dict[str, Any]:
+        nodes = [
+            {**n, "params": {**n["params"], "precision": precision}} if n["type"] == "fusion" else n
+            for n in raw["nodes"]
+        ]
+        return {**raw, "nodes": nodes}
+
+    return {"fp32": with_precision("fp32"), "int8": with_precision("int8")}
+
+
 def _cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` (all its threads), or None if it is gone."""
     try:
@@ -341,14 +356,19 @@ def rig_run(graph_raw: dict[str, Any], seconds: float, tmp: Path, tag: str) -> d
         "detections_hz": len(lat) / elapsed,
         "p50": float(np.percentile(lat, 50)) if lat.size else float("nan"),
         "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        "inference_ms": float(last["fusion"].values.get("inference_ms_p50", float("nan")))
+        if "fusion" in last
+        else float("nan"),
         "cpu": cpu,
         "exit": codes,
         "failure": sup.failure,
     }
 
 
-def rig_bench(seconds: float, rounds: int, tmp: Path) -> None:
-    variants = rig_variants(launch.find("sim"))
+def rig_bench(seconds: float, rounds: int, tmp: Path, compare: str = "sync") -> None:
+    """``compare``: ``sync`` (a sync node or the sync in the fusion node) or ``precision``."""
+    path = launch.find("sim")
+    variants = precision_variants(path) if compare == "precision" else rig_variants(path)
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with console.status("rig") as status:
         for r in range(rounds):
@@ -359,7 +379,17 @@ def rig_bench(seconds: float, rounds: int, tmp: Path) -> None:
     table = Table(
         title=f"launch/sim.yaml, {seconds:.0f} s a run, runs alternated ({os.cpu_count()} cores); rates in Hz"
     )
-    for col in ("variant", *SENSORS, "sets", "partial", "skipped", "/detections", "e2e p50 / p99 ms", "CPU %"):
+    for col in (
+        "variant",
+        *SENSORS,
+        "sets",
+        "partial",
+        "skipped",
+        "/detections",
+        "e2e p50 / p99 ms",
+        "inference p50 ms",
+        "CPU %",
+    ):
         table.add_column(col, justify="left" if col == "variant" else "right")
     runs = [(name, run) for k in range(rounds) for name, r in results.items() for run in r[k : k + 1]]
     for name, run in runs:
@@ -371,6 +401,7 @@ def rig_bench(seconds: float, rounds: int, tmp: Path) -> None:
             str(run["skipped"]),
             f"{run['detections_hz']:.1f}",
             f"{run['p50']:.0f} / {run['p99']:.0f}",
+            f"{run['inference_ms']:.1f}",
             f"{sum(run['cpu'].values()):.0f}",
         )
     wide.print(table)
@@ -399,6 +430,12 @@ def main() -> None:
     ap.add_argument(
         "--rig-rounds", type=int, default=2, metavar="N", help="runs of each variant, alternating (default 2)"
     )
+    ap.add_argument(
+        "--rig-compare",
+        choices=("sync", "precision"),
+        default="sync",
+        help="what the --rig variants differ in: where the sync runs (default), or the network's precision",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="fsb-") as tmp:
         runtime = Path(tmp) / "run"
@@ -406,7 +443,7 @@ def main() -> None:
         os.environ[ENV_RUNTIME_DIR] = str(runtime)
         os.environ[ENV_GRAPH] = GRAPH
         if args.rig > 0:
-            rig_bench(args.rig, args.rig_rounds, Path(tmp))
+            rig_bench(args.rig, args.rig_rounds, Path(tmp), args.rig_compare)
             return
         graph = Path(tmp) / "graph.yaml"
         graph.write_text(graph_yaml(args.nodes))

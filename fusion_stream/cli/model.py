@@ -16,6 +16,7 @@ from rich.table import Table
 from fusion_stream.cli.common import progress_bar
 from fusion_stream.core import resources
 from fusion_stream.errors import UsageError
+from fusion_stream.infer.artifacts import PRECISIONS
 
 
 def _render(progress: Progress, ds: Any, name: str, workers: int) -> None:
@@ -115,6 +116,7 @@ def cmd_eval_sim(args: argparse.Namespace, console: Console) -> int:
             drop=tuple(args.drop or ()),
             on_frame=lambda: progress.advance(task),
             render_dir=args.render,
+            precision=args.precision,
         )
     table = Table("class", "AP", "ATE m", "ASE", "AOE rad", "AVE m/s", "AAE", box=None)
     for cls, row in result["per_class"].items():
@@ -197,6 +199,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--per-seed", type=int, default=8, help="samples per scenario")
     p.add_argument(
         "--backend", default=None, help="auto, tensorrt, onnxruntime or torch (default: torch; a card: onnxruntime)"
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32, or int8: the network quantized for ONNX Runtime on CPU (default: %(default)s)",
     )
     p.add_argument("--drop", nargs="*", metavar="MODALITY", help="run without these modalities, e.g. radar")
     p.add_argument("--workers", type=int, default=2, help="processes rendering samples (default 2)")

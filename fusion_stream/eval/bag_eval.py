@@ -63,6 +63,7 @@ class EvalSetup:
     calib: str
     inputs: Mapping[str, str]
     ground_truth_topic: str = GROUND_TRUTH_TOPIC
+    precision: str = "fp32"
 
 
 def setup_from_launch(
@@ -71,6 +72,7 @@ def setup_from_launch(
     weights: str | None = None,
     backend: str | None = None,
     args: Mapping[str, Any] | None = None,
+    precision: str | None = None,
 ) -> EvalSetup:
     """The sync and fusion settings of a launch file (with ``args`` as ``NAME:=VALUE`` would give).
     ``weights``: any model spec, overriding the fusion node's ``model`` (or else ``weights``)."""
@@ -97,6 +99,7 @@ def setup_from_launch(
         calib=str(resources.resolve(p.get("calib", sync.calib or _CALIB), folder)),
         inputs=dict(p.get("inputs", {})),
         ground_truth_topic=gt_topic,
+        precision=precision or str(p.get("precision", "fp32")),
     )
 
 
@@ -148,6 +151,7 @@ def load_model(setup: EvalSetup, *, threads: int = 1) -> Detector:
         threads=threads,
         threshold=EVAL_THRESHOLD,
         inputs=setup.inputs,
+        precision=setup.precision,
     )
 
 

@@ -31,6 +31,7 @@ def evaluate_split(
     on_frame: Callable[[], None] | None = None,
     render_dir: Path | str | None = None,
     render_count: int = 4,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Metrics of ``model`` (weights, a model card or a built-in name) on every sample of
     ``data`` (ground truth limited to the network's grid), with the modalities in ``drop``
@@ -39,10 +40,11 @@ def evaluate_split(
     detections; bird's-eye view with LiDAR, radar, detections and the ground truth in grey)."""
     spec = str(model)
     if backend is None:
-        backend = "auto" if spec == "cluster" or Path(spec).suffix in CARD_SUFFIXES else "torch"
+        card = spec == "cluster" or Path(spec).suffix in CARD_SUFFIXES
+        backend = "auto" if card else "onnxruntime" if precision == "int8" else "torch"
     rig = calib.load(data.rig_path)
     device = "cuda" if backend == "tensorrt" else "cpu"
-    detector = open_detector(spec, rig, backend=backend, device=device, threshold=EVAL_THRESHOLD)
+    detector = open_detector(spec, rig, backend=backend, device=device, threshold=EVAL_THRESHOLD, precision=precision)
     own = isinstance(detector, FusionPipeline)
     cfg = detector.backend.config if isinstance(detector, FusionPipeline) else ModelConfig()
     detector.warm_up()  # compilation and first-run allocation are not a frame's inference time

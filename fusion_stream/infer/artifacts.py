@@ -7,12 +7,22 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from fusion_stream.errors import InferenceError
+from fusion_stream.errors import InferenceError, ParamError
 
 EXPORT_VERSION = 2
 """Bumped when what an export contains changes, so older cached exports are not reused."""
 CONFIG_KEY = "fusion_stream.config"
 """ONNX metadata entry holding the model config (JSON)."""
+
+
+PRECISIONS = ("fp32", "int8")
+"""What a ``precision`` setting may say: the float export as trained, or its int8 copy
+(:mod:`fusion_stream.infer.quantize`)."""
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ParamError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def file_digest(path: Path | str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from fusion_stream.core.cache import cache_root
 from fusion_stream.core.yamlio import open_regular
 from fusion_stream.errors import BackendUnavailableError, InferenceError
-from fusion_stream.infer.artifacts import CONFIG_KEY, EXPORT_VERSION
+from fusion_stream.infer.artifacts import CONFIG_KEY, EXPORT_VERSION, check_precision
 from fusion_stream.model.config import MAX_WEIGHTS_BYTES, OUTPUT_NAMES, ModelConfig, WeightsError
 from fusion_stream.model.preprocess import INPUT_NAMES
 
@@ -42,20 +42,22 @@ class Backend(Protocol):
         ...
 
 
-def onnx_for(weights: Path) -> Path:
+def onnx_for(weights: Path, *, static: bool = False) -> Path:
     """The ONNX export of a weights file, made once and cached by the weights' hash (torch is
-    only imported when the export has to be made)."""
+    only imported when the export has to be made). ONNX Runtime's takes a variable number of
+    LiDAR pillars; ``static``: every shape fixed (what TensorRT builds from)."""
     sha = hashlib.sha256()
     with _open_weights(weights) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             sha.update(chunk)
     digest = sha.hexdigest()[:16]
-    path = cache_root() / "onnx" / f"{weights.stem}-{digest}-v{EXPORT_VERSION}.onnx"
+    variant = "" if static else "-vp"
+    path = cache_root() / "onnx" / f"{weights.stem}-{digest}-v{EXPORT_VERSION}{variant}.onnx"
     if not path.exists():
         from fusion_stream.infer.export import export_onnx
 
         log.info("exporting %s to %s", weights, path)
-        export_onnx(weights, path)
+        export_onnx(weights, path, variable_pillars=not static)
     return path
 
 
@@ -145,15 +147,22 @@ def ort_session(onnx_path: Path, device: str = "cpu", threads: int = 0) -> Any:
 
 
 class OnnxRuntimeBackend:
-    """An exported ONNX model in ONNX Runtime (no torch needed)."""
+    """An exported ONNX model in ONNX Runtime (no torch needed); ``precision`` says which copy it
+    is (``int8``: :mod:`fusion_stream.infer.quantize`), and an int8 one names itself so."""
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, onnx_path: Path, device: str = "cpu", threads: int = 0, precision: str = "fp32") -> None:
         self._session = ort_session(onnx_path, device, threads)
         self.providers = self._session.get_providers()
         self.config = config_from_metadata(self._session.get_modelmeta().custom_metadata_map, onnx_path)
         self.device = device
+        self.precision = precision
+        pillars = next(i.shape[1] for i in self._session.get_inputs() if i.name == "lidar_pillars")
+        self.variable_pillars = not isinstance(pillars, int)
+        """Whether a set may be fed only its occupied LiDAR pillars (see ``preprocess.trim_pillars``)."""
+        if precision != "fp32":
+            self.name = f"onnxruntime {precision}"
 
     def run(self, inputs: Arrays) -> dict[str, np.ndarray]:
         outs = self._session.run(None, {n: np.ascontiguousarray(inputs[n]) for n in INPUT_NAMES})
@@ -161,24 +170,34 @@ class OnnxRuntimeBackend:
         return dict(zip(names, outs, strict=True))
 
 
-def check(weights: Path, backend: str) -> None:
+def check(weights: Path, backend: str, precision: str = "fp32") -> None:
     """What :func:`load` refuses before trying any backend (cheap: nothing is loaded): a weights
-    file that is missing, not a regular file or too big (:class:`WeightsError`), an unknown backend."""
+    file that is missing, not a regular file or too big (:class:`WeightsError`), an unknown backend,
+    an unknown precision (:class:`ParamError` on ``precision``), int8 on a backend other than ONNX Runtime."""
     _open_weights(weights).close()
     if backend not in CHOICES:
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(CHOICES)}")
+    check_precision(precision)
+    if precision == "int8" and backend not in ("auto", "onnxruntime"):
+        raise BackendUnavailableError(f"{backend}: precision int8 runs in onnxruntime only")
 
 
-def load(model: Path | str, backend: str = "auto", device: str = "auto", threads: int = 0) -> Backend:
+def load(
+    model: Path | str, backend: str = "auto", device: str = "auto", threads: int = 0, precision: str = "fp32"
+) -> Backend:
     """A ready backend for a weights file (``.pt``).
 
     ``device``: ``cpu``, ``cuda`` / ``cuda:N``, or ``auto`` (the GPU where there is one).
     ``backend="auto"`` takes the first of TensorRT, ONNX Runtime and torch that works here.
-    ``threads``: CPU threads for inference (0: the library's default, usually every core)."""
+    ``threads``: CPU threads for inference (0: the library's default, usually every core).
+    ``precision``: ``fp32`` (the network as trained) or ``int8`` (its quantized copy, ONNX Runtime
+    only, made and cached on first use)."""
     weights = Path(model)
-    check(weights, backend)
+    check(weights, backend, precision)
     if device == "auto":
         device = "cuda" if _cuda_available() else "cpu"
+    if precision == "int8":
+        return _open_int8(weights, device, threads)
     order = BACKENDS if backend == "auto" else (backend,)
     reasons = []
     for name in order:
@@ -205,8 +224,16 @@ def _open(name: str, weights: Path, device: str, threads: int) -> Backend:
 
     if not device.startswith("cuda"):
         raise BackendUnavailableError("tensorrt: needs an NVIDIA GPU (device is cpu)")
-    onnx_path = onnx_for(weights)
+    onnx_path = onnx_for(weights, static=True)
     return TensorRTBackend(onnx_path, config_from_onnx(onnx_path), device)
+
+
+def _open_int8(weights: Path, device: str, threads: int) -> Backend:
+    from fusion_stream.infer.quantize import int8_for
+
+    float_onnx = onnx_for(weights)
+    quantized = int8_for(float_onnx, config_from_onnx(float_onnx))
+    return OnnxRuntimeBackend(quantized, device, threads, precision="int8")
 
 
 def _cuda_available() -> bool:

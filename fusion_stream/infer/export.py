@@ -1,4 +1,5 @@
-"""Weights → ONNX: the network with its top-K decode, static shapes, standard ops only.
+"""Weights → ONNX: the network with its top-K decode, static shapes, standard ops only (or, for
+ONNX Runtime, a variable number of LiDAR pillars: see :func:`export_net`).
 
 torch is imported only by the functions that export; what the backends share with an export
 (metadata key, digests, fp16 conversion) is in :mod:`fusion_stream.infer.artifacts`."""
@@ -103,6 +104,10 @@ TENSORRT_OPS = frozenset(
 )
 
 
+VARIABLE_PILLARS = {"lidar_pillars": {1: "pillars"}, "lidar_index": {1: "pillars"}}
+"""The dynamic dimension of a ``variable_pillars`` export."""
+
+
 def _deployable(net: FusionNet) -> nn.Module:
     """The network as deployed: inputs in, decoded detections out."""
     from torch import nn
@@ -125,17 +130,21 @@ def example_inputs(cfg: ModelConfig, batch_size: int = 1) -> tuple[Tensor, ...]:
     return tuple(torch.from_numpy(frames[name]) for name in INPUT_NAMES)
 
 
-def export_onnx(weights: Path | str, output: Path | str, *, opset: int = 17) -> Path:
+def export_onnx(weights: Path | str, output: Path | str, *, opset: int = 17, variable_pillars: bool = False) -> Path:
     """Write the ONNX graph of the weights' network (batch 1) and check it."""
     if opset < 17:
         raise InferenceError(f"opset {opset} is too old: GridSample and the decode need opset >= 17")
     from fusion_stream.model.train import load_weights
 
     net, _ = load_weights(weights)
-    return export_net(net, output, opset=opset)
+    return export_net(net, output, opset=opset, variable_pillars=variable_pillars)
 
 
-def export_net(net: FusionNet, output: Path | str, *, opset: int = 17) -> Path:
+def export_net(net: FusionNet, output: Path | str, *, opset: int = 17, variable_pillars: bool = False) -> Path:
+    """``variable_pillars``: the LiDAR pillar count is a dynamic dimension (at most
+    ``cfg.lidar_pillars``), so a set can be fed only its occupied pillars (a simulated sweep fills
+    about a third) and the encoder skips the padding; the detections are the same. TensorRT
+    engines are built from the static graph."""
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # two nodes may export at once
@@ -152,6 +161,7 @@ def export_net(net: FusionNet, output: Path | str, *, opset: int = 17) -> Path:
             opset_version=opset,
             dynamo=False,
             do_constant_folding=True,
+            dynamic_axes=dict(VARIABLE_PILLARS) if variable_pillars else None,
         )
     import onnx
 

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fusion_stream.core import calib, resources
-from fusion_stream.errors import BackendUnavailableError, InferenceError
+from fusion_stream.errors import BackendUnavailableError, InferenceError, ParamError
 from fusion_stream.infer import backends
+from fusion_stream.infer.artifacts import check_precision
 from fusion_stream.infer.cards import BoxesCard, Card, FusionStreamCard, OnnxCard, PillarsCard, check_onnx, load_card
 from fusion_stream.infer.centerpoint_card import CenterPointCard
 from fusion_stream.infer.detector import Detector
@@ -39,25 +40,34 @@ def locate(spec: str, base: Path | str | None = None) -> str:
     return str(resources.resolve(spec, base))
 
 
-def check_spec(spec: str, backend: str = "auto") -> Card | None:
+def check_spec(spec: str, backend: str = "auto", precision: str = "fp32") -> Card | None:
     """What can be judged without loading the model: a weights file that is a readable regular
-    file (with a known backend), a card that parses (and its ONNX matching it), a built-in name.
-    The card, for a card."""
+    file (with a known backend and precision), a card that parses (and its ONNX matching it), a
+    built-in name. The card, for a card."""
+    check_precision(precision)
     if spec in BUILT_IN:
         if spec in SHIPPED:
-            backends.check(resources.resolve(SHIPPED[spec]), backend)
+            backends.check(resources.resolve(SHIPPED[spec]), backend, precision)
+        else:
+            _own_network_only(spec, precision)
         return None
     path = resources.resolve(spec)
     if path.suffix in CARD_SUFFIXES:
         card = load_card(path)
         if isinstance(card, FusionStreamCard):
-            backends.check(card.weights, backend)
+            backends.check(card.weights, backend, precision)
         else:
+            _own_network_only(spec, precision)
             check_onnx(card)
             _card_backend(card, backend)
         return card
-    backends.check(path, backend)
+    backends.check(path, backend, precision)
     return None
+
+
+def _own_network_only(spec: str, precision: str) -> None:
+    if precision != "fp32":
+        raise ParamError("precision", f"{spec}: precision {precision} applies to the project's network only")
 
 
 def _card_backend(card: OnnxCard, backend: str) -> None:
@@ -75,14 +85,20 @@ def open_detector(
     threshold: float | None = None,
     inputs: Mapping[str, str] | None = None,
     frame_id: str = "base_link",
+    precision: str = "fp32",
 ) -> Detector:
     """A ready detector for a weights file, a model card or a built-in name (see the module doc).
-    ``threshold``: None keeps the model's own (a card's ``score_threshold``, 0.3 for weights)."""
+    ``threshold``: None keeps the model's own (a card's ``score_threshold``, 0.3 for weights).
+    ``precision``: ``int8`` runs the project's network quantized (see :func:`backends.load`)."""
+    check_precision(precision)
     if spec == "cluster":
+        _own_network_only(spec, precision)
         return _cluster(rig, inputs, frame_id)
     path = resources.resolve(SHIPPED.get(spec, spec))
     if path.suffix in CARD_SUFFIXES:
         card = load_card(path)
+        if not isinstance(card, FusionStreamCard):
+            _own_network_only(spec, precision)
         if isinstance(card, BoxesCard):
             from fusion_stream.infer.boxes_model import BoxesDetector
 
@@ -125,7 +141,7 @@ def open_detector(
         path = card.weights
     from fusion_stream.infer.pipeline import FusionPipeline
 
-    model = backends.load(path, backend=backend, device=device, threads=threads)
+    model = backends.load(path, backend=backend, device=device, threads=threads, precision=precision)
     return FusionPipeline(
         model, rig, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, inputs=inputs, frame_id=frame_id
     )

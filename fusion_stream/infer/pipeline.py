@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from fusion_stream.core import calib, msgs
-from fusion_stream.infer.backends import Backend
+from fusion_stream.infer.backends import Backend, OnnxRuntimeBackend
 from fusion_stream.infer.detector import StageTimes
 from fusion_stream.model import preprocess
 from fusion_stream.model.config import MODALITIES, ModelConfig
@@ -58,6 +58,7 @@ class FusionPipeline:
         self.inputs = {m: (inputs or {}).get(m, m) for m in MODALITIES}
         self.frame_id = frame_id
         self.name = f"{backend.name} ({backend.device})"
+        self._trim = isinstance(backend, OnnxRuntimeBackend) and backend.variable_pillars
 
     def warm_up(self) -> float:
         """Compile the pre-processing kernels and run the network once on an empty set; the
@@ -78,7 +79,7 @@ class FusionPipeline:
         cfg = self.backend.config
         inputs = preprocess.batch([preprocess.prepare(members, self.geometry, cfg)])
         t1 = time.perf_counter()
-        out = self.backend.run(inputs)
+        out = self.backend.run(preprocess.trim_pillars(inputs, cfg) if self._trim else inputs)
         t2 = time.perf_counter()
         boxes = decode_frame(out, inputs, self.geometry, cfg, self.threshold)
         det = msgs.Detections(stamp_ns=frame.stamp_ns, frame_id=self.frame_id, boxes=boxes)

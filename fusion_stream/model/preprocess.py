@@ -573,6 +573,24 @@ def prepare(
     return out
 
 
+PILLAR_STEP = 256
+"""Trimmed pillar counts are rounded up to a multiple of this, so a runtime sees few shapes."""
+
+
+def trim_pillars(inputs: Inputs, cfg: ModelConfig, step: int = PILLAR_STEP) -> Inputs:
+    """Batched inputs with the trailing unused LiDAR pillar slots (dummy cell, zero points) cut,
+    for a graph exported with a variable pillar count: the encoder then skips the padding, and
+    the detections are the same, since unused slots scatter into the dropped dummy cell."""
+    nx, ny = cfg.grid
+    used = np.flatnonzero((inputs["lidar_index"] != nx * ny).any(axis=0))
+    n = int(used[-1]) + 1 if len(used) else 0
+    n = min(inputs["lidar_index"].shape[1], max(step, -(-n // step) * step))
+    out = dict(inputs)
+    out["lidar_pillars"] = inputs["lidar_pillars"][:, :n]
+    out["lidar_index"] = inputs["lidar_index"][:, :n]
+    return out
+
+
 def batch(frames: Sequence[Inputs]) -> Inputs:
     """Stack frames along a new leading batch axis."""
     return {name: np.stack([f[name] for f in frames]) for name in INPUT_NAMES}

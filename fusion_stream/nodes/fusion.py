@@ -65,6 +65,9 @@ class Params:
     cluster); when set it wins over ``weights``."""
     backend: str = "auto"
     device: str = "auto"
+    precision: str = "fp32"
+    """``fp32``, or ``int8``: the network quantized for ONNX Runtime on CPU (made and cached on first
+    use; see the README's figures before choosing it)."""
     calib: str = "calib/sim_rig.yaml"
     input: str = "/sync/frames"
     output: str = "/detections"
@@ -140,6 +143,7 @@ def model_key(p: Params) -> tuple[str, str]:
 
 def _checked(p: Params) -> tuple[SyncConfig | None, calib.Rig]:
     from fusion_stream.infer import backends
+    from fusion_stream.infer.artifacts import check_precision
     from fusion_stream.infer.open import check_spec
 
     if p.threshold is not None and not 0.0 <= p.threshold <= 1.0:
@@ -151,12 +155,15 @@ def _checked(p: Params) -> tuple[SyncConfig | None, calib.Rig]:
         raise ParamError("calib", str(err)) from err
     if p.backend not in backends.CHOICES:
         raise ParamError("backend", f"must be one of {', '.join(backends.CHOICES)}, got {p.backend!r}")
+    check_precision(p.precision)
     key, spec = model_key(p)
     try:
-        check_spec(spec, p.backend)
+        check_spec(spec, p.backend, p.precision)
     except BackendUnavailableError as err:
         raise ParamError("backend", str(err)) from err
     except FusionStreamError as err:
+        if _names_precision(err):
+            raise
         raise ParamError(key, str(err)) from err
     return config, rig
 
@@ -168,7 +175,9 @@ def open_backend(p: Params) -> Backend:
 
     weights = resources.resolve(p.weights)
     try:
-        return load(weights, backend=p.backend, device=resolve_device(p.device), threads=p.threads)
+        return load(
+            weights, backend=p.backend, device=resolve_device(p.device), threads=p.threads, precision=p.precision
+        )
     except BackendUnavailableError as err:
         raise ParamError("backend", str(err)) from err
     except FusionStreamError as err:  # the weights (or their export) are missing, damaged or unusable
@@ -191,11 +200,19 @@ def open_model(p: Params, rig: calib.Rig) -> Detector:
             threshold=p.threshold,
             inputs=p.inputs,
             frame_id=p.frame_id,
+            precision=p.precision,
         )
     except BackendUnavailableError as err:
         raise ParamError("backend", str(err)) from err
     except FusionStreamError as err:  # the model (or its export) is missing, damaged or unusable
+        if _names_precision(err):
+            raise
         raise ParamError(key, str(err)) from err
+
+
+def _names_precision(err: FusionStreamError) -> bool:
+    """Whether ``err`` already names the ``precision`` parameter (int8 asked of a model card)."""
+    return isinstance(err, ParamError) and err.key == "precision"
 
 
 def setup(node: Node, p: Params) -> None:

@@ -489,7 +489,8 @@ def _eval_fleet(args: argparse.Namespace, bags: list[Path], opts: dict[str, Any]
     )
     job = FleetJob(setup, _load_map(args.map), threads=opts["threads"], frames=args.frames, worst=args.worst)
 
-    where = f"Ray at {args.ray_address}" if args.ray_address else f"{args.workers} workers"
+    workers = f"{args.workers} worker" + ("s" if args.workers != 1 else "")
+    where = f"Ray at {args.ray_address}" if args.ray_address else workers
     t0 = time.perf_counter()
     with sigterm_as_interrupt(), _progress() as progress:  # SIGTERM stops the workers as Ctrl-C does
         task = progress.add_task(f"evaluating {len(bags)} bags on {where}", total=len(bags), info="")

@@ -310,9 +310,10 @@ def peak_cell(points: np.ndarray) -> tuple[int, int]:
     return int((p[1] - lo[1]) // (size[1] * FACTOR)), int((p[0] - lo[0]) // (size[0] * FACTOR))
 
 
-def expected_box(points: np.ndarray, peak: tuple[int, int], rig: calib.Rig) -> msgs.Box3D:
+def expected_box(points: np.ndarray, peak: tuple[int, int], rig: calib.Rig, frame: str = "velodyne") -> msgs.Box3D:
     """The box in plain numpy: the pillars' first 32 points (voxels in order of first appearance,
-    at most max_voxels), the mean z of the four under the peak summed, the box moved to the rig."""
+    at most max_voxels), the mean z of the four under the peak summed, the box moved from the
+    card's ``frame`` (the LiDAR's own, where ``points`` are) to the rig."""
     lo, size = GRID.point_cloud_range, GRID.voxel_size
     nx, ny, _ = GRID.shape
     kept: dict[tuple[int, int], list[float]] = {}
@@ -330,7 +331,7 @@ def expected_box(points: np.ndarray, peak: tuple[int, int], rig: calib.Rig) -> m
     under = [kept.get((2 * row + i, 2 * col + j)) for i in (0, 1) for j in (0, 1)]
     height = sum(float(np.asarray(zs, np.float32).mean()) for zs in under if zs)
     centre = ((col + REG[0]) * FACTOR * size[0] + lo[0], (row + REG[1]) * FACTOR * size[1] + lo[1], height)
-    to_rig = rig["velodyne"].extrinsics
+    to_rig = rig[frame].extrinsics
     c = to_rig.apply(np.array([centre]))[0]
     turn = math.atan2(to_rig.rotation[1, 0], to_rig.rotation[0, 0])
     return msgs.Box3D(center=tuple(c), size=DIMS, yaw=YAW + turn, label="pedestrian", score=sig(3.0))

@@ -175,9 +175,10 @@ def test_voxelize_matches_the_plain_loop_on_a_simulated_sweep(sim_bag: Path) -> 
     assert voxelize(np.zeros((0, 4), np.float32), few).count == 0
 
 
-def reference(cloud: msgs.PointCloud, rig: calib.Rig, grid: VoxelGrid) -> list[msgs.Box3D]:
+def reference(cloud: msgs.PointCloud, rig: calib.Rig, grid: VoxelGrid, threshold: float = 0.3) -> list[msgs.Box3D]:
     """What the card must give: points sensor → model frame, voxelized by the plain loop, the
-    model's answer computed directly, boxes back to the rig frame."""
+    model's answer computed directly, boxes back to the rig frame (those scoring at least
+    ``threshold``)."""
     sensor = rig.sensors["lidar_top"].extrinsics.matrix
     model = rig.sensors["lidar_top"].extrinsics.matrix  # the card's frame: the LiDAR itself
     to_model = np.linalg.inv(model) @ sensor
@@ -193,9 +194,12 @@ def reference(cloud: msgs.PointCloud, rig: calib.Rig, grid: VoxelGrid) -> list[m
     answer = [
         (np.array([*mean, 4, 2, 1.5, math.atan2(mean[1], mean[0])]), SCORES[0], LABELS[0]),
         (np.array([*cell, 0.6, 0.6, 1.7, 0.0]), SCORES[1], LABELS[1]),
+        (np.array([*mean, 4, 2, 1.5, math.atan2(mean[1], mean[0])]), SCORES[2], LABELS[2]),
     ]
     out = []
     for row, score, label in answer:
+        if score < threshold:
+            continue
         c = model[:3, :3] @ row[:3] + model[:3, 3]
         yaw = math.remainder(row[6] + turn, math.tau)
         out.append(msgs.Box3D(center=tuple(c), size=tuple(row[3:6]), yaw=yaw, label=ours[label], score=score))

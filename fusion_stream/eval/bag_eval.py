@@ -35,7 +35,7 @@ from fusion_stream.infer.detector import Detector
 from fusion_stream.infer.open import locate, open_detector, rig_warning
 from fusion_stream.infer.pipeline import FusionPipeline
 from fusion_stream.model.config import ModelConfig
-from fusion_stream.model.targets import in_range
+from fusion_stream.model.decode import in_range
 from fusion_stream.runtime import params
 from fusion_stream.sync.settings import Params as SyncParams
 from fusion_stream.sync.settings import config_from

@@ -15,8 +15,7 @@ from fusion_stream.infer.open import CARD_SUFFIXES, open_detector, rig_warning
 from fusion_stream.infer.pipeline import FusionPipeline
 from fusion_stream.model.config import ModelConfig
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
-from fusion_stream.model.decode import DEFAULT_THRESHOLD
-from fusion_stream.model.targets import in_range
+from fusion_stream.model.decode import DEFAULT_THRESHOLD, in_range
 
 EVAL_THRESHOLD = 0.05
 """Detections scored for AP go down to this score (the PR curve needs the low-confidence tail)."""

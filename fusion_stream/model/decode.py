@@ -82,3 +82,9 @@ def assign_siren(
         attrs["siren_probability"] = round(float(siren_probability), 4) if i == best else 0.0
         out.append(dataclasses.replace(b, attributes=attrs))
     return tuple(out)
+
+
+def in_range(box: Box3D, cfg: ModelConfig) -> bool:
+    """Whether a box's centre lies on the model's grid (boxes outside are neither learnt nor scored)."""
+    x, y = box.center[0], box.center[1]
+    return cfg.x_range[0] <= x < cfg.x_range[1] and cfg.y_range[0] <= y < cfg.y_range[1]

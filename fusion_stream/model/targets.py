@@ -15,15 +15,10 @@ from torch.nn import functional as F
 from fusion_stream.core.geometry import box_corners
 from fusion_stream.core.msgs import Box3D
 from fusion_stream.model.config import ModelConfig
+from fusion_stream.model.decode import in_range
 from fusion_stream.model.net import HEAD_CHANNELS, IMAGE_STRIDE
 
 REGRESS = sum(HEAD_CHANNELS.values())
-
-
-def in_range(box: Box3D, cfg: ModelConfig) -> bool:
-    """Whether a box's centre lies on the model's grid (boxes outside are neither learnt nor scored)."""
-    x, y = box.center[0], box.center[1]
-    return cfg.x_range[0] <= x < cfg.x_range[1] and cfg.y_range[0] <= y < cfg.y_range[1]
 
 
 def gaussian_radius(length: float, width: float, cell: float, min_overlap: float = 0.1) -> int:

@@ -22,6 +22,7 @@ from fusion_stream.core.yamlio import open_regular
 from fusion_stream.model import preprocess, targets
 from fusion_stream.model.config import MAX_WEIGHTS_BYTES, OUTPUT_NAMES, ModelConfig, WeightsError
 from fusion_stream.model.dataset import SimDataset, boxes_from_array, members_of
+from fusion_stream.model.decode import in_range
 from fusion_stream.model.net import FusionNet, decode
 
 
@@ -231,7 +232,7 @@ def validate(net: FusionNet, data: Source | SimDataset, cfg: ModelConfig) -> dic
         decoded = decode(maps["heatmap"], maps["regress"], maps["audio_siren"], cfg)
         out = {name: t.numpy() for name, t in zip(OUTPUT_NAMES, decoded, strict=True)}
         for b, (_, boxes) in enumerate(items):
-            gt = [g for g in boxes if targets.in_range(g, cfg)]
+            gt = [g for g in boxes if in_range(g, cfg)]
             frames.append(FrameResult(gt, to_boxes(out, cfg, b, threshold=0.05)))
         n += 1
     result = {k: v / max(n, 1) for k, v in sums.items()}

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -52,6 +52,9 @@ from fusion_stream.runtime.registry import (
     similar_topics,
 )
 from fusion_stream.runtime.runner import EXIT_CONFIG, EXIT_FAILED
+
+if TYPE_CHECKING:  # the evaluation (and numpy, onnxruntime) load only when a command needs them
+    from fusion_stream.eval.bag_eval import EvalSetup
 
 _PIPED = not sys.stdout.isatty()
 console = Console(soft_wrap=_PIPED, width=1 << 16 if _PIPED else None)
@@ -375,20 +378,27 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- eval
 
 
-def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    """Evaluate one bag in this process and write its report (many bags: ``_eval_fleet``)."""
-    from fusion_stream.core import calib
-    from fusion_stream.eval.bag_eval import evaluate_bag, setup_from_launch
-    from fusion_stream.eval.html import write_report
+def _eval_setup(opts: dict[str, Any]) -> EvalSetup:
+    """The evaluation set-up (sync and model from the launch graph) the eval options describe."""
+    from fusion_stream.eval.bag_eval import setup_from_launch
 
-    path, opts = job
-    setup = setup_from_launch(
+    return setup_from_launch(
         opts["launch"],
         weights=opts["model"],
         backend=opts["backend"],
         args=opts["launch_args"],
         precision=opts["precision"],
     )
+
+
+def _eval_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """Evaluate one bag in this process and write its report (many bags: ``_eval_fleet``)."""
+    from fusion_stream.core import calib
+    from fusion_stream.eval.bag_eval import evaluate_bag
+    from fusion_stream.eval.html import write_report
+
+    path, opts = job
+    setup = _eval_setup(opts)
     detections = opts["detections"]
     result = evaluate_bag(
         path,
@@ -474,19 +484,12 @@ def _print_bag(bag: str, m: dict[str, Any]) -> None:
 def _eval_fleet(args: argparse.Namespace, bags: list[Path], opts: dict[str, Any]) -> int:
     """Many bags: one report over all of them (``eval.fleet``), on Ray with ``--workers N > 1``
     or ``--ray-address``; a bag that fails is reported and the others go on."""
-    from fusion_stream.eval.bag_eval import setup_from_launch
     from fusion_stream.eval.fleet import FleetJob, evaluate_fleet
     from fusion_stream.runtime.ray_runtime import CLUSTER_EXTRA, ray_available
 
     if (args.workers > 1 or args.ray_address) and not ray_available():
         raise UsageError(f"--workers {args.workers} / --ray-address need Ray: {CLUSTER_EXTRA} (or --workers 1)")
-    setup = setup_from_launch(
-        opts["launch"],
-        weights=opts["model"],
-        backend=opts["backend"],
-        args=opts["launch_args"],
-        precision=opts["precision"],
-    )
+    setup = _eval_setup(opts)
     job = FleetJob(setup, _load_map(args.map), threads=opts["threads"], frames=args.frames, worst=args.worst)
 
     workers = f"{args.workers} worker" + ("s" if args.workers != 1 else "")

@@ -248,37 +248,48 @@ PILLARS_KEYS = (
 PILLARS_INPUTS = ("voxels", "voxel_coords", "voxel_num_points")
 
 
+OPENPCDET_GRID_KEYS = ("POINT_CLOUD_RANGE", "VOXEL_SIZE", "MAX_POINTS_PER_VOXEL", "MAX_NUMBER_OF_VOXELS")
+"""The voxel grid's keys as OpenPCDet's configs name them (range, size, points per voxel, voxels)."""
+
+
+def voxel_grid(
+    r: _Reader, raw: Mapping[str, Any], fields: tuple[str, ...], keys: tuple[str, str, str, str]
+) -> VoxelGrid:
+    """The voxel grid of a card, read from its ``keys`` (range, voxel size, points per voxel,
+    voxels: each tool names them its own way), checked for sizes that fit in memory."""
+    range_key, size_key, points_key, voxels_key = keys
+    missing_xyz = [c for c in ("x", "y", "z") if c not in fields]
+    if missing_xyz:
+        raise r.fail("fields", f"must include x, y and z; {missing_xyz} missing")
+    lo_hi = r.numbers(range_key, raw.get(range_key), 6, "[x_min, y_min, z_min, x_max, y_max, z_max]")
+    if not all(a < b for a, b in zip(lo_hi[:3], lo_hi[3:], strict=True)):
+        raise r.fail(range_key, f"each minimum must be below its maximum, got {list(lo_hi)}")
+    size = r.numbers(size_key, raw.get(size_key), 3, "[vx, vy, vz]")
+    if not all(v > 0 for v in size):
+        raise r.fail(size_key, f"every size must be above 0, got {list(size)}")
+    grid = VoxelGrid(
+        (lo_hi[0], lo_hi[1], lo_hi[2], lo_hi[3], lo_hi[4], lo_hi[5]),
+        (size[0], size[1], size[2]),
+        r.whole(points_key, raw.get(points_key), 1, 10_000),
+        r.whole(voxels_key, raw.get(voxels_key), 1, MAX_POINTS_LIMIT),
+    )
+    nx, ny, nz = grid.shape
+    if nx * ny * nz > MAX_GRID_CELLS:
+        raise r.fail(size_key, f"a grid of {nx}×{ny}×{nz} cells over {range_key} is above {MAX_GRID_CELLS}")
+    if grid.max_voxels * grid.max_points_per_voxel * len(fields) > MAX_VOXEL_VALUES:
+        raise r.fail(
+            voxels_key,
+            f"{grid.max_voxels} voxels × {grid.max_points_per_voxel} points × {len(fields)} fields is above "
+            f"{MAX_VOXEL_VALUES} values",
+        )
+    return grid
+
+
 def _pillars(path: Path, r: _Reader, raw: Mapping[str, Any]) -> PillarsCard:
     r.only(raw, "", PILLARS_KEYS)
     classes = r.names("classes", raw.get("classes"))
     fields = r.names("fields", raw.get("fields"))
-    missing_xyz = [c for c in ("x", "y", "z") if c not in fields]
-    if missing_xyz:
-        raise r.fail("fields", f"must include x, y and z; {missing_xyz} missing")
-    lo_hi = r.numbers(
-        "POINT_CLOUD_RANGE", raw.get("POINT_CLOUD_RANGE"), 6, "[x_min, y_min, z_min, x_max, y_max, z_max]"
-    )
-    flat = [a for a, b in zip(lo_hi[:3], lo_hi[3:], strict=True) if not a < b]
-    if flat:
-        raise r.fail("POINT_CLOUD_RANGE", f"each minimum must be below its maximum, got {list(lo_hi)}")
-    size = r.numbers("VOXEL_SIZE", raw.get("VOXEL_SIZE"), 3, "[vx, vy, vz]")
-    if not all(v > 0 for v in size):
-        raise r.fail("VOXEL_SIZE", f"every size must be above 0, got {list(size)}")
-    grid = VoxelGrid(
-        (lo_hi[0], lo_hi[1], lo_hi[2], lo_hi[3], lo_hi[4], lo_hi[5]),
-        (size[0], size[1], size[2]),
-        r.whole("MAX_POINTS_PER_VOXEL", raw.get("MAX_POINTS_PER_VOXEL"), 1, 10_000),
-        r.whole("MAX_NUMBER_OF_VOXELS", raw.get("MAX_NUMBER_OF_VOXELS"), 1, MAX_POINTS_LIMIT),
-    )
-    nx, ny, nz = grid.shape
-    if nx * ny * nz > MAX_GRID_CELLS:
-        raise r.fail("VOXEL_SIZE", f"a grid of {nx}×{ny}×{nz} cells over POINT_CLOUD_RANGE is above {MAX_GRID_CELLS}")
-    if grid.max_voxels * grid.max_points_per_voxel * len(fields) > MAX_VOXEL_VALUES:
-        raise r.fail(
-            "MAX_NUMBER_OF_VOXELS",
-            f"{grid.max_voxels} voxels × {grid.max_points_per_voxel} points × {len(fields)} fields is above "
-            f"{MAX_VOXEL_VALUES} values",
-        )
+    grid = voxel_grid(r, raw, fields, OPENPCDET_GRID_KEYS)
     order = r.names("coords_order", raw.get("coords_order", ["z", "y", "x"]))
     if sorted(order) != ["x", "y", "z"]:
         raise r.fail("coords_order", f"must order x, y and z (OpenPCDet's is [z, y, x]), got {list(order)}")

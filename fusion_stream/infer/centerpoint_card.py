@@ -24,14 +24,12 @@ from typing import Any
 
 from fusion_stream.core import resources
 from fusion_stream.infer.cards import (
-    MAX_GRID_CELLS,
-    MAX_POINTS_LIMIT,
-    MAX_VOXEL_VALUES,
     CardError,
     TensorInfo,
     VoxelGrid,
     _Reader,
     onnx_io,
+    voxel_grid,
 )
 
 KEYS = (
@@ -142,10 +140,7 @@ def parse_centerpoint(path: Path, r: _Reader, raw: Mapping[str, Any]) -> CenterP
         onnx = resources.resolve(r.text("onnx", onnx_raw), folder)
     classes = r.names("classes", raw.get("classes"))
     fields = r.names("fields", raw.get("fields"))
-    missing_xyz = [c for c in ("x", "y", "z") if c not in fields]
-    if missing_xyz:
-        raise r.fail("fields", f"must include x, y and z; {missing_xyz} missing")
-    grid = _grid(r, raw, fields)
+    grid = voxel_grid(r, raw, fields, ("point_cloud_range", "voxel_size", "max_points_per_voxel", "max_voxels"))
     factor = r.whole("out_size_factor", raw.get("out_size_factor"), 1, 64)
     nx, ny, _ = grid.shape
     if nx % factor or ny % factor:
@@ -194,33 +189,6 @@ def parse_centerpoint(path: Path, r: _Reader, raw: Mapping[str, Any]) -> CenterP
         score_threshold=threshold,
         class_map=r.class_map(raw.get("class_map", {}), classes),
     )
-
-
-def _grid(r: _Reader, raw: Mapping[str, Any], fields: tuple[str, ...]) -> VoxelGrid:
-    lo_hi = r.numbers(
-        "point_cloud_range", raw.get("point_cloud_range"), 6, "[x_min, y_min, z_min, x_max, y_max, z_max]"
-    )
-    if not all(a < b for a, b in zip(lo_hi[:3], lo_hi[3:], strict=True)):
-        raise r.fail("point_cloud_range", f"each minimum must be below its maximum, got {list(lo_hi)}")
-    size = r.numbers("voxel_size", raw.get("voxel_size"), 3, "[vx, vy, vz]")
-    if not all(v > 0 for v in size):
-        raise r.fail("voxel_size", f"every size must be above 0, got {list(size)}")
-    grid = VoxelGrid(
-        (lo_hi[0], lo_hi[1], lo_hi[2], lo_hi[3], lo_hi[4], lo_hi[5]),
-        (size[0], size[1], size[2]),
-        r.whole("max_points_per_voxel", raw.get("max_points_per_voxel"), 1, 10_000),
-        r.whole("max_voxels", raw.get("max_voxels"), 1, MAX_POINTS_LIMIT),
-    )
-    nx, ny, nz = grid.shape
-    if nx * ny * nz > MAX_GRID_CELLS:
-        raise r.fail("voxel_size", f"a grid of {nx}×{ny}×{nz} cells over point_cloud_range is above {MAX_GRID_CELLS}")
-    if grid.max_voxels * grid.max_points_per_voxel * len(fields) > MAX_VOXEL_VALUES:
-        raise r.fail(
-            "max_voxels",
-            f"{grid.max_voxels} voxels × {grid.max_points_per_voxel} points × {len(fields)} fields is above "
-            f"{MAX_VOXEL_VALUES} values",
-        )
-    return grid
 
 
 def _inputs(r: _Reader, raw: Mapping[str, Any], *, two_files: bool) -> dict[str, str]:

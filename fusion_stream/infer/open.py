@@ -11,7 +11,7 @@ for any of them, so the fusion node, ``eval``, ``eval-sim`` and ``bench/infer.py
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fusion_stream.core import calib, resources
@@ -99,37 +99,9 @@ def open_detector(
         card = load_card(path)
         if not isinstance(card, FusionStreamCard):
             _own_network_only(spec, precision)
-        if isinstance(card, BoxesCard):
-            from fusion_stream.infer.boxes_model import BoxesDetector
-
+        if isinstance(card, BoxesCard | CenterPointCard | PillarsCard):
             _card_backend(card, backend)
-            return BoxesDetector(
-                card,
-                rig,
-                device=_ort_device(device),
-                threads=threads,
-                threshold=threshold,
-                inputs=inputs,
-                frame_id=frame_id,
-            )
-        if isinstance(card, CenterPointCard):
-            from fusion_stream.infer.centerpoint_model import CenterPointDetector
-
-            _card_backend(card, backend)
-            return CenterPointDetector(
-                card,
-                rig,
-                device=_ort_device(device),
-                threads=threads,
-                threshold=threshold,
-                inputs=inputs,
-                frame_id=frame_id,
-            )
-        if isinstance(card, PillarsCard):
-            from fusion_stream.infer.pillars_model import PillarsDetector
-
-            _card_backend(card, backend)
-            return PillarsDetector(
+            return _card_detector(card)(
                 card,
                 rig,
                 device=_ort_device(device),
@@ -145,6 +117,21 @@ def open_detector(
     return FusionPipeline(
         model, rig, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, inputs=inputs, frame_id=frame_id
     )
+
+
+def _card_detector(card: BoxesCard | CenterPointCard | PillarsCard) -> Callable[..., Detector]:
+    """The detector class of an ONNX card's kind (imported only when a card of that kind is used)."""
+    if isinstance(card, BoxesCard):
+        from fusion_stream.infer.boxes_model import BoxesDetector
+
+        return BoxesDetector
+    if isinstance(card, CenterPointCard):
+        from fusion_stream.infer.centerpoint_model import CenterPointDetector
+
+        return CenterPointDetector
+    from fusion_stream.infer.pillars_model import PillarsDetector
+
+    return PillarsDetector
 
 
 def _cluster(rig: calib.Rig, inputs: Mapping[str, str] | None, frame_id: str) -> Detector:

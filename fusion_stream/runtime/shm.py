@@ -284,7 +284,6 @@ class ShmPool:
             path.unlink(missing_ok=True)
             raise TransportError(f"cannot size shared memory {path} to {size} bytes: {err}") from err
         struct.pack_into(_HEADER_FMT, new, 0, SEGMENT_MAGIC, self._slots, 0, slot_size, stride)
-        self._lent.clear()  # loans of the old segment: their locks go with its descriptor
         self._unlink_current()  # readers keep their mappings of the old one; nothing more is written there
         self._name, self._fd, self._map = name, fd, new
         self._slot_size, self._stride, self._next = slot_size, stride, 0
@@ -295,6 +294,7 @@ class ShmPool:
         assert SLOT_HEADER <= _PAGE
 
     def _unlink_current(self) -> None:
+        self._lent.clear()  # loans of this segment: their locks go with its descriptor
         if self._name:
             (SHM_DIR / self._name).unlink(missing_ok=True)
         if self._fd >= 0:

@@ -4,7 +4,10 @@ What it measures, for payloads of 100 B, 64 KiB, 4 MiB (a 262144-point PointClou
 260k-point LiDAR sweep), 6.2 MB (a 1080p RGB Image) and 40 MB (a 2.5M-point PointCloud), for three
 transports: raw pyzmq, ours (today's path: arrays in ZeroMQ frames) and ``shm`` (ours with
 ``Publisher(shm=True)``: arrays of 64 KiB and more copied into a shared-memory slot, a descriptor
-on the wire, a read-only view at the subscriber):
+on the wire, a read-only view at the subscriber) and ``loan`` (``Publisher.loan``: the producer
+fills a loaned slot, copied in from a prebuilt array, and publish sends its descriptor with no copy;
+the fill counts in throughput, and is done before the latency stamp, as a producer writing its
+data in place would):
 
 * **throughput**: the publisher sends as fast as it can for a fixed time; the subscriber counts
   the messages it actually receives per second (PUB/SUB drops at the high-water mark, so messages
@@ -83,9 +86,9 @@ TARGET_THROUGHPUT_MIN_BYTES = 1_000_000
 TARGET_ADDED_P50_US = 50.0
 TARGET_LATENCY_SIZE = "100 B"
 
-Impl = Literal["raw", "ours", "shm"]
+Impl = Literal["raw", "ours", "shm", "loan"]
 Test = Literal["throughput", "latency"]
-IMPLS: tuple[Impl, ...] = ("raw", "ours", "shm")
+IMPLS: tuple[Impl, ...] = ("raw", "ours", "shm", "loan")
 
 
 # --------------------------------------------------------------------------- what is sent
@@ -238,9 +241,10 @@ class _PubSide:
                 endpoint=trial.endpoint,
                 registry=registry,
                 queue_size=self.size.hwm,
-                shm=trial.impl == "shm",
+                shm=trial.impl in ("shm", "loan"),
                 shm_slots=shm_slots(self.size),
-                shm_threshold=SHM_BENCH_THRESHOLD,
+                # a loan must fit a slot: the loan trials size the slots to the payload
+                shm_threshold=max(SHM_BENCH_THRESHOLD, self.size.nbytes if trial.impl == "loan" else 0),
             )
         else:
             sock = ctx.socket(zmq.PUB)
@@ -274,12 +278,13 @@ class _PubSide:
         n = 0
         end = time.perf_counter() + duration_s
         if self.pub is not None:
-            publish, size = self.pub.publish, self.size
+            publish, size, loan = self.pub.publish, self.size, self.trial.impl == "loan"
             while time.perf_counter() < end:
                 if window and n - acked.value >= window:
                     wait_for_receiver(n, window, acked, end)
                     continue
-                publish(make_message(size, time.monotonic_ns(), arr, "bench"))
+                data = self.filled_loan(arr) if loan else arr  # the fill counts here: producer work
+                publish(make_message(size, time.monotonic_ns(), data, "bench"))
                 n += 1
         elif self.sock is not None:
             send, copy = self.sock.send_multipart, self.size.raw_copy
@@ -301,13 +306,22 @@ class _PubSide:
             sleep_until(next_t)
             j = i & 1  # two buffers: never restamp one that may still be queued (zero-copy)
             if self.pub is not None:
-                self.pub.publish(make_message(self.size, time.monotonic_ns(), arrays[j], "bench"))
+                # loan: filled before the stamp, as a producer writing its data in place would
+                data = self.filled_loan(arrays[j]) if self.trial.impl == "loan" else arrays[j]
+                self.pub.publish(make_message(self.size, time.monotonic_ns(), data, "bench"))
             elif self.sock is not None:
                 struct.pack_into("<q", views[j], 0, time.monotonic_ns())
                 self.sock.send_multipart([TOPIC_B, arrays[j]], copy=copy)
             now = time.perf_counter()
             next_t = max(next_t + interval_s, now + interval_s / 2)  # no bursts after a stall
         return samples
+
+    def filled_loan(self, arr: np.ndarray) -> np.ndarray:
+        """A loaned slot holding ``arr``'s bytes (what a producer writing in place would have)."""
+        assert self.pub is not None
+        data = self.pub.loan(arr.shape, arr.dtype)
+        np.copyto(data, arr)
+        return data
 
     def close(self) -> None:
         if self.pub is not None:
@@ -683,17 +697,19 @@ def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Ta
         "target",
         "shm MB/s",
         "shm/raw",
-        "dropped raw/ours/shm",
+        "loan MB/s",
+        "dropped raw/ours/shm/loan",
     )
     for col in thr_cols:
         thr.add_column(col, justify="left" if col in ("payload", "target") else "right")
     lat = Table(title=f"One-way latency, µs ({note})", title_justify="left")
     lat_cols = ("payload", "raw p50", "raw p99", "ours p50", "ours p99", "added p50", "target")
-    for col in (*lat_cols, "shm p50", "shm p99", "shm/raw p50", "shm/ours p50"):
+    for col in (*lat_cols, "shm p50", "shm p99", "shm/raw p50", "shm/ours p50", "loan p50", "loan p99", "loan/shm p50"):
         lat.add_column(col, justify="left" if col in ("payload", "target") else "right")
     for size in plan.sizes:
         raw, ours = results[size.label]["raw"].summary(), results[size.label]["ours"].summary()
         shm = results[size.label]["shm"].summary()
+        loan = results[size.label]["loan"].summary()
         shm_ratio = shm["msgs_per_s"] / raw["msgs_per_s"] if raw["msgs_per_s"] > 0 else float("nan")
         wire = f"{results[size.label]['ours'].wire_bytes:,}"
         label = f"{size.label} ({size.nbytes:,} B; ours {wire} B on wire)"
@@ -712,7 +728,9 @@ def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Ta
             thr_target,
             f"{shm['mb_per_s']:,.1f}",
             f"{shm_ratio:.2f}x",
-            f"{raw['drop_fraction']:.1%} / {ours['drop_fraction']:.1%} / {shm['drop_fraction']:.1%}",
+            f"{loan['mb_per_s']:,.1f}",
+            f"{raw['drop_fraction']:.1%} / {ours['drop_fraction']:.1%} / {shm['drop_fraction']:.1%}"
+            f" / {loan['drop_fraction']:.1%}",
         )
         added = ours["p50_us"] - raw["p50_us"]
         if size.label == TARGET_LATENCY_SIZE:
@@ -731,6 +749,9 @@ def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Ta
             fmt_us(shm["p99_us"]),
             f"{shm['p50_us'] / raw['p50_us']:.2f}x",
             f"{shm['p50_us'] / ours['p50_us']:.2f}x",
+            fmt_us(loan["p50_us"]),
+            fmt_us(loan["p99_us"]),
+            f"{loan['p50_us'] / shm['p50_us']:.2f}x",
         )
     return thr, lat
 
@@ -739,7 +760,8 @@ def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -
     sizes: list[dict[str, Any]] = []
     for size in plan.sizes:
         raw, ours, shm = results[size.label]["raw"], results[size.label]["ours"], results[size.label]["shm"]
-        rs, os_, ss = raw.summary(), ours.summary(), shm.summary()
+        loan = results[size.label]["loan"]
+        rs, os_, ss, ls = raw.summary(), ours.summary(), shm.summary(), loan.summary()
         entry: dict[str, Any] = {
             "size": size.label,
             "message": size.describe(),
@@ -747,7 +769,12 @@ def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -
             "hwm": size.hwm,
             "latency_interval_s": size.interval_s,
             "raw_copy": size.raw_copy,
-            "wire_bytes": {"raw": raw.wire_bytes, "ours": ours.wire_bytes, "shm": shm.wire_bytes},
+            "wire_bytes": {
+                "raw": raw.wire_bytes,
+                "ours": ours.wire_bytes,
+                "shm": shm.wire_bytes,
+                "loan": loan.wire_bytes,
+            },
             "summary": {
                 "raw": rs,
                 "ours": os_,
@@ -755,8 +782,12 @@ def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -
                 "added_p50_us": os_["p50_us"] - rs["p50_us"],
                 "shm": ss,
                 "shm_p50_vs_raw": ss["p50_us"] / rs["p50_us"] if rs["p50_us"] > 0 else None,
+                "loan": ls,
+                "loan_p50_vs_shm": ls["p50_us"] / ss["p50_us"] if ss["p50_us"] > 0 else None,
             },
-            "rounds": {impl: _record_json(rec) for impl, rec in (("raw", raw), ("ours", ours), ("shm", shm))},
+            "rounds": {
+                impl: _record_json(rec) for impl, rec in (("raw", raw), ("ours", ours), ("shm", shm), ("loan", loan))
+            },
         }
         sizes.append(entry)
     return {

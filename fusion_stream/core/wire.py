@@ -187,6 +187,10 @@ class ShmSink(Protocol):
         """Where ``arr`` now lies; None if no slot is free (it then travels as bytes)."""
         ...
 
+    def owns(self, arr: np.ndarray) -> bool:
+        """Whether ``arr`` was lent out of the pool (it is then sent as a descriptor, whatever its size)."""
+        ...
+
 
 ShmResolver: TypeAlias = Callable[[ShmRef], memoryview]
 """A subscriber's view of a descriptor's bytes (exactly ``nbytes``), or :class:`WireError`."""
@@ -300,7 +304,7 @@ def encode(
         if arr.nbytes <= INLINE_MAX_BYTES:
             specs.append(ArraySpec(arr.dtype.str, arr.shape, arr.tobytes()))
             continue
-        if shm is not None and arr.nbytes >= shm.threshold and (ref := shm.put(arr)) is not None:
+        if shm is not None and (arr.nbytes >= shm.threshold or shm.owns(arr)) and (ref := shm.put(arr)) is not None:
             specs.append(ArraySpec(arr.dtype.str, arr.shape))
             frames.append(encode_descriptor(ref))
             continue

@@ -43,7 +43,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -138,6 +138,10 @@ class ShmPool:
         """Arrays sent as bytes because subscribers held views of every slot."""
         self.skipped = 0
         """Slots passed over because a subscriber still held a view of them."""
+        self.loans_published = 0
+        """Lent arrays sent as their own slot's descriptor (no copy)."""
+        self._lent: dict[int, int] = {}
+        """Slot index → address of the data of the array lent out of it (write-locked meanwhile)."""
 
     @property
     def threshold(self) -> int:
@@ -148,9 +152,88 @@ class ShmPool:
         """Name of the current segment ('' before the first array)."""
         return self._name
 
+    def loan(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray | None:
+        """A writable array in a free slot, write-locked until :meth:`put` publishes it or it is
+        released (:meth:`release`, or its garbage collection); None if every slot is held."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if self._map is None:
+            self._grow(self._threshold)  # a loan never grows the pool: its size is known up front
+        if nbytes > self._slot_size:
+            raise TransportError(
+                f"a loan of {nbytes} bytes exceeds the shared-memory slot size of {self._slot_size} bytes "
+                "(raise shm_threshold to at least the array size)"
+            )
+        assert self._map is not None
+        for k in range(self._slots):
+            i = (self._next + k) % self._slots
+            start = SEGMENT_HEADER + i * self._stride
+            if i in self._lent or not _lock(self._fd, fcntl.F_WRLCK, start, self._stride):
+                self.skipped += 1
+                continue
+            self._next = (i + 1) % self._slots
+            self._gens[i][0] = 0  # being written: no descriptor of this slot is valid now
+            arr: np.ndarray = np.ndarray(shape, dtype, buffer=self._map, offset=start + SLOT_HEADER)
+            self._lent[i] = arr.ctypes.data
+            weakref.finalize(arr, self._return, i, arr.ctypes.data)
+            return arr
+        return None  # the caller lends a plain array and counts it
+
+    def release(self, arr: np.ndarray) -> None:
+        """Give back a lent array that will not be published (its slot is free again)."""
+        i = self._lent_slot(arr)
+        if i is None:
+            raise TransportError("this array is not a loan of this publisher that is still lent")
+        arr.flags.writeable = False
+        self._return(i, arr.ctypes.data)
+
+    def _return(self, i: int, address: int) -> None:
+        """Unlock slot ``i`` if it is still lent as ``address`` (a later grow forgets old loans)."""
+        if self._lent.get(i) == address:
+            del self._lent[i]
+            _lock(self._fd, fcntl.F_UNLCK, SEGMENT_HEADER + i * self._stride, self._stride)
+
+    def _in_map(self, arr: np.ndarray) -> bool:
+        """Whether ``arr``'s bytes lie in the current segment (a loan, or a view of one)."""
+        if self._map is None:
+            return False
+        base = np.frombuffer(self._map, np.uint8, 1).ctypes.data
+        return base <= arr.ctypes.data < base + len(self._map)
+
+    def _lent_slot(self, arr: np.ndarray) -> int | None:
+        if self._map is None or not arr.flags.writeable:
+            return None
+        base = np.frombuffer(self._map, np.uint8, 1).ctypes.data
+        i = (arr.ctypes.data - base - SEGMENT_HEADER) // self._stride
+        if self._lent.get(i) != arr.ctypes.data or arr.nbytes > self._slot_size:
+            return None
+        return i
+
+    def owns(self, arr: np.ndarray) -> bool:
+        """Whether ``arr`` lies in this pool's segment (lent, or once lent)."""
+        return self._in_map(arr)
+
+    def _publish_loan(self, arr: np.ndarray) -> wire.ShmRef:
+        """The descriptor of a lent array, its slot unlocked for readers; no copy."""
+        i = self._lent_slot(arr)
+        if i is None:
+            raise TransportError(
+                "this shared-memory array is not an open loan: it was already published or released "
+                "(loan a new one for each message)"
+            )
+        self._generation += 1
+        self._gens[i][0] = self._generation
+        arr.flags.writeable = False
+        offset = arr.ctypes.data - np.frombuffer(self._map, np.uint8, 1).ctypes.data  # type: ignore[arg-type]
+        self._return(i, arr.ctypes.data)
+        self.loans_published += 1
+        return wire.ShmRef(self._name, offset, arr.nbytes, self._generation)
+
     def put(self, arr: np.ndarray) -> wire.ShmRef | None:
         """Copy ``arr`` into a slot no subscriber holds and say where (a new, bigger segment if
-        it does not fit); None if every slot is held (the caller sends the bytes instead)."""
+        it does not fit); None if every slot is held (the caller sends the bytes instead). A
+        lent array (:meth:`loan`) is not copied: its own slot is published."""
+        if self._in_map(arr):
+            return self._publish_loan(arr)
         if self._map is None or arr.nbytes > self._slot_size:
             self._grow(arr.nbytes)
         for k in range(self._slots):
@@ -211,6 +294,7 @@ class ShmPool:
         assert SLOT_HEADER <= _PAGE
 
     def _unlink_current(self) -> None:
+        self._lent.clear()  # loans of this segment: their locks go with its descriptor
         if self._name:
             (SHM_DIR / self._name).unlink(missing_ok=True)
         if self._fd >= 0:

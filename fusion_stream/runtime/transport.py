@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, cast
 
+import numpy as np
+import numpy.typing as npt
 import zmq
 
 from fusion_stream.core import msgs, wire
@@ -112,7 +114,10 @@ class PublisherStats:
     sent: int = 0
     bytes: int = 0
     shm_fallback: int = 0
-    """Arrays sent as bytes because subscribers held views of every shared-memory slot."""
+    """Arrays sent as bytes because subscribers held views of every shared-memory slot (or
+    loaned as plain arrays for that reason)."""
+    shm_loans: int = 0
+    """Loaned arrays sent as their own slot's descriptor, with no copy (:meth:`Publisher.loan`)."""
 
 
 @dataclass(slots=True)
@@ -261,17 +266,54 @@ class Publisher:
         pub_ns = time.time_ns()
         pool = self._pool
         fallbacks = 0 if pool is None else pool.fallbacks
+        loans = 0 if pool is None else pool.loans_published
         frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=pub_ns, shm=pool)
         self._send(frames)
         if pool is not None:
             self.stats.shm_fallback += pool.fallbacks - fallbacks
+            self.stats.shm_loans += pool.loans_published - loans
             if self._bytes_socket is not None:  # other hosts never get a descriptor
                 remote = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=pub_ns)
-                self._bytes_socket.send_multipart(cast("list[Any]", remote), flags=_NOBLOCK, copy=False)
+                # a published loan's slot can be lent again at once: ZeroMQ must copy it now
+                copy = pool.loans_published != loans
+                self._bytes_socket.send_multipart(cast("list[Any]", remote), flags=_NOBLOCK, copy=copy)
         n = wire.frames_nbytes(frames)
         self.stats.sent += 1
         self.stats.bytes += n
         return n
+
+    def loan(self, shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
+        """A writable array to fill and then publish inside a message with no copy.
+
+        With a shared-memory pool it lives in a free slot (write-locked while lent) and
+        :meth:`publish` sends that slot's descriptor; publish it once, and do not write to it
+        afterwards (it becomes read-only). Without a pool (shm off, ``tcp://``), or when every
+        slot is held by subscribers, it is a plain array that publish sends as usual: callers
+        write the same code either way. A loan never published is returned to the pool by
+        :meth:`release`, by :meth:`loaned`'s exit, or when it is garbage-collected. An array
+        bigger than a slot (``shm_threshold``, page-rounded) is refused (:class:`TransportError`)."""
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        dt = np.dtype(dtype)
+        if self._pool is not None and (arr := self._pool.loan(dims, dt)) is not None:
+            return arr
+        if self._pool is not None:
+            self.stats.shm_fallback += 1
+        return np.empty(dims, dt)
+
+    def release(self, arr: np.ndarray) -> None:
+        """Return an unpublished loan to the pool (nothing to do for a plain array)."""
+        if self._pool is not None and self._pool.owns(arr):
+            self._pool.release(arr)
+
+    @contextlib.contextmanager
+    def loaned(self, shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> Iterator[np.ndarray]:
+        """:meth:`loan` for a ``with`` block: an array not published inside it is released at its end."""
+        arr = self.loan(shape, dtype)
+        try:
+            yield arr
+        finally:
+            if arr.flags.writeable:  # published or released arrays are read-only
+                self.release(arr)
 
     def _send(self, frames: list[wire.Frame]) -> None:
         """Hand the encoded frames to the socket (an in-process test double keeps them instead)."""

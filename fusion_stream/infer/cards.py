@@ -248,6 +248,18 @@ PILLARS_KEYS = (
 PILLARS_INPUTS = ("voxels", "voxel_coords", "voxel_num_points")
 
 
+def input_names(r: _Reader, raw: Mapping[str, Any], roles: tuple[str, ...]) -> dict[str, str]:
+    """The ``inputs`` section of a card whose inputs are tensors named by role: role → name."""
+    inputs = r.mapping("inputs", raw.get("inputs"))
+    r.only(inputs, "inputs.", roles)
+    names = {}
+    for role in roles:
+        m = r.mapping(f"inputs.{role}", inputs.get(role))
+        r.only(m, f"inputs.{role}.", ("name",))
+        names[role] = r.text(f"inputs.{role}.name", m.get("name"))
+    return names
+
+
 OPENPCDET_GRID_KEYS = ("POINT_CLOUD_RANGE", "VOXEL_SIZE", "MAX_POINTS_PER_VOXEL", "MAX_NUMBER_OF_VOXELS")
 """The voxel grid's keys as OpenPCDet's configs name them (range, size, points per voxel, voxels)."""
 
@@ -293,13 +305,7 @@ def _pillars(path: Path, r: _Reader, raw: Mapping[str, Any]) -> PillarsCard:
     order = r.names("coords_order", raw.get("coords_order", ["z", "y", "x"]))
     if sorted(order) != ["x", "y", "z"]:
         raise r.fail("coords_order", f"must order x, y and z (OpenPCDet's is [z, y, x]), got {list(order)}")
-    inputs = r.mapping("inputs", raw.get("inputs"))
-    r.only(inputs, "inputs.", PILLARS_INPUTS)
-    names = {}
-    for name in PILLARS_INPUTS:
-        m = r.mapping(f"inputs.{name}", inputs.get(name))
-        r.only(m, f"inputs.{name}.", ("name",))
-        names[name] = r.text(f"inputs.{name}.name", m.get("name"))
+    names = input_names(r, raw, PILLARS_INPUTS)
     out = _outputs(r, raw)
     return PillarsCard(
         path=path,

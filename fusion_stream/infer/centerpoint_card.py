@@ -28,6 +28,7 @@ from fusion_stream.infer.cards import (
     TensorInfo,
     VoxelGrid,
     _Reader,
+    input_names,
     onnx_io,
     voxel_grid,
 )
@@ -192,15 +193,7 @@ def parse_centerpoint(path: Path, r: _Reader, raw: Mapping[str, Any]) -> CenterP
 
 
 def _inputs(r: _Reader, raw: Mapping[str, Any], *, two_files: bool) -> dict[str, str]:
-    roles = TWO_FILE_INPUTS if two_files else ONE_FILE_INPUTS
-    inputs = r.mapping("inputs", raw.get("inputs"))
-    r.only(inputs, "inputs.", roles)
-    names = {}
-    for role in roles:
-        m = r.mapping(f"inputs.{role}", inputs.get(role))
-        r.only(m, f"inputs.{role}.", ("name",))
-        names[role] = r.text(f"inputs.{role}.name", m.get("name"))
-    return names
+    return input_names(r, raw, TWO_FILE_INPUTS if two_files else ONE_FILE_INPUTS)
 
 
 def _heads(r: _Reader, raw: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:

@@ -652,8 +652,14 @@ class Subscriber:
         local = self._local_srcs
         if local is None or len(frames) < 3:
             return self._shm
-        origin = wire.peek_origin(frames[1]) if isinstance(frames[1], bytes) else None
-        return self._shm if origin is not None and origin[0] in local else _refuse_remote
+
+        def resolve(ref: wire.ShmRef) -> memoryview:
+            # judged only when the message holds a descriptor: a message of bytes (every message
+            # without shared memory) pays nothing for it
+            origin = wire.peek_origin(frames[1]) if isinstance(frames[1], bytes) else None
+            return self._shm(ref) if origin is not None and origin[0] in local else _refuse_remote(ref)
+
+        return resolve
 
     def _take(self, frames: list[Any]) -> wire.Envelope | None:
         """Decode one raw message; count and skip it if malformed."""

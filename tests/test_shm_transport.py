@@ -1,11 +1,14 @@
-"""Shared memory for large arrays (opt-in): real processes, real segments in /dev/shm, forged
+"""Shared memory for large arrays (on by default for ipc://): real processes, real segments in /dev/shm, forged
 descriptors from a raw socket, kill -9 and the registry's sweep."""
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,4 +212,64 @@ def test_tcp_endpoint_with_shm_keeps_sending_bytes_and_env_turns_shm_on(
         pub.publish(image)
         assert pub.shm_segment and (SHM_DIR / pub.shm_segment).exists()
         name = pub.shm_segment
+    assert not (SHM_DIR / name).exists()
+
+
+def test_shm_is_on_by_default_for_ipc_and_off_with_env_0(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    cloud = testpattern.point_cloud(1, POINTS)
+    monkeypatch.delenv(ENV_SHM, raising=False)
+    with Publisher("/default/points", registry=registry) as pub:
+        pub.publish(cloud)
+        assert pub.endpoint.startswith("ipc://") and pub.shm_segment
+        assert (entry := registry.lookup("/default/points")) and entry[0].shm_threshold > 0
+    monkeypatch.setenv(ENV_SHM, "0")
+    with Publisher("/off/points", registry=registry) as pub:
+        pub.publish(cloud)
+        assert pub.shm_segment is None
+    with Publisher("/forced/points", registry=registry, shm=True) as pub:  # the argument wins
+        pub.publish(cloud)
+        assert pub.shm_segment
+
+
+def test_no_room_for_a_segment_sends_bytes_says_why_once_and_keeps_publishing(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from fusion_stream.runtime import shm
+
+    monkeypatch.setattr(shm, "SHM_DIR", tmp_path / "absent")  # as on a machine without /dev/shm
+    cloud = testpattern.point_cloud(7, POINTS)
+    with caplog.at_level(logging.WARNING, logger="fusion_stream.runtime.shm"):
+        with Publisher("/full/points", registry=registry, shm=True) as pub:
+            with Subscriber("/full/points", registry=registry, timeout=5.0) as sub:
+                sub.wait_for_publishers(5.0)
+                got = None
+                deadline = time.monotonic() + 10.0
+                while got is None and time.monotonic() < deadline:
+                    pub.publish(cloud)
+                    got = sub.recv(timeout=0.1)
+                assert got == cloud and not mapped(got.data)
+            loan = pub.loan((10, 6), np.float32)  # a plain array: the same producer code works
+            assert not mapped(loan)
+            assert pub.shm_segment == "" and pub.stats.shm_fallback >= 2
+    warnings = [r for r in caplog.records if "cannot create shared memory" in r.getMessage()]
+    assert len(warnings) == 1 and str(tmp_path / "absent") in warnings[0].getMessage()
+
+
+UNCLOSED = """
+import sys
+from fusion_stream.runtime.transport import Publisher
+from fusion_stream.sources import testpattern
+pub = Publisher("/unclosed/points", graph=sys.argv[1], shm=True)
+pub.publish(testpattern.point_cloud(1, 200_000))
+print(pub.shm_segment, flush=True)
+"""
+
+
+def test_a_script_that_never_closes_its_publisher_leaves_no_segment(registry: Registry) -> None:
+    env = {**os.environ, "FUSION_STREAM_RUNTIME_DIR": str(registry.runtime_dir)}
+    out = subprocess.run(
+        [sys.executable, "-c", UNCLOSED, registry.graph], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    name = out.stdout.strip()
+    assert name.startswith("fusion_stream-")
     assert not (SHM_DIR / name).exists()

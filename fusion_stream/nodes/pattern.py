@@ -48,8 +48,9 @@ class Params:
     """Fault injection: stop responding (block the loop, no more /diagnostics) after this long."""
     tick_cost_s: float = 0.0
     """Fault injection: each tick blocks this long, like a slow model (a slow node, not a hung one)."""
-    shm: bool = False
-    """Send large arrays through shared memory to subscribers on this machine (``ipc://`` only)."""
+    shm: bool | None = None
+    """Large arrays through shared memory to subscribers on this machine (``ipc://`` only); unset:
+    ``$FUSION_STREAM_SHM``, else on where ``/dev/shm`` exists."""
 
 
 def topics(p: Params) -> NodeTopics:
@@ -66,7 +67,7 @@ def check(p: Params) -> None:
 
 def setup(node: Node, p: Params) -> None:
     check(p)
-    pub = node.publisher(p.topic or _DEFAULT_TOPICS[p.kind], _TYPES[p.kind], nominal_hz=p.rate_hz, shm=p.shm or None)
+    pub = node.publisher(p.topic or _DEFAULT_TOPICS[p.kind], _TYPES[p.kind], nominal_hz=p.rate_hz, shm=p.shm)
     samples = round(p.sample_rate / p.rate_hz)
     state = {"first_sample": 0, "start_ns": node.clock.now_ns()}
 

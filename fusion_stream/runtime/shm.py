@@ -1,6 +1,7 @@
-"""Shared memory for large arrays between processes of one machine (opt-in, ``ipc://`` only).
+"""Shared memory for large arrays between processes of one machine (``ipc://`` only).
 
-A publisher with ``shm=True`` owns a bounded pool: one POSIX shared-memory segment (a file in
+A publisher on an ``ipc://`` endpoint owns a bounded pool (unless ``shm=False`` or
+``$FUSION_STREAM_SHM=0``; on by default where ``/dev/shm`` exists): one POSIX shared-memory segment (a file in
 ``/dev/shm``, mode 0600) of ``slots`` equal slots, reused round-robin. An array of at least
 ``threshold`` bytes is copied into the next slot and the message carries a small descriptor
 frame (segment, offset, size, generation) instead of the bytes (:func:`wire.encode_descriptor`).
@@ -34,6 +35,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import logging
 import mmap
 import os
 import re
@@ -51,7 +53,8 @@ from fusion_stream.core import wire
 from fusion_stream.errors import ParamError, TransportError, WireError
 
 ENV_SHM: Final = "FUSION_STREAM_SHM"
-"""``1``: every publisher on an ``ipc://`` endpoint uses shared memory unless told ``shm=False``."""
+"""``0``: no publisher uses shared memory unless told ``shm=True``; ``1``: every ``ipc://`` one
+does unless told ``shm=False``; unset: they do where ``/dev/shm`` exists."""
 SHM_DIR: Final = Path("/dev/shm")
 DEFAULT_SLOTS: Final = 8
 DEFAULT_THRESHOLD: Final = 1024 * 1024
@@ -68,13 +71,17 @@ _GEN: Final = struct.Struct("<Q")
 _POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map the pages at once, no faults later
 _NAME_RE: Final = re.compile(r"^fusion_stream-[0-9a-f]{12}-[0-9a-f]{8}-[0-9]{1,9}$")
 _FLOCK: Final = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (0 for OFD locks)
+log = logging.getLogger(__name__)
 _MAX_MAPPED: Final = 16
 """Segments a subscriber keeps mapped (least recently used dropped; views keep theirs alive)."""
 
 
 def shm_wanted(shm: bool | None) -> bool:
-    """``shm`` if given, else whether ``$FUSION_STREAM_SHM`` is ``1``."""
-    return shm if shm is not None else os.environ.get(ENV_SHM, "") == "1"
+    """``shm`` if given, else ``$FUSION_STREAM_SHM`` (``0`` / ``1``), else whether ``/dev/shm`` exists."""
+    if shm is not None:
+        return shm
+    env = os.environ.get(ENV_SHM, "")
+    return env == "1" or (env != "0" and SHM_DIR.is_dir())
 
 
 def _lock(fd: int, kind: int, start: int, length: int) -> bool:
@@ -114,6 +121,12 @@ def remove_segments(graph_dir: Path, src: int) -> int:
     return removed
 
 
+def _unlink_own(path: Path, pid: int) -> None:
+    """Unlink a pool's segment, only in the process that made it (a forked child exits too)."""
+    if os.getpid() == pid:
+        path.unlink(missing_ok=True)
+
+
 class ShmPool:
     """A publisher's bounded ring of slots (see the module docstring); implements :class:`wire.ShmSink`."""
 
@@ -142,6 +155,11 @@ class ShmPool:
         """Lent arrays sent as their own slot's descriptor (no copy)."""
         self._lent: dict[int, int] = {}
         """Slot index → address of the data of the array lent out of it (write-locked meanwhile)."""
+        self.unavailable = ""
+        """Why no segment could be made ('' while it works): every array then goes as bytes."""
+        self._remove: weakref.finalize[..., ShmPool] | None = None
+        """Unlinks the current segment: on close, on a bigger segment, when the pool is collected
+        or the interpreter exits (a script that never closes its publisher leaves nothing behind)."""
 
     @property
     def threshold(self) -> int:
@@ -156,8 +174,8 @@ class ShmPool:
         """A writable array in a free slot, write-locked until :meth:`put` publishes it or it is
         released (:meth:`release`, or its garbage collection); None if every slot is held."""
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if self._map is None:
-            self._grow(self._threshold)  # a loan never grows the pool: its size is known up front
+        if self._map is None and not self._try_grow(self._threshold):  # a loan never grows the pool
+            return None
         if nbytes > self._slot_size:
             raise TransportError(
                 f"a loan of {nbytes} bytes exceeds the shared-memory slot size of {self._slot_size} bytes "
@@ -234,8 +252,9 @@ class ShmPool:
         lent array (:meth:`loan`) is not copied: its own slot is published."""
         if self._in_map(arr):
             return self._publish_loan(arr)
-        if self._map is None or arr.nbytes > self._slot_size:
-            self._grow(arr.nbytes)
+        if (self._map is None or arr.nbytes > self._slot_size) and not self._try_grow(arr.nbytes):
+            self.fallbacks += 1
+            return None
         for k in range(self._slots):
             i = (self._next + k) % self._slots
             start = SEGMENT_HEADER + i * self._stride
@@ -261,6 +280,19 @@ class ShmPool:
         gen[0] = self._generation
         return wire.ShmRef(self._name, offset, arr.nbytes, self._generation)
 
+    def _try_grow(self, nbytes: int) -> bool:
+        """:meth:`_grow`, or False once a segment could not be made (no ``/dev/shm``, or full):
+        the publisher then sends bytes, as it would without shared memory, and says why once."""
+        if self.unavailable:
+            return False
+        try:
+            self._grow(nbytes)
+        except TransportError as err:
+            self.unavailable = str(err)
+            log.warning("%s; arrays go in ZeroMQ frames from now on (FUSION_STREAM_SHM=0 turns this off)", err)
+            return False
+        return True
+
     def _grow(self, nbytes: int) -> None:
         slot_size = -(-max(nbytes, self._threshold) // _PAGE) * _PAGE
         stride = slot_size + _PAGE  # the slot header gets a page: the data stays page-aligned + 64
@@ -285,6 +317,7 @@ class ShmPool:
             raise TransportError(f"cannot size shared memory {path} to {size} bytes: {err}") from err
         struct.pack_into(_HEADER_FMT, new, 0, SEGMENT_MAGIC, self._slots, 0, slot_size, stride)
         self._unlink_current()  # readers keep their mappings of the old one; nothing more is written there
+        self._remove = weakref.finalize(self, _unlink_own, path, os.getpid())
         self._name, self._fd, self._map = name, fd, new
         self._slot_size, self._stride, self._next = slot_size, stride, 0
         self._gens = [
@@ -295,8 +328,8 @@ class ShmPool:
 
     def _unlink_current(self) -> None:
         self._lent.clear()  # loans of this segment: their locks go with its descriptor
-        if self._name:
-            (SHM_DIR / self._name).unlink(missing_ok=True)
+        if self._remove is not None:
+            self._remove()  # runs once: unlinks the segment's name
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

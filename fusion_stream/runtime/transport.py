@@ -149,13 +149,14 @@ class Publisher:
     without it the first message sets it. Arrays are sent without a copy, so do not modify an
     array after publishing the message that holds it.
 
-    ``shm=True`` (or ``$FUSION_STREAM_SHM=1``) copies arrays of ``shm_threshold`` bytes or more
-    into a shared-memory pool of ``shm_slots`` slots and sends a descriptor instead
+    On an ``ipc://`` endpoint, arrays of ``shm_threshold`` bytes or more are copied into a
+    shared-memory pool of ``shm_slots`` slots and a descriptor is sent instead
     (:mod:`fusion_stream.runtime.shm`): subscribers on this machine get views with no copy; a
     slot is not rewritten while any view of it lives (all held: that array goes as bytes,
-    counted in :attr:`PublisherStats.shm_fallback`). Only an ``ipc://`` endpoint carries
-    descriptors: with a ``tcp://`` endpoint the option is ignored, and a ``remote_endpoint`` gets
-    its own socket on which the other hosts receive the bytes as before.
+    counted in :attr:`PublisherStats.shm_fallback`). ``shm`` decides, else
+    ``$FUSION_STREAM_SHM`` (``0`` / ``1``), else whether ``/dev/shm`` exists; no room there also
+    means bytes (logged once). With a ``tcp://`` endpoint the option is ignored, and a
+    ``remote_endpoint`` gets its own socket on which the other hosts receive the bytes as before.
 
     The graph is ``graph`` (or ``registry``), else ``$FUSION_STREAM_GRAPH``, else the one graph
     running on this machine, else ``default`` (several running: :class:`GraphAmbiguousError`).

@@ -238,19 +238,21 @@ def test_no_room_for_a_segment_sends_bytes_says_why_once_and_keeps_publishing(
 
     monkeypatch.setattr(shm, "SHM_DIR", tmp_path / "absent")  # as on a machine without /dev/shm
     cloud = testpattern.point_cloud(7, POINTS)
-    with caplog.at_level(logging.WARNING, logger="fusion_stream.runtime.shm"):
-        with Publisher("/full/points", registry=registry, shm=True) as pub:
-            with Subscriber("/full/points", registry=registry, timeout=5.0) as sub:
-                sub.wait_for_publishers(5.0)
-                got = None
-                deadline = time.monotonic() + 10.0
-                while got is None and time.monotonic() < deadline:
-                    pub.publish(cloud)
-                    got = sub.recv(timeout=0.1)
-                assert got == cloud and not mapped(got.data)
-            loan = pub.loan((10, 6), np.float32)  # a plain array: the same producer code works
-            assert not mapped(loan)
-            assert pub.shm_segment == "" and pub.stats.shm_fallback >= 2
+    with (
+        caplog.at_level(logging.WARNING, logger="fusion_stream.runtime.shm"),
+        Publisher("/full/points", registry=registry, shm=True) as pub,
+    ):
+        with Subscriber("/full/points", registry=registry, timeout=5.0) as sub:
+            sub.wait_for_publishers(5.0)
+            got = None
+            deadline = time.monotonic() + 10.0
+            while got is None and time.monotonic() < deadline:
+                pub.publish(cloud)
+                got = sub.recv(timeout=0.1)
+            assert got == cloud and not mapped(got.data)
+        loan = pub.loan((10, 6), np.float32)  # a plain array: the same producer code works
+        assert not mapped(loan)
+        assert pub.shm_segment == "" and pub.stats.shm_fallback >= 2
     warnings = [r for r in caplog.records if "cannot create shared memory" in r.getMessage()]
     assert len(warnings) == 1 and str(tmp_path / "absent") in warnings[0].getMessage()
 
@@ -267,9 +269,8 @@ print(pub.shm_segment, flush=True)
 
 def test_a_script_that_never_closes_its_publisher_leaves_no_segment(registry: Registry) -> None:
     env = {**os.environ, "FUSION_STREAM_RUNTIME_DIR": str(registry.runtime_dir)}
-    out = subprocess.run(
-        [sys.executable, "-c", UNCLOSED, registry.graph], env=env, capture_output=True, text=True, timeout=60, check=True
-    )
+    cmd = [sys.executable, "-c", UNCLOSED, registry.graph]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=True)
     name = out.stdout.strip()
     assert name.startswith("fusion_stream-")
     assert not (SHM_DIR / name).exists()

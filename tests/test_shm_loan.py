@@ -107,7 +107,7 @@ def test_unpublished_loans_return_to_the_pool_and_a_full_pool_lends_plain_arrays
 
 
 def test_without_shm_a_loan_is_a_plain_array_and_nothing_changes(registry: Registry) -> None:
-    with Publisher("/loan/plain", registry=registry) as pub:
+    with Publisher("/loan/plain", registry=registry, shm=False) as pub:
         with Subscriber("/loan/plain", registry=registry, timeout=5.0) as sub:
             sub.wait_for_publishers(5.0)
             deadline = time.monotonic() + 10.0

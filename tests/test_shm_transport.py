@@ -122,6 +122,7 @@ def test_forged_descriptors_are_refused_with_a_reason_and_the_subscriber_keeps_g
         data = np.arange(70_000 * 4, dtype=np.float32).reshape(70_000, 4)
         cloud = msgs.PointCloud(stamp_ns=1, frame_id="f", data=data)
         topic, header, descriptor = wire.encode("/forged", cloud, seq=1, src=9, pub_ns=0, shm=pool)
+        pool.flush()
         assert isinstance(descriptor, bytes) and len(descriptor) < 100  # the 1.1 MB stayed in the pool
         good = wire.decode_descriptor(memoryview(descriptor), 0)
         assert good.segment == pool.segment and good.nbytes == data.nbytes
@@ -170,6 +171,7 @@ def test_forged_descriptors_are_refused_with_a_reason_and_the_subscriber_keeps_g
             msgs3 = [msgs.PointCloud(stamp_ns=10 + i, frame_id="f", data=data + i) for i in range(3)]
             for i, m in enumerate(msgs3):
                 sock.send_multipart(wire.encode("/forged", m, seq=100 + i, src=9, pub_ns=0, shm=pool))
+                pool.flush()
             seen = [sub.recv(timeout=2.0) for _ in range(2)]
             assert seen == msgs3[1:]  # two slots: the third message reused the first one's slot
             assert sub.stats.malformed["stale"] == 2

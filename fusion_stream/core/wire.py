@@ -178,13 +178,18 @@ class ShmRef(msgspec.Struct, array_like=True, frozen=True):
 
 
 class ShmSink(Protocol):
-    """A publisher's pool: copies an array into a slot and says where (:mod:`fusion_stream.runtime.shm`)."""
+    """A publisher's pool: reserves a slot for an array and says where; the copy may wait for
+    :meth:`flush`, which the sender calls after sending (:mod:`fusion_stream.runtime.shm`)."""
 
     @property
     def threshold(self) -> int: ...
 
     def put(self, arr: np.ndarray) -> ShmRef | None:
-        """Where ``arr`` now lies; None if no slot is free (it then travels as bytes)."""
+        """Where ``arr`` will lie once flushed; None if no slot is free (it then travels as bytes)."""
+        ...
+
+    def flush(self) -> None:
+        """Write what :meth:`put` reserved room for; readers wait for it."""
         ...
 
     def owns(self, arr: np.ndarray) -> bool:
@@ -294,9 +299,9 @@ def encode(
 ) -> list[Frame]:
     """Frames for one message. Large arrays are passed through (no copy) when C-contiguous.
 
-    With ``shm``, arrays of at least ``shm.threshold`` bytes are copied into its pool and a
-    descriptor frame travels in their place (or, when every slot is held by a subscriber, the
-    bytes as usual); the header is the same either way."""
+    With ``shm``, arrays of at least ``shm.threshold`` bytes go into its pool and a descriptor
+    frame travels in their place (or, when every slot is held by a subscriber, the bytes as
+    usual); the header is the same either way. Call ``shm.flush()`` once the frames are sent."""
     body, arrays = _body(msg)
     frames: list[Frame] = []
     specs: list[ArraySpec] = []

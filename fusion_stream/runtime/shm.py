@@ -41,6 +41,7 @@ import os
 import re
 import stat
 import struct
+import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -71,6 +72,11 @@ _GEN: Final = struct.Struct("<Q")
 _POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map the pages at once, no faults later
 _NAME_RE: Final = re.compile(r"^fusion_stream-[0-9a-f]{12}-[0-9a-f]{8}-[0-9]{1,9}$")
 _FLOCK: Final = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (0 for OFD locks)
+WRITE_WAIT_S: Final = 0.25
+"""How long a subscriber waits for a slot whose copy is under way (40 MB take ~10 ms); a message
+whose slot stays write-locked longer (a publisher stopped mid-copy, or a slot being reused) is
+dropped as ``stale``."""
+_WRITE_POLL_S: Final = 50e-6
 log = logging.getLogger(__name__)
 _MAX_MAPPED: Final = 16
 """Segments a subscriber keeps mapped (least recently used dropped; views keep theirs alive)."""
@@ -93,6 +99,19 @@ def _lock(fd: int, kind: int, start: int, length: int) -> bool:
             return False
         raise
     return True
+
+
+def _lock_when_written(fd: int, start: int, length: int) -> bool:
+    """Read-lock a slot, waiting up to :data:`WRITE_WAIT_S` while its publisher copies into it
+    (it sends the descriptor first); False if it is still write-locked then."""
+    if _lock(fd, fcntl.F_RDLCK, start, length):
+        return True
+    deadline = time.monotonic() + WRITE_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(_WRITE_POLL_S)
+        if _lock(fd, fcntl.F_RDLCK, start, length):
+            return True
+    return False
 
 
 def segment_prefix(graph_dir: Path, src: int) -> str:
@@ -155,6 +174,9 @@ class ShmPool:
         """Lent arrays sent as their own slot's descriptor (no copy)."""
         self._lent: dict[int, int] = {}
         """Slot index → address of the data of the array lent out of it (write-locked meanwhile)."""
+        self._pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        """Slots reserved by :meth:`put`, write-locked until :meth:`flush`: (slot, generation, slot's
+        array, array to copy in)."""
         self.unavailable = ""
         """Why no segment could be made ('' while it works): every array then goes as bytes."""
         self._remove: weakref.finalize[..., ShmPool] | None = None
@@ -247,38 +269,43 @@ class ShmPool:
         return wire.ShmRef(self._name, offset, arr.nbytes, self._generation)
 
     def put(self, arr: np.ndarray) -> wire.ShmRef | None:
-        """Copy ``arr`` into a slot no subscriber holds and say where (a new, bigger segment if
-        it does not fit); None if every slot is held (the caller sends the bytes instead). A
-        lent array (:meth:`loan`) is not copied: its own slot is published."""
+        """Reserve a slot no subscriber holds for ``arr`` and say where (a new, bigger segment if
+        it does not fit); None if every slot is held (the caller sends the bytes instead).
+
+        The copy is left to :meth:`flush`, which the publisher calls once the descriptor is on
+        its way: the slot stays write-locked until then, and a subscriber waits for that lock
+        before it reads, so the copy overlaps the subscriber's wake-up instead of preceding it.
+        A lent array (:meth:`loan`) is not copied: its own slot is published."""
         if self._in_map(arr):
             return self._publish_loan(arr)
         if (self._map is None or arr.nbytes > self._slot_size) and not self._try_grow(arr.nbytes):
             self.fallbacks += 1
             return None
+        assert self._map is not None
         for k in range(self._slots):
             i = (self._next + k) % self._slots
-            start = SEGMENT_HEADER + i * self._stride
-            if not _lock(self._fd, fcntl.F_WRLCK, start, self._stride):
+            if i in self._lent or not _lock(self._fd, fcntl.F_WRLCK, SEGMENT_HEADER + i * self._stride, self._stride):
                 self.skipped += 1
                 continue
-            try:
-                return self._write(i, arr)
-            finally:
-                _lock(self._fd, fcntl.F_UNLCK, start, self._stride)
+            self._next = (i + 1) % self._slots
+            self._gens[i][0] = 0  # being written: no descriptor of this slot is valid now
+            offset = SEGMENT_HEADER + i * self._stride + SLOT_HEADER
+            self._generation += 1
+            dest: np.ndarray = np.ndarray(arr.shape, arr.dtype, buffer=self._map, offset=offset)
+            self._pending.append((i, self._generation, dest, arr))
+            return wire.ShmRef(self._name, offset, arr.nbytes, self._generation)
         self.fallbacks += 1
         return None
 
-    def _write(self, i: int, arr: np.ndarray) -> wire.ShmRef:
-        """Fill slot ``i`` (write-locked by the caller) and give it a new generation."""
-        assert self._map is not None
-        self._next = (i + 1) % self._slots
-        gen = self._gens[i]
-        gen[0] = 0  # being written: a reader checking now sees no valid generation
-        offset = SEGMENT_HEADER + i * self._stride + SLOT_HEADER
-        np.copyto(np.ndarray(arr.shape, arr.dtype, buffer=self._map, offset=offset), arr, casting="no")
-        self._generation += 1
-        gen[0] = self._generation
-        return wire.ShmRef(self._name, offset, arr.nbytes, self._generation)
+    def flush(self) -> None:
+        """Copy the arrays :meth:`put` reserved slots for, stamp their generations and unlock them."""
+        pending, self._pending = self._pending, []
+        for i, generation, dest, arr in pending:
+            try:
+                np.copyto(dest, arr, casting="no")
+                self._gens[i][0] = generation
+            finally:
+                _lock(self._fd, fcntl.F_UNLCK, SEGMENT_HEADER + i * self._stride, self._stride)
 
     def _try_grow(self, nbytes: int) -> bool:
         """:meth:`_grow`, or False once a segment could not be made (no ``/dev/shm``, or full):
@@ -294,6 +321,7 @@ class ShmPool:
         return True
 
     def _grow(self, nbytes: int) -> None:
+        self.flush()  # the reserved slots' locks go with the old segment's descriptor
         slot_size = -(-max(nbytes, self._threshold) // _PAGE) * _PAGE
         stride = slot_size + _PAGE  # the slot header gets a page: the data stays page-aligned + 64
         size = SEGMENT_HEADER + self._slots * stride
@@ -327,6 +355,7 @@ class ShmPool:
         assert SLOT_HEADER <= _PAGE
 
     def _unlink_current(self) -> None:
+        self.flush()
         self._lent.clear()  # loans of this segment: their locks go with its descriptor
         if self._remove is not None:
             self._remove()  # runs once: unlinks the segment's name
@@ -383,8 +412,10 @@ class ShmMapper:
             raise WireError("shm-bounds", f"{ref.nbytes} bytes at {ref.offset} overrun a slot of {ref.segment!r}")
         fd = _reopen(m.fd)
         try:
-            if not _lock(fd, fcntl.F_RDLCK, SEGMENT_HEADER + start, m.stride):
-                raise WireError("stale", f"slot of {ref.segment!r} at {ref.offset} is being rewritten")
+            if not _lock_when_written(fd, SEGMENT_HEADER + start, m.stride):
+                raise WireError(
+                    "stale", f"slot of {ref.segment!r} at {ref.offset} still being written after {WRITE_WAIT_S} s"
+                )
             (gen,) = _GEN.unpack_from(m.view, ref.offset - SLOT_HEADER)
             if gen != ref.generation:
                 raise WireError(

@@ -269,7 +269,11 @@ class Publisher:
         fallbacks = 0 if pool is None else pool.fallbacks
         loans = 0 if pool is None else pool.loans_published
         frames = wire.encode(self.topic, msg, seq=self._seq, src=self.src, pub_ns=pub_ns, shm=pool)
-        self._send(frames)
+        try:
+            self._send(frames)
+        finally:
+            if pool is not None:
+                pool.flush()  # the copies into shared memory, while the descriptors travel
         if pool is not None:
             self.stats.shm_fallback += pool.fallbacks - fallbacks
             self.stats.shm_loans += pool.loans_published - loans

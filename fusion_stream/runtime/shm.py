@@ -1,11 +1,12 @@
 """Shared memory for large arrays between processes of one machine (``ipc://`` only).
 
 A publisher on an ``ipc://`` endpoint owns a bounded pool (unless ``shm=False`` or
-``$FUSION_STREAM_SHM=0``; on by default where ``/dev/shm`` exists): one POSIX shared-memory segment (a file in
-``/dev/shm``, mode 0600) of ``slots`` equal slots, reused round-robin. An array of at least
-``threshold`` bytes is copied into the next slot and the message carries a small descriptor
-frame (segment, offset, size, generation) instead of the bytes (:func:`wire.encode_descriptor`).
-A subscriber maps the segment read-only once and hands out numpy views of it: no copy.
+``$FUSION_STREAM_SHM=0``; on by default where ``/dev/shm`` exists): one POSIX shared-memory
+segment (a file in ``/dev/shm``, mode 0600) of ``slots`` equal slots, reused round-robin. An
+array of at least ``threshold`` bytes goes into the next slot and the message carries a small
+descriptor frame (segment, offset, size, generation) instead of the bytes
+(:func:`wire.encode_descriptor`). A subscriber maps the segment read-only once and hands out
+numpy views of it: no copy.
 
 Layout of a segment::
 
@@ -19,6 +20,10 @@ cannot lock. If every slot is held, that array travels as bytes in its ZeroMQ fr
 :attr:`ShmPool.fallbacks`): a slow subscriber costs one copy, never an overwritten view. The
 kernel drops the locks when the view is garbage-collected (its descriptor closed) or its process
 dies, so nothing needs a broker or a clean exit.
+
+The descriptor is sent before the array is copied into its slot, which stays write-locked until
+the copy ends; a subscriber waits for its read lock (up to :data:`WRITE_WAIT_S`), so the copy
+runs while the subscriber is being woken up rather than before it is.
 
 Generations still tell a reader that its message waited too long: the publisher sets a slot's
 generation to 0, copies, then writes a new, never reused generation, all under the write lock. A

@@ -130,7 +130,7 @@ def producer(conn: Connection, kinds: list[str], frames: int, repeat: int, perio
     from fusion_stream.runtime.transport import Publisher
 
     makers = {k: Maker(k) for k in kinds}
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     pubs: dict[tuple[str, str], Any] = {}
     raw_eps: dict[str, str] = {}
     run_dir = os.environ["FUSION_STREAM_RUNTIME_DIR"]
@@ -196,7 +196,7 @@ def subscriber(conn: Connection, kinds: list[str]) -> None:
     topics = [_topic(k, w) for k in kinds for w in ("copy", "loan")]
     sub = Subscriber(topics, queue_size=1000)
     sub.wait_for_publishers(20.0)
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     raws = {}
     poller = zmq.Poller()
     poller.register(sub.socket, zmq.POLLIN)

@@ -119,3 +119,36 @@ def test_without_shm_a_loan_is_a_plain_array_and_nothing_changes(registry: Regis
                 msg = sub.recv(timeout=0.1)
             assert isinstance(msg, msgs.Image) and np.array_equal(msg.data, pattern(4)) and not mapped(msg.data)
         assert pub.shm_segment is None and pub.stats.shm_loans == 0 and pub.stats.shm_fallback == 0
+
+
+def test_a_leading_slice_of_a_loan_goes_as_the_loan_and_a_strided_view_is_refused(registry: Registry) -> None:
+    with (
+        Publisher("/loan/rows", registry=registry, shm=True) as pub,
+        Subscriber("/loan/rows", registry=registry, timeout=5.0) as sub,
+    ):
+        sub.wait_for_publishers(5.0)
+        rows = pub.loan((40_000, 6), np.float32)
+        rows[...] = np.arange(rows.size, dtype=np.float32).reshape(rows.shape)
+        sent = msgs.PointCloud(
+            stamp_ns=1, frame_id="l", data=rows[:25_000], fields=("x", "y", "z", "intensity", "a", "b")
+        )
+        assert pub.publish(sent) < 1000 and pub.stats.shm_loans == 1  # the filled prefix, no copy
+        got = sub.recv(timeout=5.0)
+        assert isinstance(got, msgs.PointCloud) and mapped(got.data) and np.array_equal(got.data, rows[:25_000])
+        strided = pub.loan((40_000, 6), np.float32)
+        with pytest.raises(TransportError, match="not contiguous"):
+            pub.publish(msgs.PointCloud(stamp_ns=2, frame_id="l", data=strided[:, :4]))
+        assert pub.stats.shm_loans == 1
+
+
+def test_a_published_loan_collected_late_does_not_unlock_a_later_loan_of_its_slot(registry: Registry) -> None:
+    with Publisher("/loan/late", registry=registry, shm=True, shm_slots=2, shm_threshold=2 << 20) as pub:
+        first = pub.loan(SHAPE, np.uint8)
+        pub.publish(image(first))  # kept alive here, as a message someone still holds would be
+        pub.publish(image(pub.loan(SHAPE, np.uint8)))
+        third = pub.loan(SHAPE, np.uint8)  # the first one's slot, at the same address
+        assert third.ctypes.data == first.ctypes.data
+        del first
+        gc.collect()  # its finalizer runs now: the third loan must stay lent (and write-locked)
+        third[...] = pattern(3)
+        assert pub.publish(image(third, 3)) < 1000 and pub.stats.shm_loans == 3

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from fusion_stream.core.msgs import CompressedImage, Image
 from fusion_stream.errors import ParamError
 from fusion_stream.runtime.node import Node
@@ -107,10 +109,13 @@ def setup_sim(node: Node, p: Params) -> None:
     assert sensor.intrinsics is not None  # calib.load guarantees it for cameras
     model = CameraModel(sensor.intrinsics, sensor.distortion)
 
-    def capture(at: int) -> Image:
-        return camera_image(world, sensor, model, at, p.epoch_ns)
+    def capture(at: int, out: np.ndarray) -> Image:
+        return camera_image(world, sensor, model, at, p.epoch_ns, out=out)
 
-    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture, msg_type=Image)
+    # each frame is rendered straight into a loan of the publisher's shared-memory pool (or a
+    # plain array without one): published with no copy
+    shape = (sensor.intrinsics.height, sensor.intrinsics.width, 3)
+    publish_on_grid(node, p.topic, p.rate_hz, p.epoch_ns, capture, msg_type=Image, lend=(shape, np.uint8))
 
 
 if __name__ == "__main__":

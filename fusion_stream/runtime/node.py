@@ -379,6 +379,9 @@ class Node:
             self._pub_marks[id(p)] = p.stats.sent
             values[f"pub.{p.topic}.rate_hz"] = round((p.stats.sent - last) / period_s, 3)
             values[f"pub.{p.topic}.sent"] = p.stats.sent
+            if p.shm_segment is not None:  # shared memory on: how many frames went without a copy
+                values[f"pub.{p.topic}.shm_loans"] = p.stats.shm_loans
+                values[f"pub.{p.topic}.shm_fallback"] = p.stats.shm_fallback
         for s in self._subs:
             st, w = s.sub.stats, s.window
             key = f"sub.{s.label}"

@@ -177,8 +177,11 @@ class ShmPool:
         """Slots passed over because a subscriber still held a view of them."""
         self.loans_published = 0
         """Lent arrays sent as their own slot's descriptor (no copy)."""
-        self._lent: dict[int, int] = {}
-        """Slot index → address of the data of the array lent out of it (write-locked meanwhile)."""
+        self._lent: dict[int, tuple[int, int]] = {}
+        """Slot index → (address of the data of the array lent out of it, loan number); the slot
+        is write-locked meanwhile. The number tells this loan's finalizer from a later loan's of
+        the same slot (same address), so an old loan collected late never unlocks a new one."""
+        self._loans = 0
         self._pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         """Slots reserved by :meth:`put`, write-locked until :meth:`flush`: (slot, generation, slot's
         array, array to copy in)."""
@@ -218,8 +221,9 @@ class ShmPool:
             self._next = (i + 1) % self._slots
             self._gens[i][0] = 0  # being written: no descriptor of this slot is valid now
             arr: np.ndarray = np.ndarray(shape, dtype, buffer=self._map, offset=start + SLOT_HEADER)
-            self._lent[i] = arr.ctypes.data
-            weakref.finalize(arr, self._return, i, arr.ctypes.data)
+            self._loans += 1
+            self._lent[i] = (arr.ctypes.data, self._loans)
+            weakref.finalize(arr, self._return, i, self._loans)
             return arr
         return None  # the caller lends a plain array and counts it
 
@@ -229,11 +233,11 @@ class ShmPool:
         if i is None:
             raise TransportError("this array is not a loan of this publisher that is still lent")
         arr.flags.writeable = False
-        self._return(i, arr.ctypes.data)
+        self._return(i, self._lent[i][1])
 
-    def _return(self, i: int, address: int) -> None:
-        """Unlock slot ``i`` if it is still lent as ``address`` (a later grow forgets old loans)."""
-        if self._lent.get(i) == address:
+    def _return(self, i: int, number: int) -> None:
+        """Unlock slot ``i`` if it is still lent as loan ``number`` (a later grow forgets old loans)."""
+        if (lent := self._lent.get(i)) is not None and lent[1] == number:
             del self._lent[i]
             _lock(self._fd, fcntl.F_UNLCK, SEGMENT_HEADER + i * self._stride, self._stride)
 
@@ -245,11 +249,14 @@ class ShmPool:
         return base <= arr.ctypes.data < base + len(self._map)
 
     def _lent_slot(self, arr: np.ndarray) -> int | None:
-        if self._map is None or not arr.flags.writeable:
+        """The slot of an open loan: the lent array itself or a leading slice of it (``loan[:n]``,
+        contiguous and starting at its first byte, so the descriptor's bytes are its bytes)."""
+        if self._map is None or not arr.flags.writeable or not arr.flags.c_contiguous:
             return None
         base = np.frombuffer(self._map, np.uint8, 1).ctypes.data
         i = (arr.ctypes.data - base - SEGMENT_HEADER) // self._stride
-        if self._lent.get(i) != arr.ctypes.data or arr.nbytes > self._slot_size:
+        lent = self._lent.get(i)
+        if lent is None or lent[0] != arr.ctypes.data or arr.nbytes > self._slot_size:
             return None
         return i
 
@@ -261,6 +268,11 @@ class ShmPool:
         """The descriptor of a lent array, its slot unlocked for readers; no copy."""
         i = self._lent_slot(arr)
         if i is None:
+            if arr.flags.writeable and not arr.flags.c_contiguous:
+                raise TransportError(
+                    "a view of a loan that is not contiguous cannot be published without a copy "
+                    "(publish the loan or a leading slice of it, loan[:n])"
+                )
             raise TransportError(
                 "this shared-memory array is not an open loan: it was already published or released "
                 "(loan a new one for each message)"
@@ -269,7 +281,7 @@ class ShmPool:
         self._gens[i][0] = self._generation
         arr.flags.writeable = False
         offset = arr.ctypes.data - np.frombuffer(self._map, np.uint8, 1).ctypes.data  # type: ignore[arg-type]
-        self._return(i, arr.ctypes.data)
+        self._return(i, self._lent[i][1])
         self.loans_published += 1
         return wire.ShmRef(self._name, offset, arr.nbytes, self._generation)
 
@@ -289,7 +301,8 @@ class ShmPool:
         assert self._map is not None
         for k in range(self._slots):
             i = (self._next + k) % self._slots
-            if i in self._lent or not _lock(self._fd, fcntl.F_WRLCK, SEGMENT_HEADER + i * self._stride, self._stride):
+            ours = i in self._lent or any(i == p[0] for p in self._pending)  # our own locks do not stop us
+            if ours or not _lock(self._fd, fcntl.F_WRLCK, SEGMENT_HEADER + i * self._stride, self._stride):
                 self.skipped += 1
                 continue
             self._next = (i + 1) % self._slots

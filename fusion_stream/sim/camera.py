@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusion_stream.core.calib import Intrinsics, Transform
+from fusion_stream.errors import ParamError
 from fusion_stream.sim import raster
 from fusion_stream.sim.raster import (
     _BAR_BLUE,
@@ -104,16 +105,22 @@ class CameraModel:
         self._noise_bank = np.random.default_rng(12345).standard_normal((2 * h, 2 * w, 3), dtype=np.float32)
         self._no_streaks = np.zeros((0, 0), np.float32)
 
-    def render(self, world: World, t: float, mount: Transform, *, salt: int = 0, stamp_ns: int = 0) -> Frame:
-        """The image at scenario time ``t`` from a camera mounted at ``mount`` (optical → rig)."""
+    def render(
+        self, world: World, t: float, mount: Transform, *, salt: int = 0, stamp_ns: int = 0,
+        out: np.ndarray | None = None,
+    ) -> Frame:  # fmt: skip
+        """The image at scenario time ``t`` from a camera mounted at ``mount`` (optical → rig);
+        ``out`` (H×W×3 uint8, C-contiguous: a publisher's loan, say) receives the RGB in place."""
         anchor_x = world.ego_pose(t)[0]
         origins, rotations = sensor_poses(world, np.array([t]), anchor_x, mount)
         items = solids(world, t, anchor_x, radius=150.0)
-        return self.draw(items, origins[0], rotations[0], world.scenario, t, anchor_x, salt=salt, stamp_ns=stamp_ns)
+        return self.draw(
+            items, origins[0], rotations[0], world.scenario, t, anchor_x, salt=salt, stamp_ns=stamp_ns, out=out
+        )
 
     def draw(
         self, items: list[Solid], origin: np.ndarray, rotation: np.ndarray, s: Scenario, t: float,
-        anchor_x: float = 0.0, *, salt: int = 0, stamp_ns: int = 0,
+        anchor_x: float = 0.0, *, salt: int = 0, stamp_ns: int = 0, out: np.ndarray | None = None,
     ) -> Frame:  # fmt: skip
         """The image of ``items`` (local frame, see :mod:`.scene`) and the ground from a camera at
         ``origin`` with ``rotation`` (optical → local), under ``s``'s light and weather, at time ``t``
@@ -155,7 +162,7 @@ class CameraModel:
             rain_streaks(streaks[:, :, None], rng)
         visibility, brightness = _ATMOSPHERE[s.weather]
         horizon, top = _SKY_COLORS[s.condition]
-        rgb = np.empty((k.height, k.width, 3), np.uint8)
+        rgb = np.empty((k.height, k.width, 3), np.uint8) if out is None else _image_buffer(out, k)
         label = np.empty((k.height, k.width), np.int32)
         depth = np.empty((k.height, k.width), np.float32)
         raster.shade(
@@ -170,6 +177,17 @@ class CameraModel:
             rgb, label, depth,
         )  # fmt: skip
         return Frame(rgb=rgb, label=label, depth=depth)
+
+
+def _image_buffer(out: np.ndarray, k: Intrinsics) -> np.ndarray:
+    """``out`` if the shading kernel can write a frame of ``k`` into it, as it is."""
+    if out.shape != (k.height, k.width, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ParamError(
+            "out", f"must be a C-contiguous {k.height}×{k.width}×3 uint8 array, got {out.dtype} {out.shape}"
+        )
+    if not out.flags.writeable:
+        raise ParamError("out", "must be writable (a loan already published is read-only)")
+    return out
 
 
 def warm_up() -> None:

@@ -5,7 +5,10 @@ Shared by the sensor nodes (live, on their capture grids) and by :mod:`fusion_st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from fusion_stream.core import calib
 from fusion_stream.core.msgs import AudioChunk, Image, PointCloud, RadarScan
@@ -30,8 +33,17 @@ def lidar_sweep(
     )
 
 
-def camera_image(world: World, sensor: calib.Sensor, model: CameraModel, at_ns: int, epoch_ns: int = 0) -> Image:
-    frame = model.render(world, _t(at_ns, epoch_ns), sensor.extrinsics, stamp_ns=at_ns)
+def camera_image(
+    world: World,
+    sensor: calib.Sensor,
+    model: CameraModel,
+    at_ns: int,
+    epoch_ns: int = 0,
+    *,
+    out: np.ndarray | None = None,
+) -> Image:
+    """The frame captured at ``at_ns``, rendered into ``out`` when given (see :meth:`CameraModel.render`)."""
+    frame = model.render(world, _t(at_ns, epoch_ns), sensor.extrinsics, stamp_ns=at_ns, out=out)
     return Image(stamp_ns=at_ns - sensor.time_offset_ns, frame_id=sensor.name, data=frame.rgb)
 
 
@@ -61,10 +73,24 @@ class SweepsAsCast:
     message equals :func:`lidar_sweep`'s for the same start. A process that falls behind by more
     than a sweep skips the sweeps it missed, the way a real sensor's driver drops rotations, and
     counts them in :attr:`skipped`; one that is late finishes the sweep it was casting and
-    publishes it late."""
+    publishes it late.
 
-    def __init__(self, world: World, sensor: calib.Sensor, spec: lidar.LidarSpec, epoch_ns: int = 0) -> None:
+    ``out`` gives the array each finished sweep's points are written into, asked for with the
+    shape it must have (:attr:`~.lidar.LidarSpec.max_points` rows × 6 float32): a publisher's
+    ``loan``, so that the points are written straight into shared memory. The message then holds
+    the filled leading rows of that array; the points are the same either way."""
+
+    def __init__(
+        self,
+        world: World,
+        sensor: calib.Sensor,
+        spec: lidar.LidarSpec,
+        epoch_ns: int = 0,
+        *,
+        out: Callable[[tuple[int, int], type[np.float32]], np.ndarray] | None = None,
+    ) -> None:
         self.world, self.sensor, self.spec, self.epoch_ns = world, sensor, spec, epoch_ns
+        self._out = out
         self.period_ns = round(spec.period_s * 1e9)
         self.skipped = 0
         self._last: int | None = None
@@ -80,7 +106,8 @@ class SweepsAsCast:
         if k < k_now:  # the rotation has ended (late, if the process was short of CPU)
             self._current = None
             self._last = k
-            return self._cloud(k, cast.finish())
+            buffer = None if self._out is None else self._out((self.spec.max_points, len(lidar.FIELDS)), np.float32)
+            return self._cloud(k, cast.finish(buffer))
         cast.cast_until(_t(now_ns, self.epoch_ns))
         return None
 

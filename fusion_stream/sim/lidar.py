@@ -76,6 +76,16 @@ class LidarSpec:
     def period_s(self) -> float:
         return 1.0 / self.rate_hz
 
+    @property
+    def max_points(self) -> int:
+        """The most points a sweep can have: one return per ray (weather clutter replaces a miss)."""
+        return self.columns * self.beams
+
+    @property
+    def max_bytes(self) -> int:
+        """Bytes of a sweep of :attr:`max_points` rows of :data:`FIELDS` (float32)."""
+        return self.max_points * len(FIELDS) * np.dtype(np.float32).itemsize
+
     def directions(self) -> np.ndarray:
         """Unit ray directions in the sensor frame, columns × beams × 3 (x forward, z up)."""
         az = 2 * np.pi * np.arange(self.columns) / self.columns
@@ -151,8 +161,12 @@ class SweepCast:
             done += 1
         return done
 
-    def finish(self) -> Sweep:
-        """Cast what is left and turn the hits into the sweep's points."""
+    def finish(self, out: np.ndarray | None = None) -> Sweep:
+        """Cast what is left and turn the hits into the sweep's points.
+
+        With ``out`` (float32, C-contiguous, at least :attr:`LidarSpec.max_points` rows of
+        :data:`FIELDS`; a publisher's loan, say) the points are written straight into its first
+        rows and the sweep's ``data`` is that prefix of ``out``: no array of its own, no copy."""
         while self.remaining:
             self._cast_next()
         rng = np.random.default_rng(self._seed)
@@ -168,6 +182,7 @@ class SweepCast:
             self.spec,
             weather,
             rng,
+            out,
         )
 
     def _cast_next(self) -> None:
@@ -209,9 +224,11 @@ def _returns(
     spec: LidarSpec,
     weather: str,
     rng: np.random.Generator,
+    out: np.ndarray | None = None,
 ) -> Sweep:
     """Ray hits (columns × beams) → the sweep's points: which rays return (range, light back,
-    dropout, absorption, weather clutter), with noise, as N×6 rows in column-then-beam order.
+    dropout, absorption, weather clutter), with noise, as N×6 rows in column-then-beam order,
+    written into the first rows of ``out`` when given (see :meth:`SweepCast.finish`).
 
     One pass of a compiled kernel; the random draws stay numpy's, in the same order, so the
     result is bit-identical to :func:`_returns_reference`."""
@@ -230,7 +247,7 @@ def _returns(
         attenuation = np.exp(-2 * extinction * np.where(hit, distance, 1.0))
     else:
         attenuation = np.empty((0, 0))  # exp(-0) = 1 exactly
-    data = np.empty((distance.size, len(FIELDS)), np.float32)
+    data = np.empty((distance.size, len(FIELDS)), np.float32) if out is None else _rows_of(out, distance.size)
     kept_intensity = np.empty(distance.size)
     kept_label = np.empty(distance.size, np.int64)
     n = _returns_kernel()(
@@ -257,6 +274,17 @@ def _returns(
     data = data[:n]
     data[:, 3] = np.clip(kept_intensity[:n] + rng.normal(0, 0.01, n), 0.0, 1.0)
     return Sweep(data=data, label=kept_label[:n])
+
+
+def _rows_of(out: np.ndarray, rows: int) -> np.ndarray:
+    """The first ``rows`` rows of ``out``, checked to be a buffer the kernel can fill in place."""
+    if out.dtype != np.float32 or out.ndim != 2 or out.shape[1] != len(FIELDS) or not out.flags.c_contiguous:
+        raise ParamError(
+            "out", f"must be a C-contiguous float32 array of {len(FIELDS)} columns, got {out.dtype} {out.shape}"
+        )
+    if out.shape[0] < rows or not out.flags.writeable:
+        raise ParamError("out", f"must be writable with at least {rows} rows (one per ray), got {out.shape[0]}")
+    return out[:rows]
 
 
 def _returns_loop(

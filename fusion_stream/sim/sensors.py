@@ -10,10 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import CalibrationError, ParamError
 from fusion_stream.runtime.node import Node
+from fusion_stream.runtime.shm import DEFAULT_THRESHOLD
 from fusion_stream.sim.world import Scenario, World
 
 DEFAULT_RIG = "calib/sim_rig.yaml"
@@ -101,33 +106,43 @@ def publish_on_grid(
     topic: str,
     rate_hz: float,
     epoch_ns: int,
-    capture: Callable[[int], msgs.Message],
+    capture: Callable[..., msgs.Message],
     *,
     ready_after_ns: int = 0,
     msg_type: type[msgs.Message] | None = None,
+    lend: tuple[tuple[int, ...], npt.DTypeLike] | None = None,
 ) -> FrameGrid:
     """Publish ``capture(capture_ns)`` for each frame of the grid once it is due (its data is
     complete ``ready_after_ns`` after capture); frames skipped go into ``/diagnostics``.
 
     ``capture`` must be a pure function of the stamp: it is called once before the grid starts,
-    so the first frame's one-time costs (imports, scene building) skip no frame."""
+    so the first frame's one-time costs (imports, scene building) skip no frame. With ``lend``
+    (shape, dtype) it is called as ``capture(capture_ns, out=array)``, ``array`` a loan of the
+    publisher's shared-memory pool (slots made big enough) for it to write the frame into."""
     if rate_hz <= 0:
         raise ParamError("rate_hz", f"must be > 0, got {rate_hz}")
     grid = FrameGrid(round(1e9 / rate_hz), epoch_ns)
+    options: dict[str, Any] = {}
+    if lend is not None:
+        options["shm_threshold"] = max(DEFAULT_THRESHOLD, int(np.prod(lend[0])) * np.dtype(lend[1]).itemsize)
+    pub = node.publisher(topic, msg_type, nominal_hz=rate_hz, skipped=lambda: grid.skipped, **options)
+
+    def frame(at_ns: int) -> msgs.Message:
+        return capture(at_ns) if lend is None else capture(at_ns, out=pub.loan(*lend))
+
     # One frame now, thrown away: the first one imports the ray caster and builds the scene (~3 s),
     # which in the first tick would skip dozens of frames. Captures are pure functions of the stamp.
-    pub = node.publisher(topic, msg_type, nominal_hz=rate_hz, skipped=lambda: grid.skipped)
     t0 = time.perf_counter()
     day = 86_400 * 10**9  # later than any calibrated clock offset, so the stamp stays positive
     k = (max(node.clock.now_ns(), epoch_ns + day) - epoch_ns) // grid.period_ns
-    capture(grid.capture_ns(k))
+    frame(grid.capture_ns(k))
     node.log.info("first frame computed in %.2f s, before the capture grid starts", time.perf_counter() - t0)
     node.add_diagnostics(lambda: {"frames_skipped": grid.skipped})
 
     def tick() -> None:
         k = grid.due(node.clock.now_ns(), ready_after_ns=ready_after_ns)
         if k is not None:
-            pub.publish(capture(grid.capture_ns(k)))
+            pub.publish(frame(grid.capture_ns(k)))
 
     node.timer(grid.period_ns / 1e9, tick, phase_ns=epoch_ns)
     return grid

@@ -64,7 +64,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import zmq
@@ -236,6 +236,13 @@ def sleep_until(t: float) -> None:
         time.sleep(delay)
 
 
+class Progress(Protocol):
+    """What the sender reads: messages received so far (one subscriber's count, or the slowest's)."""
+
+    @property
+    def value(self) -> int: ...
+
+
 class SlowestAck:
     """The count of the slowest of several subscribers (each publishes its own)."""
 
@@ -244,10 +251,10 @@ class SlowestAck:
 
     @property
     def value(self) -> int:
-        return min(a.value for a in self.acks)
+        return int(min(a.value for a in self.acks))
 
 
-def wait_for_receiver(sent: int, window: int, acked: peers.Acked, end: float) -> None:
+def wait_for_receiver(sent: int, window: int, acked: Progress, end: float) -> None:
     """Sleep until at most half a window is unreceived, so the sender then sends a burst hot
     (waking up for every single message would make it pay cold-cache costs each time)."""
     while sent - acked.value > window // 2 and time.perf_counter() < end:
@@ -314,7 +321,7 @@ class _PubSide:
             time.sleep(0.002)
         time.sleep(0.02)  # let the last warm-ups drain before the clock starts
 
-    def throughput(self, duration_s: float, window: int, acked: peers.Acked) -> int:
+    def throughput(self, duration_s: float, window: int, acked: Progress) -> int:
         """Send as fast as possible for ``duration_s``; returns the count sent.
 
         With ``window`` > 0 the sender waits while that many messages are sent but not yet
@@ -406,7 +413,7 @@ def pub_worker(conn: Connection, readies: list[Event], done: Event, acks: list[A
             conn.recv()  # go
             side.warm_up(readies[: trial.subscribers])
             if trial.test == "throughput":
-                acked: peers.Acked = acks[0] if trial.subscribers == 1 else SlowestAck(acks[: trial.subscribers])
+                acked: Progress = acks[0] if trial.subscribers == 1 else SlowestAck(acks[: trial.subscribers])
                 sent = side.throughput(trial.duration_s, trial.window, acked)
             else:
                 sent = side.latency(trial.samples, trial.size.interval_s)
@@ -655,14 +662,15 @@ class Bench:
         self.sub_procs: list[BaseProcess] = []
         for i in range(subscribers):
             conn, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=sub_worker,
-                args=(child, self.readies[i], self.done, self.acks[i]),
-                name=f"bench-sub{i}",
-                daemon=True,
-            )
             self.sub_conns.append(conn)
-            self.sub_procs.append(proc)
+            self.sub_procs.append(
+                ctx.Process(
+                    target=sub_worker,
+                    args=(child, self.readies[i], self.done, self.acks[i]),
+                    name=f"bench-sub{i}",
+                    daemon=True,
+                )
+            )
         for proc in (self.pub_proc, *self.sub_procs):
             proc.start()
         self._n = 0
@@ -952,8 +960,8 @@ def check_targets(results: dict[str, dict[Impl, Record]], plan: Plan) -> list[Ta
     sm = {label: {impl: rec.summary() for impl, rec in recs.items()} for label, recs in results.items()}
     out: list[TargetCheck] = []
     big = [s.label for s in plan.sizes if s.nbytes >= TARGET_THROUGHPUT_MIN_BYTES]
-    if (m := sm.get(TARGET_LOAN_SIZE)) is not None:
-        r = m["shm"]["p50_us"] / m["raw"]["p50_us"]
+    if (mid := sm.get(TARGET_LOAN_SIZE)) is not None:
+        r = mid["shm"]["p50_us"] / mid["raw"]["p50_us"]
         out.append(
             TargetCheck(
                 f"copied-in {TARGET_LOAN_SIZE} p50 ≤ {TARGET_SHM_VS_RAW_P50}× raw",
@@ -961,7 +969,7 @@ def check_targets(results: dict[str, dict[Impl, Record]], plan: Plan) -> list[Ta
                 r <= TARGET_SHM_VS_RAW_P50,
             )
         )
-        v = m["loan"]["p50_us"]
+        v = mid["loan"]["p50_us"]
         out.append(
             TargetCheck(
                 f"loaned {TARGET_LOAN_SIZE} p50 ≤ {TARGET_LOAN_P50_US:.0f} µs", f"{v:,.0f} µs", v <= TARGET_LOAN_P50_US
@@ -1017,9 +1025,9 @@ def check_targets(results: dict[str, dict[Impl, Record]], plan: Plan) -> list[Ta
                 "as fast as the fastest peer", "no peer installed" if not peer_impls else "no size ≥ 1 MB", None
             )
         )
-    if (m := sm.get(TARGET_LATENCY_SIZE)) is not None:
-        lat_r = m["shm"]["p50_us"] / m["ours"]["p50_us"]
-        thr_r = m["shm"]["msgs_per_s"] / m["ours"]["msgs_per_s"]
+    if (small := sm.get(TARGET_LATENCY_SIZE)) is not None:
+        lat_r = small["shm"]["p50_us"] / small["ours"]["p50_us"]
+        thr_r = small["shm"]["msgs_per_s"] / small["ours"]["msgs_per_s"]
         ok = lat_r <= TARGET_SMALL_SLACK and thr_r >= 1 / TARGET_SMALL_SLACK
         out.append(
             TargetCheck(

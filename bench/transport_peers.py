@@ -23,6 +23,7 @@ What each side does, the same for both peers and the same as raw pyzmq where it 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import importlib.util
 import threading
 import time
@@ -82,6 +83,11 @@ class PeerTrial:
     subscribers: int
 
 
+def _import(module: str) -> Any:
+    """A peer's package, imported only when a trial uses it (untyped: not in the product's venv)."""
+    return importlib.import_module(module)
+
+
 def stamp(buf: np.ndarray, t_fill: int) -> None:
     """Write the two send times into the first 16 bytes of a filled uint8 buffer."""
     times = buf[:STAMP_BYTES].view(np.int64)
@@ -136,9 +142,7 @@ class IceoryxPub:
     """A publish-subscribe service of byte slices sized for the payload, plus an event to wake."""
 
     def __init__(self, trial: PeerTrial) -> None:
-        import iceoryx2 as iox2
-
-        self.iox2 = iox2
+        iox2 = self.iox2 = _import("iceoryx2")
         iox2.set_log_level_from_env_or(iox2.LogLevel.Error)
         self.node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
         name = iox2.ServiceName.new(trial.key)
@@ -170,9 +174,7 @@ class IceoryxSub:
     """Blocks on the event listener, then drains the subscriber, as iceoryx2's event example."""
 
     def __init__(self, trial: PeerTrial) -> None:
-        import iceoryx2 as iox2
-
-        self.iox2 = iox2
+        iox2 = self.iox2 = _import("iceoryx2")
         iox2.set_log_level_from_env_or(iox2.LogLevel.Error)
         self.trial = trial
         self.node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
@@ -222,8 +224,7 @@ def _iceoryx_service(iox2: Any, node: Any, name: Any, trial: PeerTrial) -> Any:
 
 def _zenoh_session(trial: PeerTrial, role: Literal["listen", "connect"]) -> Any:
     """A peer-mode session on a unix socket (the bench's ipc://), multicast scouting off."""
-    import zenoh
-
+    zenoh = _import("zenoh")
     zenoh.init_log_from_env_or("error")
     conf = zenoh.Config()
     conf.insert_json5("mode", '"peer"')
@@ -236,9 +237,7 @@ class ZenohPub:
     """A declared publisher putting buffers from the session's POSIX SHM provider."""
 
     def __init__(self, trial: PeerTrial) -> None:
-        import zenoh
-
-        self.zenoh = zenoh
+        zenoh = self.zenoh = _import("zenoh")
         self.session = _zenoh_session(trial, "listen")
         pool = max(ZENOH_DEFAULT_POOL, (trial.depth // 2 + 4) * trial.nbytes)
         self.provider = zenoh.shm.ShmProvider.default_backend(pool)

@@ -35,10 +35,22 @@ receive, and the receiver touches the payload (``np.frombuffer(...).reshape(...)
 Each side is one spawned process that keeps its sockets' context for the whole run; the parent
 only orchestrates, and it prints progress only between measurements so it takes no CPU during them.
 
+The peers a user would pick instead, when installed (``bench/transport_peers.py`` says how each
+is used): ``iceoryx2`` and ``zenoh`` (Eclipse Zenoh, peer mode, its SHM provider). Each stamps
+before and after filling its loaned buffer, so one trial gives a copied-in and a loaned latency.
+Without them the bench says so once and runs the rest; ``scripts/bench-env.sh`` runs it in its
+own environment (``.venv-bench``) with them.
+
+Also measured: throughput with three subscribing processes (the slowest one's rate, reported as
+"3 subs / 1"), and the **wake-up floor**: raw pyzmq's 100 B latency at each size's pacing (a
+receiver idle for 25 ms takes longer to wake than one fed every 2 ms; no transport beats that).
+Issue 21's targets are checked from the medians and shown met or missed.
+
 Usage::
 
-    python bench/transport.py                 # full run, about 75 s
-    python bench/transport.py --quick         # smoke test, about 6 s
+    python bench/transport.py                 # full run, about 6 min with the peers
+    python bench/transport.py --quick         # smoke test, 1 subscriber
+    scripts/bench-env.sh --sizes 100B,1MiB,4MiB,40MB --repeat 1   # with the peers
     python bench/transport.py --repeat 5 --json results.json
     python bench/transport.py --sizes 4MiB,6.2MB --repeat 6 --flat-out
 """
@@ -1128,7 +1140,7 @@ def _record_json(rec: Record) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="short run for a smoke test (~6 s)")
+    p.add_argument("--quick", action="store_true", help="short run for a smoke test (1 subscriber)")
     p.add_argument(
         "--repeat", type=int, default=None, help="raw/ours rounds per size, median reported (default 3; 1 with --quick)"
     )

@@ -35,10 +35,22 @@ receive, and the receiver touches the payload (``np.frombuffer(...).reshape(...)
 Each side is one spawned process that keeps its sockets' context for the whole run; the parent
 only orchestrates, and it prints progress only between measurements so it takes no CPU during them.
 
+The peers a user would pick instead, when installed (``bench/transport_peers.py`` says how each
+is used): ``iceoryx2`` and ``zenoh`` (Eclipse Zenoh, peer mode, its SHM provider). Each stamps
+before and after filling its loaned buffer, so one trial gives a copied-in and a loaned latency.
+Without them the bench says so once and runs the rest; ``scripts/bench-env.sh`` runs it in its
+own environment (``.venv-bench``) with them.
+
+Also measured: throughput with three subscribing processes (the slowest one's rate, reported as
+"3 subs / 1"), and the **wake-up floor**: raw pyzmq's 100 B latency at each size's pacing (a
+receiver idle for 25 ms takes longer to wake than one fed every 2 ms; no transport beats that).
+Issue 21's targets are checked from the medians and shown met or missed.
+
 Usage::
 
-    python bench/transport.py                 # full run, about 75 s
-    python bench/transport.py --quick         # smoke test, about 6 s
+    python bench/transport.py                 # full run, about 6 min with the peers
+    python bench/transport.py --quick         # smoke test, 1 subscriber
+    scripts/bench-env.sh --sizes 100B,1MiB,4MiB,40MB --repeat 1   # with the peers
     python bench/transport.py --repeat 5 --json results.json
     python bench/transport.py --sizes 4MiB,6.2MB --repeat 6 --flat-out
 """
@@ -59,12 +71,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import zmq
@@ -72,6 +84,9 @@ from rich.console import Console
 from rich.table import Table
 
 from fusion_stream import Image, Message, PointCloud, Publisher, Registry, Subscriber
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: its sibling module
+import transport_peers as peers  # a sibling module, found through the path set above
 
 TOPIC = "/bench/data"
 TOPIC_B = TOPIC.encode()
@@ -86,9 +101,18 @@ TARGET_THROUGHPUT_MIN_BYTES = 1_000_000
 TARGET_ADDED_P50_US = 50.0
 TARGET_LATENCY_SIZE = "100 B"
 
-Impl = Literal["raw", "ours", "shm", "loan"]
+Impl = Literal["raw", "ours", "shm", "loan", "iceoryx2", "zenoh"]
 Test = Literal["throughput", "latency"]
 IMPLS: tuple[Impl, ...] = ("raw", "ours", "shm", "loan")
+PEER_IMPLS: tuple[Impl, ...] = peers.PEERS
+MAX_SUBSCRIBERS = 3
+
+TARGET_SHM_VS_RAW_P50 = 0.5  # a copied-in 4 MiB frame at most half raw pyzmq's one-way p50
+TARGET_LOAN_P50_US = 300.0  # a loaned 4 MiB frame
+TARGET_LOAN_SIZE = "4 MiB"
+TARGET_LOAN_FLAT = 2.0  # loan p50 from 1 MB to 40 MB within this factor
+TARGET_FANOUT_RATIO = 0.9  # throughput with three subscribers against one
+TARGET_SMALL_SLACK = 1.1  # "no slower at 100 B": shm p50 within 10 % of ours (run-to-run noise)
 
 
 # --------------------------------------------------------------------------- what is sent
@@ -180,6 +204,23 @@ class Trial:
 
     Half the HWM: libzmq's pipes learn of reads in batches of HWM/2, so a full HWM in flight can
     still overflow a queue now and then."""
+    subscribers: int = 1
+    """Subscribing processes on the topic; throughput is the slowest one's."""
+
+    def peer(self) -> peers.PeerTrial:
+        """The trial as a peer sees it (iceoryx2, zenoh)."""
+        assert self.impl in PEER_IMPLS
+        path = self.endpoint.removeprefix("ipc://")
+        return peers.PeerTrial(
+            peer=self.impl,  # type: ignore[arg-type]  # checked above
+            key="fsb/" + Path(path).parent.name + "/" + Path(path).stem,
+            socket_path=path + ".zenoh",
+            nbytes=self.size.nbytes,
+            dtype=self.size.dtype,
+            shape=self.size.shape,
+            depth=self.size.hwm,
+            subscribers=self.subscribers,
+        )
 
 
 @dataclass
@@ -192,6 +233,8 @@ class SubResult:
     wire_bytes: int = 0
     """Bytes of all frames of one timed message."""
     latencies_ns: list[int] = field(default_factory=list)
+    latencies_loaned_ns: list[int] = field(default_factory=list)
+    """Peers only: from after the fill of the loaned buffer (the stamp of a loan)."""
     lost_reported: int | None = None
     """Ours only: ``Subscriber.stats.lost`` (sequence gaps), to check against sent - received."""
 
@@ -205,7 +248,25 @@ def sleep_until(t: float) -> None:
         time.sleep(delay)
 
 
-def wait_for_receiver(sent: int, window: int, acked: ctypes.c_int64, end: float) -> None:
+class Progress(Protocol):
+    """What the sender reads: messages received so far (one subscriber's count, or the slowest's)."""
+
+    @property
+    def value(self) -> int: ...
+
+
+class SlowestAck:
+    """The count of the slowest of several subscribers (each publishes its own)."""
+
+    def __init__(self, acks: list[Any]) -> None:
+        self.acks = acks
+
+    @property
+    def value(self) -> int:
+        return int(min(a.value for a in self.acks))
+
+
+def wait_for_receiver(sent: int, window: int, acked: Progress, end: float) -> None:
     """Sleep until at most half a window is unreceived, so the sender then sends a burst hot
     (waking up for every single message would make it pay cold-cache costs each time)."""
     while sent - acked.value > window // 2 and time.perf_counter() < end:
@@ -235,7 +296,10 @@ class _PubSide:
         self.arrays = arrays
         self.pub: Publisher | None = None
         self.sock: zmq.Socket[Any] | None = None
-        if trial.impl != "raw":
+        self.peer: peers.IceoryxPub | peers.ZenohPub | None = None
+        if trial.impl in PEER_IMPLS:
+            self.peer = peers.make_pub(trial.peer())
+        elif trial.impl != "raw":
             self.pub = Publisher(
                 TOPIC,
                 endpoint=trial.endpoint,
@@ -253,21 +317,23 @@ class _PubSide:
             sock.bind(trial.endpoint)
             self.sock = sock
 
-    def warm_up(self, ready: Event) -> None:
-        """Send warm-up messages until the subscriber has one (the slow-joiner problem)."""
+    def warm_up(self, readies: list[Event]) -> None:
+        """Send warm-up messages until every subscriber has one (the slow-joiner problem)."""
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         tiny = warmup_array(self.size)
-        while not ready.is_set():
+        while not all(r.is_set() for r in readies):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.trial.impl}: subscriber got no warm-up message in {STARTUP_TIMEOUT_S} s")
             if self.pub is not None:
                 self.pub.publish(make_message(self.size, time.monotonic_ns(), tiny, WARMUP_FRAME_ID))
             elif self.sock is not None:
                 self.sock.send_multipart([TOPIC_B, b""])
+            elif self.peer is not None:
+                self.peer.send_warmup()
             time.sleep(0.002)
         time.sleep(0.02)  # let the last warm-ups drain before the clock starts
 
-    def throughput(self, duration_s: float, window: int, acked: ctypes.c_int64) -> int:
+    def throughput(self, duration_s: float, window: int, acked: Progress) -> int:
         """Send as fast as possible for ``duration_s``; returns the count sent.
 
         With ``window`` > 0 the sender waits while that many messages are sent but not yet
@@ -294,6 +360,14 @@ class _PubSide:
                     continue
                 send([TOPIC_B, arr], copy=copy)
                 n += 1
+        elif self.peer is not None:
+            send_peer = self.peer.send
+            while time.perf_counter() < end:
+                if window and n - acked.value >= window:
+                    wait_for_receiver(n, window, acked, end)
+                    continue
+                send_peer(self.arrays[0])  # the fill counts here, as for a loan
+                n += 1
         return n
 
     def latency(self, samples: int, interval_s: float) -> int:
@@ -312,6 +386,8 @@ class _PubSide:
             elif self.sock is not None:
                 struct.pack_into("<q", views[j], 0, time.monotonic_ns())
                 self.sock.send_multipart([TOPIC_B, arrays[j]], copy=copy)
+            elif self.peer is not None:
+                self.peer.send(self.arrays[j])  # stamps before and after the fill
             now = time.perf_counter()
             next_t = max(next_t + interval_s, now + interval_s / 2)  # no bursts after a stall
         return samples
@@ -329,9 +405,11 @@ class _PubSide:
         if self.sock is not None:
             self.sock.close()
             Path(self.trial.endpoint.removeprefix("ipc://")).unlink(missing_ok=True)
+        if self.peer is not None:
+            self.peer.close()
 
 
-def pub_worker(conn: Connection, ready: Event, done: Event, acked: ctypes.c_int64, runtime_dir: str) -> None:
+def pub_worker(conn: Connection, readies: list[Event], done: Event, acks: list[Any], runtime_dir: str) -> None:
     """The publishing process: runs trials sent by the parent until it sends None."""
     ctx: zmq.Context[Any] = zmq.Context.instance()
     registry = Registry(runtime_dir, GRAPH)
@@ -345,8 +423,9 @@ def pub_worker(conn: Connection, ready: Event, done: Event, acked: ctypes.c_int6
         try:
             conn.send("bound")
             conn.recv()  # go
-            side.warm_up(ready)
+            side.warm_up(readies[: trial.subscribers])
             if trial.test == "throughput":
+                acked: Progress = acks[0] if trial.subscribers == 1 else SlowestAck(acks[: trial.subscribers])
                 sent = side.throughput(trial.duration_s, trial.window, acked)
             else:
                 sent = side.latency(trial.samples, trial.size.interval_s)
@@ -369,7 +448,10 @@ class _SubSide:
         self.size = trial.size
         self.sub: Subscriber | None = None
         self.sock: zmq.Socket[Any] | None = None
-        if trial.impl != "raw":
+        self.peer: peers.IceoryxSub | peers.ZenohSub | None = None
+        if trial.impl in PEER_IMPLS:
+            self.peer = peers.make_sub(trial.peer())
+        elif trial.impl != "raw":
             self.sub = Subscriber(TOPIC, endpoints=[trial.endpoint], queue_size=self.size.hwm)
         else:
             sock = ctx.socket(zmq.SUB)
@@ -396,7 +478,15 @@ class _SubSide:
                         raise TimeoutError("raw: no warm-up message arrived") from None
         ready.set()
 
-    def throughput(self, done: Event, acked: ctypes.c_int64) -> SubResult:
+    def run_peer(self, ready: Event, done: Event, acked: peers.Acked) -> SubResult:
+        """A peer's trial: it waits for the warm-up, counts and stamps on its own (its own API)."""
+        assert self.peer is not None
+        got = self.peer.run(self.trial.test, ready, done, acked, self.trial.samples, STARTUP_TIMEOUT_S)
+        res = SubResult(received=got.received, elapsed_s=got.elapsed_s, wire_bytes=got.wire_bytes)
+        res.latencies_ns, res.latencies_loaned_ns = got.latencies_ns, got.latencies_loaned_ns
+        return res
+
+    def throughput(self, done: Event, acked: peers.Acked) -> SubResult:
         """Count timed messages until the sender is done and the socket stays empty for a moment."""
         res = SubResult()
         n = 0
@@ -488,17 +578,23 @@ class _SubSide:
             self.sub.close()
         if self.sock is not None:
             self.sock.close(linger=0)
+        if self.peer is not None:
+            self.peer.close()
 
 
 def sub_worker(conn: Connection, ready: Event, done: Event, acked: ctypes.c_int64) -> None:
-    """The subscribing process: runs trials sent by the parent until it sends None."""
+    """A subscribing process: runs trials sent by the parent until it sends None."""
     ctx: zmq.Context[Any] = zmq.Context.instance()
     while (trial := conn.recv()) is not None:
         assert isinstance(trial, Trial)
         side = _SubSide(trial, ctx)
         try:
-            side.wait_first(ready)
-            res = side.throughput(done, acked) if trial.test == "throughput" else side.latency(done, trial.samples)
+            if side.peer is not None:
+                res = side.run_peer(ready, done, acked)
+            else:
+                side.wait_first(ready)
+                test = trial.test
+                res = side.throughput(done, acked) if test == "throughput" else side.latency(done, trial.samples)
         finally:
             side.close()
         conn.send(res)
@@ -521,6 +617,12 @@ class Record:
     lost_reported: list[int] = field(default_factory=list)
     """Ours: what Subscriber.stats.lost said in each throughput run (should match sent - received)."""
     wire_bytes: int = 0
+    fanout_msgs_per_s: list[float] = field(default_factory=list)
+    """Throughput of the slowest of ``MAX_SUBSCRIBERS`` subscribers."""
+    p50_loaned_us: list[float] = field(default_factory=list)
+    """Peers: p50 from after the fill (ours: see the ``loan`` impl)."""
+    floor_p50_us: list[float] = field(default_factory=list)
+    """Raw only: raw pyzmq's 100 B p50 at this size's pacing (the wake-up floor)."""
 
     @property
     def dropped(self) -> int:
@@ -537,6 +639,9 @@ class Record:
             "p99_us": median(self.p99_us),
             "dropped": float(self.dropped),
             "drop_fraction": self.drop_fraction(),
+            "fanout_msgs_per_s": median(self.fanout_msgs_per_s),
+            "p50_loaned_us": median(self.p50_loaned_us),
+            "floor_p50_us": median(self.floor_p50_us),
         }
 
 
@@ -544,28 +649,42 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-class Bench:
-    """Owns the two worker processes and runs trials on them."""
+def rate(res: SubResult) -> float:
+    """Received messages per second (0 when fewer than two arrived)."""
+    return res.received / res.elapsed_s if res.elapsed_s > 0 else 0.0
 
-    def __init__(self, runtime_dir: str) -> None:
+
+class Bench:
+    """Owns the worker processes (one publisher, ``subscribers`` subscribers) and runs trials."""
+
+    def __init__(self, runtime_dir: str, subscribers: int = 1) -> None:
         self.runtime_dir = runtime_dir
         ctx = mp.get_context("spawn")
-        self.ready = ctx.Event()
+        self.readies = [ctx.Event() for _ in range(subscribers)]
         self.done = ctx.Event()
-        self.acked = ctx.RawValue(ctypes.c_int64, 0)
+        self.acks = [ctx.RawValue(ctypes.c_int64, 0) for _ in range(subscribers)]
         self.pub_conn, pub_child = ctx.Pipe()
-        self.sub_conn, sub_child = ctx.Pipe()
         self.pub_proc = ctx.Process(
             target=pub_worker,
-            args=(pub_child, self.ready, self.done, self.acked, runtime_dir),
+            args=(pub_child, self.readies, self.done, self.acks, runtime_dir),
             name="bench-pub",
             daemon=True,
         )
-        self.sub_proc = ctx.Process(
-            target=sub_worker, args=(sub_child, self.ready, self.done, self.acked), name="bench-sub", daemon=True
-        )
-        self.pub_proc.start()
-        self.sub_proc.start()
+        self.sub_conns: list[Connection] = []
+        self.sub_procs: list[BaseProcess] = []
+        for i in range(subscribers):
+            conn, child = ctx.Pipe()
+            self.sub_conns.append(conn)
+            self.sub_procs.append(
+                ctx.Process(
+                    target=sub_worker,
+                    args=(child, self.readies[i], self.done, self.acks[i]),
+                    name=f"bench-sub{i}",
+                    daemon=True,
+                )
+            )
+        for proc in (self.pub_proc, *self.sub_procs):
+            proc.start()
         self._n = 0
 
     @staticmethod
@@ -579,32 +698,44 @@ class Bench:
         return conn.recv()
 
     def run(
-        self, impl: Impl, test: Test, size: SizeSpec, duration_s: float, samples: int, window: int = 0
+        self,
+        impl: Impl,
+        test: Test,
+        size: SizeSpec,
+        duration_s: float,
+        samples: int,
+        window: int = 0,
+        subscribers: int = 1,
     ) -> tuple[int, SubResult]:
-        """One trial; returns (messages sent, what the subscriber saw)."""
+        """One trial; returns (messages sent, what the slowest subscriber saw)."""
         self._n += 1
         endpoint = f"ipc://{self.runtime_dir}/t{self._n:04d}.ipc"
-        trial = Trial(impl, test, size, endpoint, duration_s, samples, window)
+        trial = Trial(impl, test, size, endpoint, duration_s, samples, window, subscribers)
         limit = 60.0 + duration_s + samples * size.interval_s * 2
-        self.ready.clear()
+        for ready, acked in zip(self.readies, self.acks, strict=True):
+            ready.clear()
+            acked.value = 0
         self.done.clear()
-        self.acked.value = 0
         self.pub_conn.send(trial)
         self._recv(self.pub_conn, self.pub_proc, limit)  # bound
-        self.sub_conn.send(trial)
+        for conn in self.sub_conns[:subscribers]:
+            conn.send(trial)
         self.pub_conn.send("go")
         sent = int(self._recv(self.pub_conn, self.pub_proc, limit))
-        res = self._recv(self.sub_conn, self.sub_proc, limit)
-        assert isinstance(res, SubResult)
+        results: list[SubResult] = []
+        for conn, proc in zip(self.sub_conns[:subscribers], self.sub_procs, strict=False):
+            res = self._recv(conn, proc, limit)
+            assert isinstance(res, SubResult)
+            results.append(res)
         self.pub_conn.send("close")
         self._recv(self.pub_conn, self.pub_proc, limit)  # closed
-        return sent, res
+        return sent, min(results, key=rate)
 
     def close(self) -> None:
-        for conn in (self.pub_conn, self.sub_conn):
+        for conn in (self.pub_conn, *self.sub_conns):
             with contextlib.suppress(OSError):
                 conn.send(None)
-        for proc in (self.pub_proc, self.sub_proc):
+        for proc in (self.pub_proc, *self.sub_procs):
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
@@ -619,53 +750,89 @@ class Plan:
     quick: bool
     flat_out: bool
     sizes: tuple[SizeSpec, ...] = SIZES
+    impls: tuple[Impl, ...] = IMPLS
+    """Ours and raw, then whichever peers are installed."""
+    subscribers: int = MAX_SUBSCRIBERS
+    """1: no fan-out trial; 3: each impl's throughput also with three subscribers."""
 
     def samples(self, size: SizeSpec) -> int:
         return max(10, round(size.samples * self.sample_scale))
 
 
+def percentile_us(latencies_ns: list[int], q: float) -> float:
+    return float(np.percentile(np.asarray(latencies_ns, dtype=np.float64) / 1e3, q)) if latencies_ns else float("nan")
+
+
+def floor_size(size: SizeSpec) -> SizeSpec:
+    """100 B at ``size``'s pacing: what waking the receiver costs after that long idle."""
+    return replace(SIZES[0], interval_s=size.interval_s, label=f"100 B every {size.interval_s * 1e3:g} ms")
+
+
 def run_all(bench: Bench, plan: Plan, console: Console) -> dict[str, dict[Impl, Record]]:
-    results: dict[str, dict[Impl, Record]] = {s.label: {i: Record() for i in IMPLS} for s in plan.sizes}
-    total = len(plan.sizes) * plan.repeat * len(IMPLS) * 2
+    impls = plan.impls
+    results: dict[str, dict[Impl, Record]] = {s.label: {i: Record() for i in impls} for s in plan.sizes}
+    per_impl = 3 if plan.subscribers > 1 else 2
+    total = len(plan.sizes) * plan.repeat * (len(impls) * per_impl + 1)
     step = 0
+
+    def show(impl: str, rep: int, what: str) -> None:
+        nonlocal step
+        step += 1
+        console.print(f"  [{step:>3}/{total}] round {rep + 1} {impl:<8} {what}")
+
     for size in plan.sizes:
         console.rule(f"{size.label}: {size.describe()} ({size.nbytes:,} B), HWM {size.hwm}")
+        window = 0 if plan.flat_out else size.hwm // 2  # see Trial.window
+        want = plan.samples(size)
         for rep in range(plan.repeat):
-            order: tuple[Impl, ...] = IMPLS if rep % 2 == 0 else IMPLS[::-1]  # ABC CBA
+            order = impls if rep % 2 == 0 else impls[::-1]  # ABC CBA
             for impl in order:
                 rec = results[size.label][impl]
-                step += 1
-                window = 0 if plan.flat_out else size.hwm // 2  # see Trial.window
                 sent, res = bench.run(impl, "throughput", size, plan.duration_s, 0, window)
-                rate = res.received / res.elapsed_s if res.elapsed_s > 0 else 0.0
-                rec.msgs_per_s.append(rate)
-                rec.mb_per_s.append(rate * size.nbytes / 1e6)
+                r = rate(res)
+                rec.msgs_per_s.append(r)
+                rec.mb_per_s.append(r * size.nbytes / 1e6)
                 rec.sent.append(sent)
                 rec.received.append(res.received)
                 rec.wire_bytes = res.wire_bytes or rec.wire_bytes
-                lost = sent - res.received
                 check = ""
                 if res.lost_reported is not None:
                     rec.lost_reported.append(res.lost_reported)
                     check = f" (Subscriber.stats.lost: {res.lost_reported:,})"
-                console.print(
-                    f"  [{step:>2}/{total}] round {rep + 1} {impl:<4} throughput  {rate:>10,.0f} msg/s "
-                    f"{rate * size.nbytes / 1e6:>8,.1f} MB/s   dropped {lost:,}/{sent:,}{check}"
+                show(
+                    impl,
+                    rep,
+                    f"throughput  {r:>10,.0f} msg/s {r * size.nbytes / 1e6:>8,.1f} MB/s   "
+                    f"dropped {sent - res.received:,}/{sent:,}{check}",
                 )
-                step += 1
-                want = plan.samples(size)
-                sent, res = bench.run(impl, "latency", size, 0.0, want)
-                lat_us = np.asarray(res.latencies_ns, dtype=np.float64) / 1e3
-                p50 = float(np.percentile(lat_us, 50)) if lat_us.size else float("nan")
-                p99 = float(np.percentile(lat_us, 99)) if lat_us.size else float("nan")
+                if plan.subscribers > 1:
+                    _, res = bench.run(impl, "throughput", size, plan.duration_s, 0, window, plan.subscribers)
+                    rec.fanout_msgs_per_s.append(rate(res))
+                    show(
+                        impl,
+                        rep,
+                        f"throughput  {rate(res):>10,.0f} msg/s with {plan.subscribers} subscribers (slowest)",
+                    )
+                _, res = bench.run(impl, "latency", size, 0.0, want)
+                p50, p99 = percentile_us(res.latencies_ns, 50), percentile_us(res.latencies_ns, 99)
                 rec.p50_us.append(p50)
                 rec.p99_us.append(p99)
-                rec.latency_samples.append(int(lat_us.size))
+                rec.latency_samples.append(len(res.latencies_ns))
                 rec.wire_bytes = res.wire_bytes or rec.wire_bytes
-                console.print(
-                    f"  [{step:>2}/{total}] round {rep + 1} {impl:<4} latency     p50 {p50:>9,.1f} µs  "
-                    f"p99 {p99:>9,.1f} µs   ({lat_us.size}/{want} samples)"
+                loaned = ""
+                if res.latencies_loaned_ns:
+                    rec.p50_loaned_us.append(percentile_us(res.latencies_loaned_ns, 50))
+                    loaned = f"  p50 after the fill {rec.p50_loaned_us[-1]:>9,.1f} µs"
+                show(
+                    impl,
+                    rep,
+                    f"latency     p50 {p50:>9,.1f} µs  p99 {p99:>9,.1f} µs   ({len(res.latencies_ns)}/{want} "
+                    f"samples){loaned}",
                 )
+            _, res = bench.run("raw", "latency", floor_size(size), 0.0, want)
+            floor = percentile_us(res.latencies_ns, 50)
+            results[size.label]["raw"].floor_p50_us.append(floor)
+            show("raw", rep, f"wake-up floor: 100 B every {size.interval_s * 1e3:g} ms, p50 {floor:,.1f} µs")
     return results
 
 
@@ -756,6 +923,141 @@ def build_tables(results: dict[str, dict[Impl, Record]], plan: Plan) -> tuple[Ta
     return thr, lat
 
 
+def build_all_table(results: dict[str, dict[Impl, Record]], plan: Plan) -> Table:
+    """Every impl, peers included, one row each: fan-out and both stamps side by side."""
+    note = f"median of {plan.repeat} round(s)" + (" — QUICK run" if plan.quick else "")
+    t = Table(title=f"Every transport, peers included ({note})", title_justify="left")
+    cols = (
+        "payload",
+        "impl",
+        "MB/s",
+        f"{plan.subscribers} subs / 1",
+        "p50 µs",
+        "p99 µs",
+        "p50 loaned µs",
+        "wake floor µs",
+    )
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("payload", "impl") else "right")
+    for size in plan.sizes:
+        for k, impl in enumerate(plan.impls):
+            sm = results[size.label][impl].summary()
+            fan = sm["fanout_msgs_per_s"] / sm["msgs_per_s"] if sm["msgs_per_s"] > 0 else float("nan")
+            loaned = sm["p50_us"] if impl == "loan" else sm["p50_loaned_us"]
+            t.add_row(
+                size.label if k == 0 else "",
+                impl,
+                f"{sm['mb_per_s']:,.1f}",
+                f"{fan:.2f}x" if plan.subscribers > 1 else "—",
+                fmt_us(sm["p50_us"]),
+                fmt_us(sm["p99_us"]),
+                "—" if np.isnan(loaned) else fmt_us(loaned),
+                fmt_us(sm["floor_p50_us"]) if impl == "raw" else "",
+                end_section=k == len(plan.impls) - 1,
+            )
+    return t
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One of issue 21's targets as this run measured it; ``ok`` is None when not measured."""
+
+    target: str
+    measured: str
+    ok: bool | None
+
+
+def check_targets(results: dict[str, dict[Impl, Record]], plan: Plan) -> list[TargetCheck]:
+    """Issue 21's targets, judged from this run's medians (sizes not run are 'not measured')."""
+    sm = {label: {impl: rec.summary() for impl, rec in recs.items()} for label, recs in results.items()}
+    out: list[TargetCheck] = []
+    big = [s.label for s in plan.sizes if s.nbytes >= TARGET_THROUGHPUT_MIN_BYTES]
+    if (mid := sm.get(TARGET_LOAN_SIZE)) is not None:
+        r = mid["shm"]["p50_us"] / mid["raw"]["p50_us"]
+        out.append(
+            TargetCheck(
+                f"copied-in {TARGET_LOAN_SIZE} p50 ≤ {TARGET_SHM_VS_RAW_P50}× raw",
+                f"{r:.2f}×",
+                r <= TARGET_SHM_VS_RAW_P50,
+            )
+        )
+        v = mid["loan"]["p50_us"]
+        out.append(
+            TargetCheck(
+                f"loaned {TARGET_LOAN_SIZE} p50 ≤ {TARGET_LOAN_P50_US:.0f} µs", f"{v:,.0f} µs", v <= TARGET_LOAN_P50_US
+            )
+        )
+    else:
+        out.append(TargetCheck(f"copied-in / loaned {TARGET_LOAN_SIZE}", "not run (--sizes)", None))
+    if len(big) >= 2:
+        p50s = [sm[label]["loan"]["p50_us"] for label in big]
+        r = max(p50s) / min(p50s)
+        out.append(
+            TargetCheck(
+                f"loan p50 flat {big[0]} → {big[-1]} (≤ {TARGET_LOAN_FLAT:g}×)", f"{r:.2f}×", r <= TARGET_LOAN_FLAT
+            )
+        )
+    else:
+        out.append(TargetCheck("loan p50 flat from 1 MB up", "needs two sizes ≥ 1 MB", None))
+    if plan.subscribers > 1:
+        fans = [
+            (sm[s.label][i]["fanout_msgs_per_s"] / sm[s.label][i]["msgs_per_s"], f"{i} {s.label}")
+            for s in plan.sizes
+            if s.nbytes >= SHM_BENCH_THRESHOLD
+            for i in ("shm", "loan")
+            if sm[s.label][i]["msgs_per_s"] > 0
+        ]
+        if fans:
+            worst, where = min(fans)
+            out.append(
+                TargetCheck(
+                    f"{plan.subscribers} subs ≥ {TARGET_FANOUT_RATIO}× 1 sub (shm, loan)",
+                    f"worst {worst:.2f}× ({where})",
+                    worst >= TARGET_FANOUT_RATIO,
+                )
+            )
+    else:
+        out.append(TargetCheck("3 subs ≥ 0.9× 1 sub", "not run (--subscribers 1)", None))
+    peer_impls = [i for i in plan.impls if i in PEER_IMPLS]
+    if peer_impls and big:
+        lines, ok = [], True
+        for label in big:
+            m = sm[label]
+            ours = max(m["shm"]["msgs_per_s"], m["loan"]["msgs_per_s"])
+            best_peer = max(peer_impls, key=lambda i: m[i]["msgs_per_s"])
+            quickest = min(peer_impls, key=lambda i: m[i]["p50_loaned_us"])
+            thr_r = ours / m[best_peer]["msgs_per_s"]
+            lat_r = m["loan"]["p50_us"] / m[quickest]["p50_loaned_us"]
+            ok = ok and thr_r >= 1.0 and lat_r <= 1.0
+            lines.append(f"{label}: {thr_r:.2f}× {best_peer} msg/s, p50 {lat_r:.2f}× {quickest}")
+        out.append(TargetCheck("≥ 1 MB: as fast as the fastest peer (msg/s, loaned p50)", "; ".join(lines), ok))
+    else:
+        out.append(
+            TargetCheck(
+                "as fast as the fastest peer", "no peer installed" if not peer_impls else "no size ≥ 1 MB", None
+            )
+        )
+    if (small := sm.get(TARGET_LATENCY_SIZE)) is not None:
+        lat_r = small["shm"]["p50_us"] / small["ours"]["p50_us"]
+        thr_r = small["shm"]["msgs_per_s"] / small["ours"]["msgs_per_s"]
+        ok = lat_r <= TARGET_SMALL_SLACK and thr_r >= 1 / TARGET_SMALL_SLACK
+        out.append(
+            TargetCheck(
+                f"{TARGET_LATENCY_SIZE}: shm no slower than ours (±10 %)", f"p50 {lat_r:.2f}×, msg/s {thr_r:.2f}×", ok
+            )
+        )
+    return out
+
+
+def build_target_table(checks: list[TargetCheck]) -> Table:
+    t = Table(title="Issue 21's targets, this run", title_justify="left")
+    for col in ("target", "measured", "verdict"):
+        t.add_column(col)
+    for c in checks:
+        t.add_row(c.target, c.measured, "[dim]not measured[/]" if c.ok is None else verdict(c.ok))
+    return t
+
+
 def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -> dict[str, Any]:
     sizes: list[dict[str, Any]] = []
     for size in plan.sizes:
@@ -785,9 +1087,8 @@ def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -
                 "loan": ls,
                 "loan_p50_vs_shm": ls["p50_us"] / ss["p50_us"] if ss["p50_us"] > 0 else None,
             },
-            "rounds": {
-                impl: _record_json(rec) for impl, rec in (("raw", raw), ("ours", ours), ("shm", shm), ("loan", loan))
-            },
+            "rounds": {impl: _record_json(results[size.label][impl]) for impl in plan.impls},
+            "all": {impl: results[size.label][impl].summary() for impl in plan.impls},
         }
         sizes.append(entry)
     return {
@@ -812,6 +1113,8 @@ def to_json(results: dict[str, dict[Impl, Record]], plan: Plan, wall_s: float) -
             "platform": platform.platform(),
         },
         "wall_s": wall_s,
+        "subscribers_fanout": plan.subscribers,
+        "targets_checked": [c.__dict__ for c in check_targets(results, plan)],
         "sizes": sizes,
     }
 
@@ -826,6 +1129,9 @@ def _record_json(rec: Record) -> dict[str, Any]:
         "p99_us": rec.p99_us,
         "latency_samples": rec.latency_samples,
         "lost_reported_by_subscriber": rec.lost_reported,
+        "fanout_msgs_per_s": rec.fanout_msgs_per_s,
+        "p50_loaned_us": rec.p50_loaned_us,
+        "wake_floor_p50_us": rec.floor_p50_us,
     }
 
 
@@ -834,7 +1140,7 @@ def _record_json(rec: Record) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="short run for a smoke test (~6 s)")
+    p.add_argument("--quick", action="store_true", help="short run for a smoke test (1 subscriber)")
     p.add_argument(
         "--repeat", type=int, default=None, help="raw/ours rounds per size, median reported (default 3; 1 with --quick)"
     )
@@ -847,6 +1153,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--sizes", default=None, metavar="LIST", help=f"comma-separated subset of {','.join(SIZE_KEYS)} (default: all)"
     )
+    p.add_argument(
+        "--subscribers",
+        type=int,
+        choices=(1, MAX_SUBSCRIBERS),
+        default=None,
+        help=f"{MAX_SUBSCRIBERS}: each impl's throughput also with {MAX_SUBSCRIBERS} subscribing processes "
+        f"(default {MAX_SUBSCRIBERS}; 1 with --quick)",
+    )
+    p.add_argument("--no-peers", action="store_true", help="skip iceoryx2 and Zenoh even when installed")
     args = p.parse_args(argv)
     if args.sizes and any(k not in SIZE_KEYS for k in args.sizes.split(",")):
         p.error(f"--sizes takes a comma-separated subset of {','.join(SIZE_KEYS)}")
@@ -857,6 +1172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    missing = peers.missing_peers()
     repeat: int = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     plan = Plan(
         repeat=repeat,
@@ -865,8 +1181,13 @@ def main(argv: list[str] | None = None) -> None:
         quick=args.quick,
         flat_out=args.flat_out,
         sizes=tuple(SIZE_KEYS[k] for k in args.sizes.split(",")) if args.sizes else SIZES,
+        impls=IMPLS + tuple(i for i in PEER_IMPLS if not args.no_peers and i not in missing),
+        subscribers=args.subscribers or (1 if args.quick else MAX_SUBSCRIBERS),
     )
     console = Console(width=None if sys.stdout.isatty() else 150)
+    if not args.no_peers:
+        for line in missing.values():
+            console.print(f"[yellow]{line}[/]")
     console.print(
         f"[bold]fusion_stream transport vs raw pyzmq[/] — pyzmq {zmq.pyzmq_version()}, libzmq {zmq.zmq_version()}, "
         f"{os.cpu_count()} CPUs; {plan.repeat} round(s), {plan.duration_s} s per throughput run"
@@ -875,7 +1196,7 @@ def main(argv: list[str] | None = None) -> None:
     runtime_dir = tempfile.mkdtemp(prefix="fsb-")
     bench: Bench | None = None
     try:
-        bench = Bench(runtime_dir)
+        bench = Bench(runtime_dir, plan.subscribers)
         results = run_all(bench, plan, console)
     finally:
         if bench is not None:
@@ -886,6 +1207,8 @@ def main(argv: list[str] | None = None) -> None:
     console.print()
     console.print(thr)
     console.print(lat)
+    console.print(build_all_table(results, plan))
+    console.print(build_target_table(check_targets(results, plan)))
     if plan.flat_out:
         thr_note = (
             "Throughput: --flat-out, the sender never waits and PUB drops at the HWM, so 'dropped' is expected; "

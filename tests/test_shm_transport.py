@@ -276,3 +276,23 @@ def test_a_script_that_never_closes_its_publisher_leaves_no_segment(registry: Re
     name = out.stdout.strip()
     assert name.startswith("fusion_stream-")
     assert not (SHM_DIR / name).exists()
+
+
+def test_a_message_with_more_big_arrays_than_slots_sends_the_rest_as_bytes(registry: Registry) -> None:
+    """Each array's slot stays write-locked until the message is sent: a later array of the same
+    message must not take a slot an earlier one is still waiting to be copied into."""
+    clouds = tuple(testpattern.point_cloud(i + 1, 70_000) for i in range(3))  # 1.7 MB each
+    frame = msgs.SyncedFrame(stamp_ns=1, frame_id="f", members={"lidar": clouds})
+    with (
+        Publisher("/synced", registry=registry, shm=True, shm_slots=2) as pub,
+        Subscriber("/synced", registry=registry, timeout=5.0) as sub,
+    ):
+        sub.wait_for_publishers(5.0)
+        got = None
+        deadline = time.monotonic() + 10.0
+        while got is None and time.monotonic() < deadline:
+            pub.publish(frame)
+            got = sub.recv(timeout=0.1)
+        assert isinstance(got, msgs.SyncedFrame) and got == frame
+        assert [mapped(m.data) for m in got.members["lidar"]] == [True, True, False]
+        assert pub.stats.shm_fallback >= 1

@@ -82,6 +82,7 @@ def test_point_cloud_and_image_round_trip_through_shm_between_processes(
                 expected = testpattern.image(msg.stamp_ns, WIDTH, HEIGHT)
                 assert mapped(msg.data) and not msg.data.flags.writeable
             assert msg == expected, f"{env.topic} changed on the way"
+            assert env.shm_bytes == msg.data.nbytes and env.nbytes < 1000  # the payload never on the wire
             got[env.topic] = got.get(env.topic, 0) + 1
             if len(got) == 2 and min(got.values()) >= 3:
                 break

@@ -40,6 +40,8 @@ class TopicStats:
     lost: int = 0
     partial: int = 0
     boxes: int = 0
+    shm: bool = False
+    """Arrays came through shared memory (the MB/s are the payload's, not the wire's)."""
 
     def row(self) -> tuple[str, str, str, str, str, str]:
         rate = self.meter.rate()
@@ -52,7 +54,7 @@ class TopicStats:
             self.topic,
             str(self.count),
             f"{rate.rate_hz:.1f}" if rate else "-",
-            f"{rate.bytes_per_s / 1e6:.1f}" if rate else "-",
+            (f"{rate.bytes_per_s / 1e6:.1f}" + (" shm" if self.shm else "")) if rate else "-",
             f"{p50:.2f} / {p99:.2f}",
             extra,
         )
@@ -205,7 +207,8 @@ def run_demo(
                 if env is not None:
                     s = stats[env.topic]
                     s.count += 1
-                    s.meter.add(time.monotonic_ns(), env.nbytes)
+                    s.meter.add(time.monotonic_ns(), env.nbytes + env.shm_bytes)
+                    s.shm = s.shm or env.shm_bytes > 0
                     s.latency_ns.append(time.time_ns() - env.message.stamp_ns)
                     if isinstance(env.message, msgs.SyncedFrame) and env.message.missing:
                         s.partial += 1

@@ -57,7 +57,7 @@ def measure_hz(
         while end is None or time.monotonic() < end:
             env = sub.recv_envelope(timeout=max(0.0, next_report - time.monotonic()))
             if env is not None:
-                meter.add(time.monotonic_ns(), env.nbytes)
+                meter.add(time.monotonic_ns(), env.nbytes + env.shm_bytes)  # the payload, wherever it came through
             if time.monotonic() >= next_report:
                 next_report += report_every_s
                 yield meter.rate()

@@ -221,6 +221,9 @@ class Envelope:
     """Wall-clock time at publish (ns); ``pub_ns - message.stamp_ns`` is the age at publish."""
     nbytes: int
     """Bytes of all frames together."""
+    shm_bytes: int = 0
+    """Bytes of the arrays that came through shared memory (not in ``nbytes``: only their
+    descriptors travelled)."""
 
 
 # --------------------------------------------------------------------------- encoding
@@ -539,7 +542,7 @@ def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES, shm: Sh
     nbytes = len(head) + len(frames[0])
     try:
         arrays: list[np.ndarray] = []
-        total = 0
+        total = shm_bytes = 0
         next_frame = 2
         for i, spec in enumerate(header.arrays):
             size = _spec_nbytes(spec, i)
@@ -554,6 +557,7 @@ def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES, shm: Sh
                 nbytes += view.nbytes  # on the wire: a descriptor counts as its own few bytes
                 if _is_descriptor(view, size):
                     view = _shm_view(decode_descriptor(view, i), size, i, shm)
+                    shm_bytes += size
             else:
                 raise WireError("truncated", f"array {i} has no frame: only {n - 2} array frame(s) arrived")
             arrays.append(_array(spec, size, view, i))
@@ -568,4 +572,4 @@ def decode(frames: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES, shm: Sh
         # Last resort: a combination the checks above did not foresee still ends as a WireError
         # (the fuzz campaign in bench/fuzz_wire.py has found none since the shape bound).
         raise WireError("unexpected", f"{type(err).__name__}: {err}", topic=topic) from err
-    return Envelope(topic, message, header.seq, header.src, header.pub_ns, nbytes)
+    return Envelope(topic, message, header.seq, header.src, header.pub_ns, nbytes, shm_bytes)

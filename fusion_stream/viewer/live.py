@@ -62,7 +62,7 @@ class GraphWatcher:
         self.tap.stop()
 
     def _on_envelope(self, topic: str, env: Envelope) -> None:
-        self._take(topic, env.message, env.nbytes)
+        self._take(topic, env.message, env.nbytes + env.shm_bytes)
 
     def _take(self, topic: str, msg: msgs.Message, nbytes: int) -> None:
         arrival = time.time_ns()

@@ -336,6 +336,8 @@ def test_hostile_messages_to_the_launcher_and_a_relay_stop_nothing(
             while time.monotonic() < deadline and not (relayed and malformed >= 40 and "/points" in seen):
                 if time.monotonic() >= next_send:
                     raw_pub.send_multipart(_good(777), copy=False)
+                    # more hostile ones: the first burst may have gone before the relay had connected
+                    raw_pub.send_multipart([b"/in", b"FSW\x01" + b"\xff" * 40])
                     next_send = time.monotonic() + 0.2
                 env = sub.recv_envelope(timeout=0.2)
                 if env is None:

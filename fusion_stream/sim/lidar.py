@@ -182,7 +182,7 @@ class SweepCast:
             self.spec,
             weather,
             rng,
-            out,
+            out=out,
         )
 
     def _cast_next(self) -> None:
@@ -365,9 +365,10 @@ def _returns_reference(
     spec: LidarSpec,
     weather: str,
     rng: np.random.Generator,
+    out: np.ndarray | None = None,
 ) -> Sweep:
     """Ray hits → the sweep's points: the numpy code :func:`_returns` replaced, for
-    tests/test_kernels.py and bench/kernels.py."""
+    tests/test_kernels.py and bench/kernels.py (``out`` as there)."""
     dropout, extinction, clutter = _WEATHER[weather]
     hit = np.isfinite(distance) & (distance >= spec.min_range_m)
     safe = np.where(hit, distance, 1.0)
@@ -386,7 +387,8 @@ def _returns_reference(
         kept = kept | spurious
     col_idx, beam_idx = np.nonzero(kept)
     points = dirs_sensor[col_idx, beam_idx] * measured[col_idx, beam_idx, None]
-    data = np.empty((len(col_idx), len(FIELDS)), np.float32)
+    n = len(col_idx)
+    data = np.empty((n, len(FIELDS)), np.float32) if out is None else _rows_of(out, distance.size)[:n]
     data[:, :3] = points
     data[:, 3] = np.clip(intensity[col_idx, beam_idx] + rng.normal(0, 0.01, len(col_idx)), 0.0, 1.0)
     data[:, 4] = beam_idx

@@ -21,7 +21,7 @@ import zmq
 from fusion_stream.core import msgs, wire
 from fusion_stream.errors import WireError
 from fusion_stream.runtime.registry import Registry
-from fusion_stream.runtime.shm import ENV_SHM, SHM_DIR, ShmPool, segment_prefix
+from fusion_stream.runtime.shm import ENV_SHM, SHM_DIR, ShmPool, remove_orphans, segment_prefix
 from fusion_stream.runtime.transport import Publisher, Subscriber
 from fusion_stream.sources import testpattern
 from tests.conftest import Procs, wait_for
@@ -297,3 +297,33 @@ def test_a_message_with_more_big_arrays_than_slots_sends_the_rest_as_bytes(regis
         assert isinstance(got, msgs.SyncedFrame) and got == frame
         assert [mapped(m.data) for m in got.members["lidar"]] == [True, True, False]
         assert pub.stats.shm_fallback >= 1
+
+
+KILLED = """
+import os, signal, sys
+from fusion_stream.runtime.transport import Publisher
+from fusion_stream.sources import testpattern
+pub = Publisher("/killed/points", graph=sys.argv[1], shm=True)
+pub.publish(testpattern.point_cloud(1, 200_000))
+print(pub.shm_segment, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_segment_whose_publisher_was_killed_unseen_by_any_registry_is_removed_by_the_next_pool(
+    registry: Registry,
+) -> None:
+    env = {**os.environ, "FUSION_STREAM_RUNTIME_DIR": str(registry.runtime_dir)}
+    cmd = [sys.executable, "-c", KILLED, registry.graph]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == -signal.SIGKILL
+    orphan = SHM_DIR / out.stdout.strip()
+    with Publisher("/alive/points", registry=registry, shm=True) as alive:
+        alive.publish(testpattern.point_cloud(2, 200_000))
+        living = SHM_DIR / str(alive.shm_segment)
+        old = time.time() - 60  # past the age below which a segment may be one being made
+        for path in (orphan, living):
+            os.utime(path, (old, old))
+        assert orphan.exists() and remove_orphans() >= 1
+        assert not orphan.exists(), "nothing holds it: an orphan"
+        assert living.exists(), "its publisher holds it"

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import logging
 import mmap
@@ -143,6 +144,46 @@ def remove_segments(graph_dir: Path, src: int) -> int:
         except FileNotFoundError:
             continue
     return removed
+
+
+_ORPHAN_MIN_AGE_S: Final = 5.0
+"""A segment younger than this is never an orphan (its publisher may be between creating and
+locking it)."""
+def remove_orphans() -> int:
+    """Unlink this user's segments that no process holds any more; returns how many.
+
+    A publisher read-locks its segment's header for as long as it has the segment open, so a
+    segment whose header can be write-locked was left by a publisher killed where no registry
+    sweep will see it (its graph's runtime folder gone). Views mapped elsewhere stay valid. The
+    first pool of each process runs this (:func:`_remove_orphans_once`)."""
+    try:
+        names = [n for n in os.listdir(SHM_DIR) if _NAME_RE.match(n)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        path = SHM_DIR / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue  # gone meanwhile, or not ours to open
+        try:
+            st = os.fstat(fd)
+            own = stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+            old = time.time() - st.st_mtime > _ORPHAN_MIN_AGE_S
+            if own and old and _lock(fd, fcntl.F_WRLCK, 0, SEGMENT_HEADER):
+                path.unlink(missing_ok=True)
+                removed += 1
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d shared-memory segment(s) left in %s by publishers that are gone", removed, SHM_DIR)
+    return removed
+
+
+@functools.cache
+def _remove_orphans_once() -> int:
+    return remove_orphans()
 
 
 def _unlink_own(path: Path, pid: int) -> None:
@@ -346,11 +387,13 @@ class ShmPool:
         name = f"{self._prefix}{self._count}"
         self._count += 1
         path = SHM_DIR / name
+        _remove_orphans_once()
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as err:
             raise TransportError(f"cannot create shared memory {path}: {err.strerror}") from err
         try:
+            _lock(fd, fcntl.F_RDLCK, 0, SEGMENT_HEADER)  # "alive" while this descriptor is open
             os.fchmod(fd, 0o600)  # whatever the umask
             os.ftruncate(fd, size)
             # Allocate every page now: a full /dev/shm fails here, not as SIGBUS in a later copy,

@@ -81,10 +81,18 @@ def test_a_loan_is_published_without_a_copy_and_only_once(registry: Registry) ->
         assert pub.stats.shm_loans == 1 and pub.stats.shm_fallback == 0
 
 
-def test_a_loan_bigger_than_a_slot_is_refused_naming_both_sizes(registry: Registry) -> None:
+def test_a_loan_bigger_than_a_slot_grows_the_pool_unless_smaller_loans_are_out(registry: Registry) -> None:
     too_big = pytest.raises(TransportError, match=r"loan of 3000000 bytes exceeds .* slot size of 1048576 bytes")
-    with Publisher("/loan/big", registry=registry, shm=True, shm_threshold=1 << 20) as pub, too_big:
-        pub.loan((1000, 1000, 3), np.uint8)
+    with Publisher("/loan/big", registry=registry, shm=True, shm_threshold=1 << 20) as pub:
+        small = pub.loan((1000, 1000), np.uint8)
+        with too_big:
+            pub.loan((1000, 1000, 3), np.uint8)
+        pub.release(small)
+        big = pub.loan((1000, 1000, 3), np.uint8)  # nothing lent: a segment of bigger slots
+        assert mapped(big) and pub.shm_segment is not None and pub.shm_segment.endswith("-1")
+        big[...] = 7
+        pub.publish(image(big))
+        assert pub.stats.shm_loans == 1
 
 
 def test_unpublished_loans_return_to_the_pool_and_a_full_pool_lends_plain_arrays(registry: Registry) -> None:

@@ -5,6 +5,7 @@ processes publishing over ZeroMQ."""
 from __future__ import annotations
 
 import math
+import mmap
 import struct
 import sys
 import time
@@ -236,6 +237,36 @@ def test_video_file_reads_back_frame_by_frame_with_file_time_stamps(tmp_path: Pa
         assert isinstance(msg, msgs.Image)
         assert np.abs(msg.data.reshape(-1, 3).mean(axis=0) - rgb).max() < 6, "colours survive (MJPG is lossy)"
     assert [t for _, t in frames] == [0, 100_000_000, 200_000_000, 300_000_000, 400_000_000]
+
+
+def test_a_video_played_by_the_camera_node_reaches_subscribers_through_loans(
+    procs: Procs, registry: Registry, tmp_path: Path
+) -> None:
+    """OpenCV converts each frame straight into a loan of the publisher's pool: subscribers on
+    this machine get views of shared memory, with the colours of the file."""
+    video = _write_video(tmp_path / "colours.avi", COLOURS)
+    topic = "/camera/video/image"
+    procs.python(
+        "-m", "fusion_stream.nodes.camera", "--name", "video", "-p", "source:=video", "-p", f"path:={video}",
+        "-p", f"topic:={topic}",
+    )  # fmt: skip
+    with Subscriber([topic, "/diagnostics"], registry=registry, timeout=20.0) as sub:
+        got = collect_topics(sub, [topic, "/diagnostics"], 1.5)
+        images = [m for m in got[topic] if isinstance(m, msgs.Image)]
+        assert len(images) >= 5
+
+        def shared(m: msgs.Image) -> bool:
+            base: object = m.data
+            while isinstance(base, np.ndarray | memoryview):
+                base = base.base if isinstance(base, np.ndarray) else base.obj
+            return isinstance(base, mmap.mmap)
+
+        # the test holds every frame: once the 8 slots are held, frames come as bytes (counted)
+        assert shared(images[0]) and sum(map(shared, images)) >= 5
+        means = {tuple(np.round(m.data.reshape(-1, 3).mean(axis=0) / 40)) for m in images}
+        assert means <= {tuple(np.round(np.array(c) / 40)) for c in COLOURS}
+    reports = [m for m in got["/diagnostics"] if isinstance(m, msgs.Diagnostics) and m.node == "video"]
+    assert reports and int(reports[-1].values.get(f"pub.{topic}.shm_loans", 0)) >= 5
 
 
 def test_video_playback_is_real_time_and_loops_with_continuing_stamps(tmp_path: Path) -> None:

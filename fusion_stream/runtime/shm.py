@@ -42,6 +42,7 @@ import fcntl
 import functools
 import hashlib
 import logging
+import math
 import mmap
 import os
 import re
@@ -243,14 +244,19 @@ class ShmPool:
 
     def loan(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray | None:
         """A writable array in a free slot, write-locked until :meth:`put` publishes it or it is
-        released (:meth:`release`, or its garbage collection); None if every slot is held."""
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if self._map is None and not self._try_grow(self._threshold):  # a loan never grows the pool
+        released (:meth:`release`, or its garbage collection); None if every slot is held. A
+        loan bigger than a slot makes a segment of bigger slots, unless other loans are out."""
+        nbytes = math.prod(shape) * dtype.itemsize
+        # bigger slots, in a new segment: only while nothing is lent (the old segment's
+        # descriptor, which holds the loans' write locks, closes)
+        grow = self._map is None or (nbytes > self._slot_size and not self._lent)
+        if grow and not self._try_grow(max(nbytes, self._threshold)):
             return None
         if nbytes > self._slot_size:
             raise TransportError(
                 f"a loan of {nbytes} bytes exceeds the shared-memory slot size of {self._slot_size} bytes "
-                "(raise shm_threshold to at least the array size)"
+                f"while {len(self._lent)} smaller loan(s) are out (return them first, or raise shm_threshold "
+                "to at least the array size)"
             )
         assert self._map is not None
         for k in range(self._slots):

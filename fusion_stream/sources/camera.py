@@ -53,10 +53,22 @@ def cv2_module() -> Any:
 # --------------------------------------------------------------------------- frames → messages
 
 
+Lend = Callable[[tuple[int, ...], type[np.uint8]], np.ndarray]
+"""Where an rgb8 frame is converted into, asked for by shape: a publisher's ``loan``."""
+
+
 def to_message(
-    bgr: np.ndarray, stamp_ns: int, frame_id: str, *, jpeg: bool = False, quality: int = 90
+    bgr: np.ndarray,
+    stamp_ns: int,
+    frame_id: str,
+    *,
+    jpeg: bool = False,
+    quality: int = 90,
+    out: Lend | None = None,
 ) -> Image | CompressedImage:
-    """An OpenCV BGR frame as an rgb8 ``Image``, or as a JPEG ``CompressedImage`` of ``quality``."""
+    """An OpenCV BGR frame as an rgb8 ``Image``, or as a JPEG ``CompressedImage`` of ``quality``.
+    With ``out``, the colour conversion writes straight into the array it lends (a publisher's
+    loan: the frame then goes to subscribers on this machine with no copy)."""
     cv2 = cv2_module()
     if bgr.ndim == 2:
         bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
@@ -65,7 +77,9 @@ def to_message(
         if not ok:
             raise FusionStreamError(f"OpenCV could not JPEG-encode a {bgr.shape} frame")
         return CompressedImage(stamp_ns=stamp_ns, frame_id=frame_id, data=buf.tobytes(), format="jpeg")
-    return Image(stamp_ns=stamp_ns, frame_id=frame_id, data=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), encoding="rgb8")
+    dst = None if out is None else out(bgr.shape, np.uint8)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=dst)
+    return Image(stamp_ns=stamp_ns, frame_id=frame_id, data=rgb, encoding="rgb8")
 
 
 def check_quality(quality: int) -> None:
@@ -430,7 +444,7 @@ def publish_video(
     def tick() -> None:
         due = playback.due(node.clock.now_ns())
         if due is not None:
-            pub.publish(to_message(due[0], due[1], frame_id, jpeg=jpeg, quality=quality))
+            pub.publish(to_message(due[0], due[1], frame_id, jpeg=jpeg, quality=quality, out=pub.loan))
         if playback.finished:
             node.request_stop(f"played {playback.path.name} once")
 
@@ -474,7 +488,7 @@ def publish_live(
 
     def tick() -> None:
         for frame, stamp in camera.take():
-            pub.publish(to_message(frame, stamp, frame_id, jpeg=jpeg, quality=quality))
+            pub.publish(to_message(frame, stamp, frame_id, jpeg=jpeg, quality=quality, out=pub.loan))
         error = camera.error
         if error != shown[0]:
             shown[0] = error

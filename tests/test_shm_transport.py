@@ -24,6 +24,7 @@ from fusion_stream.runtime.registry import Registry
 from fusion_stream.runtime.shm import ENV_SHM, SHM_DIR, ShmPool, remove_orphans, segment_prefix
 from fusion_stream.runtime.transport import Publisher, Subscriber
 from fusion_stream.sources import testpattern
+from tests import shm_publisher
 from tests.conftest import Procs, wait_for
 
 pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir(), reason="no /dev/shm on this machine")
@@ -327,3 +328,31 @@ def test_a_segment_whose_publisher_was_killed_unseen_by_any_registry_is_removed_
         assert orphan.exists() and remove_orphans() >= 1
         assert not orphan.exists(), "nothing holds it: an orphan"
         assert living.exists(), "its publisher holds it"
+
+
+def test_every_message_type_round_trips_through_shm_between_processes(procs: Procs, registry: Registry) -> None:
+    expected = testpattern.sample_messages(shm_publisher.SEED)
+    child = procs.python("-m", "tests.shm_publisher", stdin=-1)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    through_shm: dict[str, int] = {}
+    with Subscriber(list(expected), registry=registry, timeout=10.0) as sub:
+        sub.wait_for_publishers(10.0)
+        deadline = time.monotonic() + 20.0
+        while len(through_shm) < len(expected) and time.monotonic() < deadline:
+            env = sub.recv_envelope(timeout=0.1)
+            if env is None:
+                continue
+            assert env.message == expected[env.topic], f"{env.topic} changed on the way"
+            through_shm[env.topic] = env.shm_bytes
+        assert not sub.stats.malformed
+    child.communicate("stop\n", timeout=20)
+    assert set(through_shm) == set(expected)
+    for topic, msg in expected.items():  # each array too big to go inline in the header went through the pool
+        big = sum(a.nbytes for a in wire_arrays(msg) if a.nbytes > wire.INLINE_MAX_BYTES)
+        assert through_shm[topic] == big, topic
+    assert sum(through_shm.values()) > 0
+
+
+def wire_arrays(msg: msgs.Message) -> list[np.ndarray]:
+    """The arrays a message travels as (what ``wire.encode`` sends in frames or the pool)."""
+    return wire._body(msg)[1]

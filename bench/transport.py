@@ -223,20 +223,7 @@ class Trial:
         )
 
 
-@dataclass
-class SubResult:
-    """What the subscribing process saw in one trial."""
-
-    received: int = 0
-    elapsed_s: float = 0.0
-    """First to last received timed message (throughput)."""
-    wire_bytes: int = 0
-    """Bytes of all frames of one timed message."""
-    latencies_ns: list[int] = field(default_factory=list)
-    latencies_loaned_ns: list[int] = field(default_factory=list)
-    """Peers only: from after the fill of the loaned buffer (the stamp of a loan)."""
-    lost_reported: int | None = None
-    """Ours only: ``Subscriber.stats.lost`` (sequence gaps), to check against sent - received."""
+SubResult = peers.SubResult
 
 
 # --------------------------------------------------------------------------- helpers
@@ -481,10 +468,7 @@ class _SubSide:
     def run_peer(self, ready: Event, done: Event, acked: peers.Acked) -> SubResult:
         """A peer's trial: it waits for the warm-up, counts and stamps on its own (its own API)."""
         assert self.peer is not None
-        got = self.peer.run(self.trial.test, ready, done, acked, self.trial.samples, STARTUP_TIMEOUT_S)
-        res = SubResult(received=got.received, elapsed_s=got.elapsed_s, wire_bytes=got.wire_bytes)
-        res.latencies_ns, res.latencies_loaned_ns = got.latencies_ns, got.latencies_loaned_ns
-        return res
+        return self.peer.run(self.trial.test, ready, done, acked, self.trial.samples, STARTUP_TIMEOUT_S)
 
     def throughput(self, done: Event, acked: peers.Acked) -> SubResult:
         """Count timed messages until the sender is done and the socket stays empty for a moment."""

@@ -54,16 +54,20 @@ def missing_peers() -> dict[Peer, str]:
 
 
 @dataclass
-class PeerResult:
-    """What a peer subscriber saw in one trial."""
+class SubResult:
+    """What a subscribing process saw in one trial (ours, raw pyzmq or a peer)."""
 
     received: int = 0
     elapsed_s: float = 0.0
+    """First to last received timed message (throughput)."""
     wire_bytes: int = 0
+    """Bytes of all frames of one timed message."""
     latencies_ns: list[int] = field(default_factory=list)
-    """From before the fill (comparable with a copied-in frame)."""
+    """Peers: from before the fill (comparable with a copied-in frame)."""
     latencies_loaned_ns: list[int] = field(default_factory=list)
-    """From after the fill (comparable with a loaned frame)."""
+    """Peers only: from after the fill (comparable with a loaned frame)."""
+    lost_reported: int | None = None
+    """Ours only: ``Subscriber.stats.lost`` (sequence gaps), to check against sent - received."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class _Receiver:
         self.latency = test == "latency"
         self.acked = acked
         self.samples = samples
-        self.res = PeerResult()
+        self.res = SubResult()
         self.t_first = self.t_last = 0.0
         self.first = threading.Event()
         self.full = threading.Event()
@@ -130,7 +134,7 @@ class _Receiver:
         res.received += 1
         self.acked.value = res.received
 
-    def result(self) -> PeerResult:
+    def result(self) -> SubResult:
         self.res.elapsed_s = self.t_last - self.t_first
         return self.res
 
@@ -185,7 +189,7 @@ class IceoryxSub:
         self.listener = self.event.listener_builder().create()
         self.wait_s = iox2.Duration.from_millis(int(IDLE_S * 1000))
 
-    def run(self, test: str, ready: Any, done: Any, acked: Acked, samples: int, timeout_s: float) -> PeerResult:
+    def run(self, test: str, ready: Any, done: Any, acked: Acked, samples: int, timeout_s: float) -> SubResult:
         rx = _Receiver(self.trial, test, acked, samples)
         receive, on_payload = self.subscriber.receive, rx.on_payload
         deadline = time.monotonic() + timeout_s
@@ -274,7 +278,7 @@ class ZenohSub:
         if self.rx is not None:
             self.rx.on_payload(sample.payload.to_bytes())  # no zero-copy read in the Python API
 
-    def run(self, test: str, ready: Any, done: Any, acked: Acked, samples: int, timeout_s: float) -> PeerResult:
+    def run(self, test: str, ready: Any, done: Any, acked: Acked, samples: int, timeout_s: float) -> SubResult:
         rx = self.rx = _Receiver(self.trial, test, acked, samples)
         if not rx.first.wait(timeout_s):
             raise TimeoutError(f"zenoh: no warm-up message on {self.trial.key}")

@@ -46,6 +46,16 @@ def mapped(arr: np.ndarray) -> bool:
     return isinstance(base, mmap.mmap)
 
 
+def publish_until_received(pub: Publisher, sub: Subscriber, msg: msgs.Message) -> msgs.Message | None:
+    """Publish ``msg`` until ``sub`` has a message (a new subscription joins a little later)."""
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        pub.publish(msg)
+        if (got := sub.recv(timeout=0.1)) is not None:
+            return got
+    return None
+
+
 @pytest.fixture
 def sweeping_procs(procs: Procs, registry: Registry) -> Iterator[Procs]:
     """``procs``, then a registry sweep before the runtime directory goes: a test that fails with
@@ -203,11 +213,7 @@ def test_tcp_endpoint_with_shm_keeps_sending_bytes_and_env_turns_shm_on(
     with Publisher("/tcp/image", endpoint="tcp://127.0.0.1:0", registry=registry, shm=True) as pub:
         with Subscriber("/tcp/image", registry=registry, timeout=5.0) as sub:
             sub.wait_for_publishers(5.0)
-            got = None
-            deadline = time.monotonic() + 10.0
-            while got is None and time.monotonic() < deadline:
-                pub.publish(image)
-                got = sub.recv(timeout=0.1)
+            got = publish_until_received(pub, sub, image)
             assert isinstance(got, msgs.Image)
             assert got == image and not mapped(got.data)
         assert pub.shm_segment is None
@@ -248,11 +254,7 @@ def test_no_room_for_a_segment_sends_bytes_says_why_once_and_keeps_publishing(
     ):
         with Subscriber("/full/points", registry=registry, timeout=5.0) as sub:
             sub.wait_for_publishers(5.0)
-            got = None
-            deadline = time.monotonic() + 10.0
-            while got is None and time.monotonic() < deadline:
-                pub.publish(cloud)
-                got = sub.recv(timeout=0.1)
+            got = publish_until_received(pub, sub, cloud)
             assert got == cloud and not mapped(got.data)
         loan = pub.loan((10, 6), np.float32)  # a plain array: the same producer code works
         assert not mapped(loan)
@@ -290,11 +292,7 @@ def test_a_message_with_more_big_arrays_than_slots_sends_the_rest_as_bytes(regis
         Subscriber("/synced", registry=registry, timeout=5.0) as sub,
     ):
         sub.wait_for_publishers(5.0)
-        got = None
-        deadline = time.monotonic() + 10.0
-        while got is None and time.monotonic() < deadline:
-            pub.publish(frame)
-            got = sub.recv(timeout=0.1)
+        got = publish_until_received(pub, sub, frame)
         assert isinstance(got, msgs.SyncedFrame) and got == frame
         assert [mapped(m.data) for m in got.members["lidar"]] == [True, True, False]
         assert pub.stats.shm_fallback >= 1

@@ -130,12 +130,10 @@ def segment_prefix(graph_dir: Path, src: int) -> str:
 def remove_segments(graph_dir: Path, src: int) -> int:
     """Unlink the user's own segments of publisher ``src`` (a dead one); returns how many."""
     prefix = segment_prefix(graph_dir, src)
-    try:
-        names = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
-    except OSError:
-        return 0
     removed = 0
-    for name in names:
+    for name in _segment_names():
+        if not name.startswith(prefix):
+            continue
         path = SHM_DIR / name
         try:
             st = os.lstat(path)
@@ -147,9 +145,19 @@ def remove_segments(graph_dir: Path, src: int) -> int:
     return removed
 
 
+def _segment_names() -> list[str]:
+    """Names of the fusion_stream segments in :data:`SHM_DIR` (none if it cannot be listed)."""
+    try:
+        return [n for n in os.listdir(SHM_DIR) if _NAME_RE.match(n)]
+    except OSError:
+        return []
+
+
 _ORPHAN_MIN_AGE_S: Final = 5.0
 """A segment younger than this is never an orphan (its publisher may be between creating and
 locking it)."""
+
+
 def remove_orphans() -> int:
     """Unlink this user's segments that no process holds any more; returns how many.
 
@@ -157,12 +165,8 @@ def remove_orphans() -> int:
     segment whose header can be write-locked was left by a publisher killed where no registry
     sweep will see it (its graph's runtime folder gone). Views mapped elsewhere stay valid. The
     first pool of each process runs this (:func:`_remove_orphans_once`)."""
-    try:
-        names = [n for n in os.listdir(SHM_DIR) if _NAME_RE.match(n)]
-    except OSError:
-        return 0
     removed = 0
-    for name in names:
+    for name in _segment_names():
         path = SHM_DIR / name
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)

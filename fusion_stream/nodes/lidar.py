@@ -30,7 +30,6 @@ from fusion_stream.runtime.node import Node
 from fusion_stream.runtime.nodetypes import NodeTopics
 from fusion_stream.runtime.params import existing
 from fusion_stream.runtime.runner import run_node
-from fusion_stream.runtime.shm import DEFAULT_THRESHOLD
 from fusion_stream.sim import lidar
 from fusion_stream.sim.capture import SweepsAsCast, lidar_sweep
 from fusion_stream.sim.sensors import FrameGrid, SimParams, check_sim, open_sensor, open_world
@@ -136,14 +135,8 @@ def _simulated(node: Node, p: Params) -> None:
     sensor = open_sensor(p, p.sensor, "lidar")
     spec = _sim_spec(p)
     # Each sweep's points are written straight into a loan from the publisher's shared-memory
-    # pool (a plain array without one), whose slots hold the largest sweep: no copy to publish.
-    pub = node.publisher(
-        p.topic,
-        PointCloud,
-        nominal_hz=p.rate_hz,
-        skipped=lambda: sweeps.skipped,
-        shm_threshold=max(DEFAULT_THRESHOLD, spec.max_bytes),
-    )
+    # pool (a plain array without one), sized for the largest sweep: no copy to publish.
+    pub = node.publisher(p.topic, PointCloud, nominal_hz=p.rate_hz, skipped=lambda: sweeps.skipped)
     sweeps = SweepsAsCast(world, sensor, spec, p.epoch_ns, out=pub.loan)
     # The first sweep imports the ray caster and builds the scene (~3 s): done once, thrown away,
     # before the grid starts. Sweeps are pure functions of their start.

@@ -10,15 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from fusion_stream.core import calib, msgs, resources
 from fusion_stream.errors import CalibrationError, ParamError
 from fusion_stream.runtime.node import Node
-from fusion_stream.runtime.shm import DEFAULT_THRESHOLD
 from fusion_stream.sim.world import Scenario, World
 
 DEFAULT_RIG = "calib/sim_rig.yaml"
@@ -118,14 +115,11 @@ def publish_on_grid(
     ``capture`` must be a pure function of the stamp: it is called once before the grid starts,
     so the first frame's one-time costs (imports, scene building) skip no frame. With ``lend``
     (shape, dtype) it is called as ``capture(capture_ns, out=array)``, ``array`` a loan of the
-    publisher's shared-memory pool (slots made big enough) for it to write the frame into."""
+    publisher's shared-memory pool (its first loan sizes the slots) to write the frame into."""
     if rate_hz <= 0:
         raise ParamError("rate_hz", f"must be > 0, got {rate_hz}")
     grid = FrameGrid(round(1e9 / rate_hz), epoch_ns)
-    options: dict[str, Any] = {}
-    if lend is not None:
-        options["shm_threshold"] = max(DEFAULT_THRESHOLD, int(np.prod(lend[0])) * np.dtype(lend[1]).itemsize)
-    pub = node.publisher(topic, msg_type, nominal_hz=rate_hz, skipped=lambda: grid.skipped, **options)
+    pub = node.publisher(topic, msg_type, nominal_hz=rate_hz, skipped=lambda: grid.skipped)
 
     def frame(at_ns: int) -> msgs.Message:
         return capture(at_ns) if lend is None else capture(at_ns, out=pub.loan(*lend))

@@ -296,7 +296,8 @@ class Publisher:
         slot is held by subscribers, it is a plain array that publish sends as usual: callers
         write the same code either way. A loan never published is returned to the pool by
         :meth:`release`, by :meth:`loaned`'s exit, or when it is garbage-collected. An array
-        bigger than a slot (``shm_threshold``, page-rounded) is refused (:class:`TransportError`)."""
+        bigger than a slot makes a pool of bigger slots, or is refused (:class:`TransportError`)
+        while smaller loans are out."""
         dims = (shape,) if isinstance(shape, int) else tuple(shape)
         dt = np.dtype(dtype)
         if self._pool is not None and (arr := self._pool.loan(dims, dt)) is not None:

@@ -368,6 +368,8 @@ class ShmPool:
 
     def flush(self) -> None:
         """Copy the arrays :meth:`put` reserved slots for, stamp their generations and unlock them."""
+        if not self._pending:
+            return
         pending, self._pending = self._pending, []
         for i, generation, dest, arr in pending:
             try:

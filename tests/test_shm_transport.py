@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -354,3 +355,41 @@ def test_every_message_type_round_trips_through_shm_between_processes(procs: Pro
 def wire_arrays(msg: msgs.Message) -> list[np.ndarray]:
     """The arrays a message travels as (what ``wire.encode`` sends in frames or the pool)."""
     return wire._body(msg)[1]
+
+
+def test_a_reader_waits_for_its_own_copy_and_not_for_a_slot_lent_or_reused(
+    raw_pub: tuple[zmq.Socket[Any], str], registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The descriptor travels before the copy: its reader waits for the slot's write lock. A
+    descriptor whose slot is write-locked for something else is stale at once, without waiting."""
+    from fusion_stream.runtime import shm
+
+    monkeypatch.setattr(shm, "WRITE_WAIT_S", 30.0)  # the copy below is late on purpose; never flaky
+    sock, endpoint = raw_pub
+    pool = ShmPool(segment_prefix(registry.path, 0x2468), slots=2)
+    cloud = testpattern.point_cloud(3, 70_000)
+    try:
+        with Subscriber("/late", endpoints=[endpoint], timeout=5.0) as sub:
+            warm = wire.encode("/late", testpattern.point_cloud(1, 10), seq=1, src=7, pub_ns=0)
+            send_until_received(sock, sub, warm)
+            sock.send_multipart(wire.encode("/late", cloud, seq=2, src=7, pub_ns=0, shm=pool))
+            threading.Timer(0.2, pool.flush).start()  # the copy, after the descriptor has gone
+            got = sub.recv(timeout=10.0)
+            assert got == cloud and isinstance(got, msgs.PointCloud) and mapped(got.data)
+            del got
+            lent = pool.loan(cloud.data.shape, cloud.data.dtype)  # write-locked, not being copied into
+            assert lent is not None
+            stale = wire.encode_descriptor(wire.ShmRef(pool.segment, lent.ctypes.data - base(pool), lent.nbytes, 1))
+            header = wire.encode("/late", cloud, seq=3, src=7, pub_ns=0)[1]
+            slept: list[float] = []
+            monkeypatch.setattr(shm.time, "sleep", slept.append)
+            sock.send_multipart([b"/late", header, stale])
+            wait_for(lambda: sub.recv(timeout=0.1) is None and sub.stats.malformed["stale"] == 1, 10.0, "the drop")
+            assert slept == [], "a lent slot is not waited for"
+    finally:
+        pool.close()
+
+
+def base(pool: ShmPool) -> int:
+    """Address of the start of ``pool``'s segment (to turn a loan into its descriptor's offset)."""
+    return int(np.frombuffer(pool._map, np.uint8, 1).ctypes.data)  # type: ignore[arg-type]

@@ -51,6 +51,7 @@ import struct
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -76,6 +77,8 @@ SLOT_HEADER: Final = 64
 _PAGE: Final = mmap.PAGESIZE
 _HEADER_FMT: Final = "<8sIIQQ"  # magic, slots, pad, slot size, stride
 _GEN: Final = struct.Struct("<Q")
+_COPYING_AT: Final = 8
+"""Offset in a slot's header of the generation being copied in (0 when none is)."""
 _POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map the pages at once, no faults later
 _NAME_RE: Final = re.compile(r"^fusion_stream-[0-9a-f]{12}-[0-9a-f]{8}-[0-9]{1,9}$")
 _FLOCK: Final = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (0 for OFD locks)
@@ -108,11 +111,15 @@ def _lock(fd: int, kind: int, start: int, length: int) -> bool:
     return True
 
 
-def _lock_when_written(fd: int, start: int, length: int) -> bool:
-    """Read-lock a slot, waiting up to :data:`WRITE_WAIT_S` while its publisher copies into it
-    (it sends the descriptor first); False if it is still write-locked then."""
+def _lock_when_written(fd: int, start: int, length: int, copying: Callable[[], bool]) -> bool:
+    """Read-lock a slot, waiting up to :data:`WRITE_WAIT_S` while its publisher copies this
+    message's array into it (it sends the descriptor first: ``copying()``); False if it is
+    still write-locked then, or at once if it is write-locked for anything else (lent, or being
+    reused for a later message: waiting would only make a slow subscriber slower)."""
     if _lock(fd, fcntl.F_RDLCK, start, length):
         return True
+    if not copying():
+        return False
     deadline = time.monotonic() + WRITE_WAIT_S
     while time.monotonic() < deadline:
         time.sleep(_WRITE_POLL_S)
@@ -270,7 +277,7 @@ class ShmPool:
                 self.skipped += 1
                 continue
             self._next = (i + 1) % self._slots
-            self._gens[i][0] = 0  # being written: no descriptor of this slot is valid now
+            self._gens[i][:] = 0  # being written: no descriptor of this slot is valid now, none waits
             arr: np.ndarray = np.ndarray(shape, dtype, buffer=self._map, offset=start + SLOT_HEADER)
             self._loans += 1
             self._lent[i] = (arr.ctypes.data, self._loans)
@@ -357,9 +364,9 @@ class ShmPool:
                 self.skipped += 1
                 continue
             self._next = (i + 1) % self._slots
-            self._gens[i][0] = 0  # being written: no descriptor of this slot is valid now
-            offset = SEGMENT_HEADER + i * self._stride + SLOT_HEADER
             self._generation += 1
+            self._gens[i][:] = (0, self._generation)  # being copied in: only its own reader may wait
+            offset = SEGMENT_HEADER + i * self._stride + SLOT_HEADER
             dest: np.ndarray = np.ndarray(arr.shape, arr.dtype, buffer=self._map, offset=offset)
             self._pending.append((i, self._generation, dest, arr))
             return wire.ShmRef(self._name, offset, arr.nbytes, self._generation)
@@ -421,8 +428,8 @@ class ShmPool:
         self._remove = weakref.finalize(self, _unlink_own, path, os.getpid())
         self._name, self._fd, self._map = name, fd, new
         self._slot_size, self._stride, self._next = slot_size, stride, 0
-        self._gens = [
-            np.ndarray((1,), np.uint64, buffer=new, offset=SEGMENT_HEADER + i * stride) for i in range(self._slots)
+        self._gens = [  # per slot: [generation, generation being copied in]
+            np.ndarray((2,), np.uint64, buffer=new, offset=SEGMENT_HEADER + i * stride) for i in range(self._slots)
         ]
         # SEGMENT_HEADER + i*stride + SLOT_HEADER: offset of slot i's data (stride leaves room for it)
         assert SLOT_HEADER <= _PAGE
@@ -485,10 +492,13 @@ class ShmMapper:
             raise WireError("shm-bounds", f"{ref.nbytes} bytes at {ref.offset} overrun a slot of {ref.segment!r}")
         fd = _reopen(m.fd)
         try:
-            if not _lock_when_written(fd, SEGMENT_HEADER + start, m.stride):
-                raise WireError(
-                    "stale", f"slot of {ref.segment!r} at {ref.offset} still being written after {WRITE_WAIT_S} s"
-                )
+            header = ref.offset - SLOT_HEADER
+
+            def copying() -> bool:
+                return bool(_GEN.unpack_from(m.view, header + _COPYING_AT)[0] == ref.generation)
+
+            if not _lock_when_written(fd, SEGMENT_HEADER + start, m.stride, copying):
+                raise WireError("stale", f"slot of {ref.segment!r} at {ref.offset} is being rewritten")
             (gen,) = _GEN.unpack_from(m.view, ref.offset - SLOT_HEADER)
             if gen != ref.generation:
                 raise WireError(

@@ -57,4 +57,7 @@ fi
 
 # Compile the numba kernels into their on-disk cache now (tens of seconds of CPU the first time,
 # ~2 s when cached), so no node's first frame pays for it under the supervisor's start-up grace.
-.venv/bin/python -m fusion_stream.cli.jit >/dev/null
+# FUSION_STREAM_SETUP_JIT=0 leaves it to the caller (scripts/test.sh runs it beside mypy).
+if [ "${FUSION_STREAM_SETUP_JIT:-1}" != 0 ]; then
+    .venv/bin/python -m fusion_stream.cli.jit >/dev/null
+fi

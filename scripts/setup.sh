@@ -50,9 +50,7 @@ want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$extras"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "installing fusion_stream[$extras] into .venv ..." >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
-    # --no-compile: Python compiles what is imported when it is imported; byte-compiling every
-    # installed file (torch has thousands) took a third of the install (2 min 23 s -> 1 min 29 s)
-    .venv/bin/python -m pip install -q --disable-pip-version-check --no-compile -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" 2>&1 | grep -v '^WARNING: Location' >&2 || true
     .venv/bin/python -c "import fusion_stream, zmq, numpy, open3d" || { echo "installation failed (see above)" >&2; exit 1; }
     echo "$want" > "$stamp"
 fi
